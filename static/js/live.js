@@ -1,0 +1,20 @@
+// One helper for every live page: a websocket that reconnects with backoff and reports its state.
+window.Vintner = window.Vintner || {};
+window.Vintner.connect = function (path, { onMessage, onState }) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  let delay = 500;
+  let socket;
+  function open() {
+    onState("connecting");
+    socket = new WebSocket(`${scheme}://${location.host}${path}`);
+    socket.onopen = () => { delay = 500; onState("live"); };
+    socket.onmessage = (event) => onMessage(JSON.parse(event.data));
+    socket.onclose = () => {
+      onState("closed");
+      setTimeout(open, delay);
+      delay = Math.min(delay * 2, 10000);
+    };
+  }
+  open();
+  return () => socket;
+};

@@ -1,0 +1,36 @@
+"""Loaded with `-p tests.plugin`: starts a private Redis and data folder before Django reads
+its settings, so that every test, server and worker of this run uses them and nothing else."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.servers import RedisServer
+
+REDIS_KEY = pytest.StashKey[RedisServer]()
+DATA_DIR_KEY = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    data_dir = Path(tempfile.mkdtemp(prefix="vintner-test-"))
+    os.environ["VINTNER_DATA_DIR"] = str(data_dir)
+    os.environ["WORKER_HEARTBEAT_SECONDS"] = "1"
+    os.environ.pop("VINTNER_PRODUCTION", None)
+    server = RedisServer(data_dir).start()
+    os.environ["REDIS_URL"] = server.url
+    early_config.stash[REDIS_KEY] = server
+    early_config.stash[DATA_DIR_KEY] = data_dir
+    return (yield)
+
+
+def pytest_unconfigure(config):
+    server = config.stash.get(REDIS_KEY, None)
+    if server:
+        server.stop()
+    data_dir = config.stash.get(DATA_DIR_KEY, None)
+    if data_dir and not os.environ.get("VINTNER_KEEP_TEST_DATA"):
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,68 @@
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.access import Action, authorize, get_for_user
+from webapp.projects import services
+from webapp.projects.models import Project
+from webapp.projects.selectors import projects_for_user
+from webapp.teams.models import Team
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all())
+
+    class Meta:
+        model = Project
+        fields = ["id", "team", "name", "description", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+
+class ProjectUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+
+
+def _project(request: Request, project_id: int, action: Action) -> Project:
+    return get_for_user(request.user, Project.objects.select_related("team"), project_id, action, team_lookup="team")
+
+
+class ProjectListView(APIView):
+    serializer_class = ProjectSerializer
+
+    def get(self, request: Request) -> Response:
+        team = request.query_params.get("team")
+        projects = projects_for_user(request.user, team_id=int(team) if team and team.isdigit() else None)
+        return Response(ProjectSerializer(projects, many=True).data)
+
+    def post(self, request: Request) -> Response:
+        team_id = request.data.get("team")
+        # Check membership before validating, so a foreign team id answers 404 like everywhere else.
+        if str(team_id).isdigit():
+            authorize(request.user, int(team_id), Action.WRITE)
+        serializer = ProjectSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        project = services.project_create(
+            team=data["team"], creator=request.user, name=data["name"], description=data.get("description", "")
+        )
+        return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailView(APIView):
+    serializer_class = ProjectSerializer
+
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(ProjectSerializer(_project(request, project_id, Action.VIEW)).data)
+
+    def patch(self, request: Request, project_id: int) -> Response:
+        project = _project(request, project_id, Action.WRITE)
+        serializer = ProjectUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        project = services.project_update(project=project, **serializer.validated_data)
+        return Response(ProjectSerializer(project).data)
+
+    def delete(self, request: Request, project_id: int) -> Response:
+        services.project_delete(project=_project(request, project_id, Action.MANAGE))
+        return Response(status=status.HTTP_204_NO_CONTENT)

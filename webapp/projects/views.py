@@ -1,0 +1,82 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.access import Action, authorize, get_for_user, role_allows
+from webapp.projects import services
+from webapp.projects.forms import ProjectForm
+from webapp.projects.models import Project
+from webapp.teams.models import Team
+
+
+def _project(request: HttpRequest, project_id: int, action: Action) -> Project:
+    return get_for_user(request.user, Project.objects.select_related("team"), project_id, action, team_lookup="team")
+
+
+def _form_errors(form: ProjectForm, error: ValidationError) -> None:
+    for field, errors in error.message_dict.items():
+        for message in errors:
+            form.add_error(field if field in form.fields else None, message)
+
+
+@login_required
+@require_POST
+def project_create(request: HttpRequest, team_id: int) -> HttpResponse:
+    authorize(request.user, team_id, Action.WRITE)
+    team = get_object_or_404(Team, id=team_id)
+    form = ProjectForm(request.POST)
+    if form.is_valid():
+        try:
+            project = services.project_create(team=team, creator=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            _form_errors(form, error)
+        else:
+            messages.success(request, f"Project {project.name} created.")
+            return redirect("project_detail", project_id=project.id)
+    for message in [m for errors in form.errors.values() for m in errors]:
+        messages.error(request, message)
+    return redirect("team_detail", team_id=team.id)
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id, Action.VIEW)
+    role = authorize(request.user, project.team_id, Action.VIEW)
+    context = {
+        "project": project,
+        "team": project.team,
+        "can_write": role_allows(role, Action.WRITE),
+        "can_manage": role_allows(role, Action.MANAGE),
+    }
+    return render(request, "projects/project_detail.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id, Action.WRITE)
+    initial = {"name": project.name, "description": project.description}
+    form = ProjectForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.project_update(project=project, **form.cleaned_data)
+        except ValidationError as error:
+            _form_errors(form, error)
+        else:
+            messages.success(request, "Project saved.")
+            return redirect("project_detail", project_id=project.id)
+    return render(request, "projects/project_edit.html", {"project": project, "team": project.team, "form": form})
+
+
+@login_required
+@require_POST
+def project_delete(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = _project(request, project_id, Action.MANAGE)
+    team_id, name = project.team_id, project.name
+    services.project_delete(project=project)
+    messages.success(request, f"Project {name} deleted.")
+    return redirect("team_detail", team_id=team_id)

@@ -1,0 +1,52 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from webapp.core.views import healthz
+from webapp.hosts import api as hosts_api
+from webapp.hosts import views as hosts_views
+from webapp.projects import api as projects_api
+from webapp.projects import views as projects_views
+from webapp.teams import api as teams_api
+from webapp.teams import views as teams_views
+
+api_v1 = [
+    path("auth/token/", obtain_auth_token, name="api_token"),
+    path("teams/", teams_api.TeamListView.as_view(), name="api_team_list"),
+    path("teams/<int:team_id>/", teams_api.TeamDetailView.as_view(), name="api_team_detail"),
+    path("teams/<int:team_id>/members/", teams_api.MemberListView.as_view(), name="api_member_list"),
+    path(
+        "teams/<int:team_id>/members/<int:membership_id>/",
+        teams_api.MemberDetailView.as_view(),
+        name="api_member_detail",
+    ),
+    path("projects/", projects_api.ProjectListView.as_view(), name="api_project_list"),
+    path("projects/<int:project_id>/", projects_api.ProjectDetailView.as_view(), name="api_project_detail"),
+    path("workers/", hosts_api.WorkerListView.as_view(), name="api_worker_list"),
+]
+
+urlpatterns = [
+    path("", teams_views.home, name="home"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("teams/", teams_views.team_list, name="team_list"),
+    path("teams/<int:team_id>/", teams_views.team_detail, name="team_detail"),
+    path("teams/<int:team_id>/switch/", teams_views.team_switch, name="team_switch"),
+    path("teams/<int:team_id>/members/", teams_views.team_members, name="team_members"),
+    path("teams/<int:team_id>/members/<int:membership_id>/role/", teams_views.member_role, name="member_role"),
+    path("teams/<int:team_id>/members/<int:membership_id>/remove/", teams_views.member_remove, name="member_remove"),
+    path("teams/<int:team_id>/projects/new/", projects_views.project_create, name="project_create"),
+    path("projects/<int:project_id>/", projects_views.project_detail, name="project_detail"),
+    path("projects/<int:project_id>/edit/", projects_views.project_edit, name="project_edit"),
+    path("projects/<int:project_id>/delete/", projects_views.project_delete, name="project_delete"),
+    path("workers/", hosts_views.worker_list, name="worker_list"),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+]
