@@ -15,13 +15,21 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.runtime
+# Browser libraries come from the npm registry at build time and are served by Vintner itself.
+VENDOR := static/vendor
+$(VENDOR)/.installed: frontend/package.json frontend/package-lock.json
+	npm ci --prefix frontend --no-audit --no-fund --silent
+	mkdir -p $(VENDOR)
+	cp frontend/node_modules/uplot/dist/uPlot.iife.min.js frontend/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+	touch $@
+
+run: $(VENV)/.runtime $(VENDOR)/.installed
 	scripts/ensure-system-packages
 	$(PY) manage.py up
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(VENDOR)/.installed
 	scripts/ensure-system-packages chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache
+	rm -rf $(VENV) $(VENDOR) frontend/node_modules .pytest_cache

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from tests.plugin import DATA_DIR_KEY, REDIS_KEY
 from tests.servers import RedisServer, ServiceProcess, start_daphne, start_worker, wait_for
@@ -49,18 +50,19 @@ def child_env(django_db_setup, redis_server) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker(child_env, log_dir, django_db_blocker) -> ServiceProcess:
-    """One real worker on both queues for the whole run. Tests using it need `transactional_db`."""
+    """A real worker on both queues for a test module. Tests using it need `transactional_db`."""
     from webapp.hosts.models import WorkerHost
 
+    started = timezone.now()
     worker = start_worker(child_env, log_dir, name="test")
 
     def reported() -> bool:
         if not worker.alive():
             raise RuntimeError(f"celery worker exited:\n{worker.log()}")
         with django_db_blocker.unblock():
-            return WorkerHost.objects.filter(hostname__startswith="test@", reported_at__isnull=False).exists()
+            return WorkerHost.objects.filter(hostname__startswith="test@", reported_at__gte=started).exists()
 
     try:
         wait_for(reported, timeout=120, what="the test worker's capability report", interval=0.5)

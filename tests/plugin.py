@@ -18,7 +18,14 @@ DATA_DIR_KEY = pytest.StashKey[Path]()
 def pytest_load_initial_conftests(early_config, parser, args):
     data_dir = Path(tempfile.mkdtemp(prefix="vintner-test-"))
     os.environ["VINTNER_DATA_DIR"] = str(data_dir)
-    os.environ["WORKER_HEARTBEAT_SECONDS"] = "1"
+    # Fault handling on a test's time scale: short leases, quick reconciling.
+    os.environ.update(
+        WORKER_HEARTBEAT_SECONDS="1",
+        RECONCILE_SECONDS="1",
+        JOB_LEASE_SECONDS="3",
+        JOB_CANCEL_GRACE_SECONDS="4",
+        JOB_REQUEUE_AFTER_SECONDS="2",
+    )
     os.environ.pop("VINTNER_PRODUCTION", None)
     server = RedisServer(data_dir).start()
     os.environ["REDIS_URL"] = server.url

@@ -7,6 +7,8 @@ from rest_framework.authtoken.views import obtain_auth_token
 from webapp.core.views import healthz
 from webapp.hosts import api as hosts_api
 from webapp.hosts import views as hosts_views
+from webapp.jobs import api as jobs_api
+from webapp.jobs import views as jobs_views
 from webapp.projects import api as projects_api
 from webapp.projects import views as projects_views
 from webapp.teams import api as teams_api
@@ -24,6 +26,10 @@ api_v1 = [
     ),
     path("projects/", projects_api.ProjectListView.as_view(), name="api_project_list"),
     path("projects/<int:project_id>/", projects_api.ProjectDetailView.as_view(), name="api_project_detail"),
+    path("projects/<int:project_id>/jobs/", jobs_api.ProjectJobsView.as_view(), name="api_project_jobs"),
+    path("jobs/<int:job_id>/", jobs_api.JobDetailView.as_view(), name="api_job_detail"),
+    path("jobs/<int:job_id>/events/", jobs_api.JobEventsView.as_view(), name="api_job_events"),
+    path("jobs/<int:job_id>/cancel/", jobs_api.JobCancelView.as_view(), name="api_job_cancel"),
     path("workers/", hosts_api.WorkerListView.as_view(), name="api_worker_list"),
 ]
 
@@ -43,6 +49,11 @@ urlpatterns = [
     path("projects/<int:project_id>/", projects_views.project_detail, name="project_detail"),
     path("projects/<int:project_id>/edit/", projects_views.project_edit, name="project_edit"),
     path("projects/<int:project_id>/delete/", projects_views.project_delete, name="project_delete"),
+    path("projects/<int:project_id>/jobs/<str:kind>/new/", jobs_views.job_submit, name="job_submit"),
+    path("jobs/<int:job_id>/", jobs_views.job_detail, name="job_detail"),
+    path("jobs/<int:job_id>/row/", jobs_views.job_row, name="job_row"),
+    path("jobs/<int:job_id>/cancel/", jobs_views.job_cancel, name="job_cancel"),
+    path("jobs/<int:job_id>/log/", jobs_views.job_log, name="job_log"),
     path("workers/", hosts_views.worker_list, name="worker_list"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),

@@ -1,5 +1,6 @@
 """A worker announces itself: it asks for its own capability report through the broker, then
-keeps a heartbeat from its main process (pool processes may be busy with hours-long jobs)."""
+keeps a heartbeat from its main process (pool processes may be busy with hours-long jobs),
+and runs the job reconciler every RECONCILE_SECONDS."""
 
 import logging
 import threading
@@ -10,6 +11,7 @@ from django.db import close_old_connections
 
 from webapp.celery import QUEUES
 from webapp.hosts.services import host_heartbeat, host_stopped
+from workers.reconciler import reconcile
 from workers.tasks import report_capabilities
 
 log = logging.getLogger(__name__)
@@ -27,12 +29,17 @@ def _request_report(hostname: str) -> None:
 
 
 def _beat(hostname: str, queues: list[str]) -> None:
+    since_reconcile = 0.0
     while not _stop.wait(settings.WORKER_HEARTBEAT_SECONDS):
         try:
             close_old_connections()
             if host_heartbeat(hostname=hostname, queues=queues):
                 _request_report(hostname)
-        except Exception:  # a database hiccup must not kill the worker; the next beat retries
+            since_reconcile += settings.WORKER_HEARTBEAT_SECONDS
+            if since_reconcile >= settings.RECONCILE_SECONDS:
+                since_reconcile = 0.0
+                reconcile()
+        except Exception:  # a database or broker hiccup must not kill the worker; the next beat retries
             log.exception("worker heartbeat failed")
 
 

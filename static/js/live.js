@@ -1,4 +1,5 @@
 // One helper for every live page: a websocket that reconnects with backoff and reports its state.
+// `path` may be a function, so a reconnect can say what it has already seen.
 window.Vintner = window.Vintner || {};
 window.Vintner.connect = function (path, { onMessage, onState }) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -6,7 +7,8 @@ window.Vintner.connect = function (path, { onMessage, onState }) {
   let socket;
   function open() {
     onState("connecting");
-    socket = new WebSocket(`${scheme}://${location.host}${path}`);
+    const target = typeof path === "function" ? path() : path;
+    socket = new WebSocket(`${scheme}://${location.host}${target}`);
     socket.onopen = () => { delay = 500; onState("live"); };
     socket.onmessage = (event) => onMessage(JSON.parse(event.data));
     socket.onclose = () => {

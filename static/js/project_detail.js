@@ -1,8 +1,28 @@
-// Project page: follow the project's live feed.
+// Project page: follow the project's live feed (project changes, and the job list).
 (function () {
   const projectId = document.currentScript.dataset.project;
   const status = document.querySelector("[data-testid=feed-status]");
+  const jobRows = document.querySelector("[data-testid=job-list] tbody");
   const labels = { connecting: "connecting…", live: "live", closed: "offline, retrying…" };
+
+  async function updateJob(job) {
+    let row = jobRows.querySelector(`tr[data-job="${job.id}"]`);
+    if (!row) {
+      // A job this page has not shown yet: render it with the same partial as the first load.
+      const response = await fetch(`/jobs/${job.id}/row/`);
+      if (!response.ok || jobRows.querySelector(`tr[data-job="${job.id}"]`)) return;
+      jobRows.insertAdjacentHTML("afterbegin", await response.text());
+      document.querySelector("[data-testid=no-jobs]").hidden = true;
+      row = jobRows.querySelector(`tr[data-job="${job.id}"]`);
+    }
+    const state = row.querySelector("[data-field=state]");
+    state.textContent = job.state;
+    state.className = `state ${job.state}`;
+    const bar = row.querySelector("[data-field=progress]");
+    bar.value = Math.max(bar.value, job.progress);
+    row.querySelector("[data-field=stage]").textContent = job.stage;
+  }
+
   window.Vintner.connect(`/ws/projects/${projectId}/feed/`, {
     onState(state) { status.dataset.state = state; status.textContent = labels[state]; },
     onMessage(message) {
@@ -11,6 +31,8 @@
         document.querySelector("[data-testid=project-description]").textContent = message.project.description;
       } else if (message.type === "project.deleted") {
         location.href = "/";
+      } else if (message.type === "job.updated") {
+        updateJob(message.job);
       }
     },
   });

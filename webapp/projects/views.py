@@ -6,6 +6,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, get_for_user, role_allows
+from webapp.jobs.selectors import jobs_of_project
+from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
 from webapp.projects.forms import ProjectForm
 from webapp.projects.models import Project
@@ -51,6 +53,8 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "team": project.team,
         "can_write": role_allows(role, Action.WRITE),
         "can_manage": role_allows(role, Action.MANAGE),
+        "jobs": jobs_of_project(project.id)[:50],
+        "idempotency_key": new_idempotency_key(),
     }
     return render(request, "projects/project_detail.html", context)
 

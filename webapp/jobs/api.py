@@ -1,0 +1,92 @@
+from django.core.exceptions import ValidationError
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.access import Action, get_for_user
+from webapp.jobs import services
+from webapp.jobs.events import events_after
+from webapp.jobs.kinds import KINDS
+from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_for_user, jobs_of_project
+from webapp.projects.models import Project
+
+
+class JobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = [
+            "id", "project", "kind", "params", "inputs", "state", "progress", "stage", "queue", "worker_host",
+            "attempts", "created_at", "started_at", "finished_at", "cancel_requested_at", "error", "error_detail",
+            "result", "last_seq",
+        ]
+        read_only_fields = fields
+
+
+class JobSubmitSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=sorted(KINDS))
+    params = serializers.DictField(required=False, default=dict)
+    inputs = serializers.DictField(required=False, default=dict)
+    idempotency_key = serializers.CharField(required=False, max_length=100, help_text="Or the Idempotency-Key header.")
+
+
+class JobEventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    kind = serializers.CharField()
+    data = serializers.DictField()
+    at = serializers.FloatField()
+
+
+class ProjectJobsView(APIView):
+    serializer_class = JobSerializer
+
+    def _project(self, request: Request, project_id: int, action: Action) -> Project:
+        return get_for_user(request.user, Project.objects.all(), project_id, action, team_lookup="team")
+
+    def get(self, request: Request, project_id: int) -> Response:
+        project = self._project(request, project_id, Action.VIEW)
+        return Response(JobSerializer(jobs_of_project(project.id)[:200], many=True).data)
+
+    def post(self, request: Request, project_id: int) -> Response:
+        project = self._project(request, project_id, Action.WRITE)
+        submit = JobSubmitSerializer(data=request.data)
+        submit.is_valid(raise_exception=True)
+        data = submit.validated_data
+        job, created = services.job_submit(
+            project=project,
+            user=request.user,
+            kind=data["kind"],
+            params=data["params"],
+            inputs=data["inputs"],
+            idempotency_key=data.get("idempotency_key") or request.headers.get("Idempotency-Key"),
+        )
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class JobDetailView(APIView):
+    serializer_class = JobSerializer
+
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(JobSerializer(job_for_user(request.user, job_id, Action.VIEW)).data)
+
+
+class JobEventsView(APIView):
+    serializer_class = JobEventSerializer
+
+    def get(self, request: Request, job_id: int) -> Response:
+        job = job_for_user(request.user, job_id, Action.VIEW)
+        after = request.query_params.get("after", "0")
+        limit = request.query_params.get("limit", "1000")
+        if not after.isdigit() or not limit.isdigit():
+            raise ValidationError({"after": "after and limit must be whole numbers."})
+        events = [event.as_message() for event in events_after(job.id, int(after), limit=min(int(limit), 5000))]
+        return Response({"job": JobSerializer(job).data, "events": events})
+
+
+class JobCancelView(APIView):
+    serializer_class = JobSerializer
+
+    def post(self, request: Request, job_id: int) -> Response:
+        job = services.job_cancel(job=job_for_user(request.user, job_id, Action.WRITE))
+        return Response(JobSerializer(job).data)

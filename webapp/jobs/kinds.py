@@ -1,0 +1,49 @@
+"""Job kinds: how each kind's parameters are validated, which queue runs it, whether it resumes.
+
+A kind's Celery task is `jobs.<name>` (workers/tasks.py); the web side only needs its name.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rest_framework import serializers
+
+from webapp.celery import QUEUES
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    label: str
+    params: type[serializers.Serializer]
+    route: Callable[[dict], str]  # validated params -> queue
+    resumable: bool  # a lost worker's attempt continues from the last checkpoint
+
+    @property
+    def max_attempts(self) -> int:
+        return 2 if self.resumable else 1
+
+    @property
+    def task_name(self) -> str:
+        return f"jobs.{self.name}"
+
+
+class ProbeParams(serializers.Serializer):
+    rounds = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    seconds_per_round = serializers.FloatField(min_value=0.05, max_value=60, default=1.0)
+    matrix_size = serializers.IntegerField(min_value=16, max_value=8192, default=512)
+    queue = serializers.ChoiceField(choices=QUEUES, default="optimize", help_text="Which kind of worker to measure.")
+
+
+KINDS: dict[str, JobKind] = {
+    kind.name: kind
+    for kind in [
+        JobKind(
+            name="probe",
+            label="Compute probe",
+            params=ProbeParams,
+            route=lambda params: params["queue"],
+            resumable=True,
+        ),
+    ]
+}

@@ -1,0 +1,204 @@
+"""Job verbs. Web side: submit, cancel. Worker side: claim, renew the lease, finish.
+Reconciler: recover what lost workers and a lost broker left behind. Every state change is
+an atomic conditional update plus a stored `state` event."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from webapp.celery import app as celery_app
+from webapp.jobs.events import events_append
+from webapp.jobs.kinds import KINDS
+from webapp.jobs.models import Job, JobState
+from webapp.projects.models import Project
+
+
+def _state_event(state: str, **extra) -> tuple[str, dict]:
+    return ("state", {"state": state, **{k: v for k, v in extra.items() if v not in (None, "")}})
+
+
+def params_validate(kind: str, params: dict) -> dict:
+    """Per-field errors as a ValidationError, before any row exists."""
+    if kind not in KINDS:
+        raise ValidationError({"kind": f"Unknown job kind “{kind}”. Known kinds: {', '.join(sorted(KINDS))}."})
+    serializer = KINDS[kind].params(data=params)
+    if not serializer.is_valid():
+        raise ValidationError({f"params.{field}": [str(e) for e in errors] for field, errors in serializer.errors.items()})
+    return dict(serializer.validated_data)
+
+
+def job_submit(
+    *, project: Project, user, kind: str, params: dict, inputs: dict | None = None, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Create the job and enqueue it on commit. The same idempotency key gives back the same job."""
+    clean = params_validate(kind, params)
+    key = (idempotency_key or "").strip()[:100] or None
+    if key:
+        existing = Job.objects.filter(project=project, created_by=user, idempotency_key=key).first()
+        if existing:
+            return existing, False
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                project=project,
+                kind=kind,
+                created_by=user,
+                params=clean,
+                inputs=inputs or {},
+                idempotency_key=key,
+                queue=KINDS[kind].route(clean),
+            )
+            events_append(job.id, [_state_event(JobState.QUEUED, queue=job.queue)])
+            transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+    except IntegrityError:  # a concurrent request with the same key won the race
+        return Job.objects.get(project=project, created_by=user, idempotency_key=key), False
+    return job, True
+
+
+def job_enqueue(*, job_id: int) -> None:
+    job = Job.objects.get(id=job_id)
+    task_id = f"job-{job.id}-{job.attempts}-{timezone.now().timestamp():.0f}"
+    Job.objects.filter(id=job.id, state=JobState.QUEUED).update(enqueued_at=timezone.now(), task_id=task_id)
+    celery_app.send_task(KINDS[job.kind].task_name, args=[job.id], queue=job.queue, task_id=task_id)
+
+
+def job_cancel(*, job: Job) -> Job:
+    """A queued job is cancelled at once and never starts; a running one is asked to stop
+    (the pipeline polls the flag; the reconciler hard-stops it after a grace period).
+    Cancelling twice, or a finished job, changes nothing."""
+    now = timezone.now()
+    if Job.objects.filter(id=job.id, state=JobState.QUEUED).update(
+        state=JobState.CANCELLED, cancel_requested_at=now, finished_at=now
+    ):
+        events_append(job.id, [_state_event(JobState.CANCELLED, reason="Cancelled before it started.")], state=JobState.CANCELLED)
+    elif Job.objects.filter(id=job.id, state=JobState.RUNNING, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=now
+    ):
+        events_append(job.id, [("log", {"level": "warning", "message": "Cancel requested; stopping…"})])
+    job.refresh_from_db()
+    return job
+
+
+# --- worker side ------------------------------------------------------------------------------
+
+
+def _lease_until():
+    return timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+
+
+def job_claim(*, job_id: int, owner: str, host: str) -> Job | None:
+    """Take a queued job for this attempt, or None: not queued (already running elsewhere,
+    finished, cancelled), so this delivery of the task does nothing."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(id=job_id).first()
+        if job is None or job.state != JobState.QUEUED:
+            return None
+        attempts = job.attempts + 1
+        Job.objects.filter(id=job_id).update(
+            attempts=attempts,
+            worker_host=host,
+            lease_owner=owner,
+            lease_expires_at=_lease_until(),
+            started_at=job.started_at or now,
+        )
+        note = "resuming from the last checkpoint" if job.checkpoint else None
+        events_append(
+            job_id, [_state_event(JobState.RUNNING, host=host, attempt=attempts, note=note)], state=JobState.RUNNING
+        )
+    return Job.objects.get(id=job_id)
+
+
+def job_renew_lease(*, job_id: int, owner: str) -> bool:
+    """False when this attempt no longer holds the job (hard-stopped, or taken over)."""
+    return bool(
+        Job.objects.filter(id=job_id, state=JobState.RUNNING, lease_owner=owner).update(lease_expires_at=_lease_until())
+    )
+
+
+def job_cancel_requested(*, job_id: int) -> bool:
+    return Job.objects.filter(id=job_id, cancel_requested_at__isnull=False).exists()
+
+
+def job_save_checkpoint(*, job_id: int, owner: str, checkpoint: dict) -> None:
+    Job.objects.filter(id=job_id, state=JobState.RUNNING, lease_owner=owner).update(checkpoint=checkpoint)
+
+
+def job_finish(
+    *, job_id: int, owner: str, state: str, result: dict | None = None, error: str = "", detail: str = ""
+) -> bool:
+    """Record the end of an attempt that still holds the job; a stale attempt changes nothing."""
+    with transaction.atomic():
+        fields = {"state": state, "finished_at": timezone.now(), "lease_expires_at": None, "error": error, "error_detail": detail}
+        if state == JobState.SUCCEEDED:
+            fields.update(result=result or {}, progress=1.0)
+        if not Job.objects.filter(id=job_id, state=JobState.RUNNING, lease_owner=owner).update(**fields):
+            return False
+        live = {name: fields[name] for name in ("state", "progress") if name in fields}
+        events_append(job_id, [_state_event(state, error=error, result=result)], **live)
+    return True
+
+
+# --- reconciler -------------------------------------------------------------------------------
+
+
+def jobs_recover_lost(*, now=None) -> list[int]:
+    """Running jobs whose lease expired lost their worker: resume once from the checkpoint
+    (if the kind can) or fail with a reason. Never left running, never looping."""
+    now = now or timezone.now()
+    touched = []
+    for job in Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=now):
+        kind = KINDS[job.kind]
+        if job.cancel_requested_at is None and kind.resumable and job.attempts < kind.max_attempts:
+            if Job.objects.filter(id=job.id, state=JobState.RUNNING, lease_owner=job.lease_owner).update(
+                state=JobState.QUEUED, lease_owner="", lease_expires_at=None
+            ):
+                events_append(
+                    job.id,
+                    [
+                        ("log", {"level": "warning", "message": f"Worker {job.worker_host} was lost; resuming on another worker."}),
+                        _state_event(JobState.QUEUED, reason="worker lost"),
+                    ],
+                    state=JobState.QUEUED,
+                )
+                job_enqueue(job_id=job.id)
+                touched.append(job.id)
+        elif job.cancel_requested_at is not None:
+            if job_finish(job_id=job.id, owner=job.lease_owner, state=JobState.CANCELLED):
+                touched.append(job.id)
+        elif job_finish(
+            job_id=job.id,
+            owner=job.lease_owner,
+            state=JobState.FAILED,
+            error=f"The worker running this job ({job.worker_host}) was lost, and the job cannot be resumed.",
+            detail=f"Lease expired at {job.lease_expires_at.isoformat()} after {job.attempts} attempt(s).",
+        ):
+            touched.append(job.id)
+    return touched
+
+
+def jobs_hard_stop(*, now=None) -> list[int]:
+    """Running jobs that ignored a cancel for the grace period are stopped by force."""
+    now = now or timezone.now()
+    deadline = now - timedelta(seconds=settings.JOB_CANCEL_GRACE_SECONDS)
+    stopped = []
+    for job in Job.objects.filter(state=JobState.RUNNING, cancel_requested_at__lt=deadline):
+        if job_finish(job_id=job.id, owner=job.lease_owner, state=JobState.CANCELLED, detail="Stopped by force after the grace period."):
+            celery_app.control.revoke(job.task_id, terminate=True, signal="SIGKILL")
+            stopped.append(job.id)
+    return stopped
+
+
+def jobs_requeue_lost_messages(*, queued_task_ids: set[str], now=None) -> list[int]:
+    """Queued jobs whose task is no longer in the broker (e.g. Redis restarted empty) are sent again."""
+    now = now or timezone.now()
+    settled = now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS)
+    lost = Job.objects.filter(state=JobState.QUEUED, enqueued_at__lt=settled).exclude(task_id__in=queued_task_ids)
+    requeued = []
+    for job in lost:
+        job_enqueue(job_id=job.id)
+        requeued.append(job.id)
+    return requeued

@@ -1,0 +1,48 @@
+"""What pipeline code may say while it runs, and the errors it raises. No Django, no Celery.
+
+A pipeline function gets a `Reporter` and polls `reporter.cancelled()` between units of work.
+`Span` hands a child step its own slice of the progress bar.
+"""
+
+from typing import Protocol
+
+
+class JobError(Exception):
+    """A failure to show the user as is: say what went wrong and what to do about it."""
+
+
+class Cancelled(Exception):
+    """Raised by pipeline code when `cancelled()` turned true."""
+
+
+class Reporter(Protocol):
+    def log(self, message: str, *, level: str = "info") -> None: ...
+
+    def progress(self, fraction: float) -> None: ...
+
+    def stage(self, name: str) -> None: ...
+
+    def metric(self, name: str, value: float, *, step: int | None = None) -> None: ...
+
+    def checkpoint(self, state: dict) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+
+class Span:
+    """Progress of a child step, mapped into [start, end] of its parent's bar."""
+
+    def __init__(self, reporter: Reporter, start: float, end: float) -> None:
+        self.reporter, self.start, self.end = reporter, start, end
+
+    def progress(self, fraction: float) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        self.reporter.progress(self.start + (self.end - self.start) * fraction)
+
+    def child(self, start: float, end: float) -> "Span":
+        width = self.end - self.start
+        return Span(self.reporter, self.start + width * start, self.start + width * end)
+
+    def raise_if_cancelled(self) -> None:
+        if self.reporter.cancelled():
+            raise Cancelled()

@@ -1,0 +1,47 @@
+"""Recovers what faults leave behind, from every worker's main process, one worker at a time:
+jobs whose worker was lost, cancelled jobs that would not stop, and queued jobs whose broker
+message is gone (a Redis restart without its data)."""
+
+import json
+import logging
+
+import redis
+from django.conf import settings
+
+from webapp.celery import QUEUES
+from webapp.jobs import services
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "vintner:reconciler"
+# kombu's Redis transport keeps priority levels in sibling lists: "<queue>\x06\x16<priority>".
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def task_ids_in_broker(client: redis.Redis) -> set[str]:
+    """Ids of every task message waiting in our queues or delivered but not yet acknowledged."""
+    raw: list[bytes] = []
+    for queue in QUEUES:
+        for suffix in PRIORITY_SUFFIXES:
+            raw += client.lrange(queue + suffix, 0, -1)
+    payloads = [json.loads(message) for message in raw]
+    # Unacknowledged deliveries are stored as [payload, exchange, routing_key].
+    payloads += [json.loads(entry)[0] for entry in client.hvals("unacked")]
+    return {payload["headers"]["id"] for payload in payloads if "id" in payload.get("headers", {})}
+
+
+def reconcile() -> dict[str, list[int]]:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    if not client.set(LOCK_KEY, "1", nx=True, ex=max(settings.RECONCILE_SECONDS, 5)):
+        return {}
+    try:
+        done = {
+            "recovered": services.jobs_recover_lost(),
+            "hard_stopped": services.jobs_hard_stop(),
+            "requeued": services.jobs_requeue_lost_messages(queued_task_ids=task_ids_in_broker(client)),
+        }
+    finally:
+        client.delete(LOCK_KEY)
+    if any(done.values()):
+        log.warning("reconciler: %s", done)
+    return done
