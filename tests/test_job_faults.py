@@ -1,0 +1,115 @@
+"""Jobs survive faults: workers killed with SIGKILL, Redis restarted empty, a broker that
+delivers a task twice, a job that ignores its cancel. Each test runs its own real workers."""
+
+import signal
+import time
+
+import pytest
+
+from tests.jobs_helpers import events, make_project, states, wait_done, wait_state
+from tests.servers import start_worker, wait_for
+from webapp.jobs import services
+from webapp.jobs.models import Job, JobState
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def workers(child_env, log_dir):
+    started = []
+
+    def start(name: str, **env):
+        worker = start_worker({**child_env, **env}, log_dir, name=name)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL if worker.alive() else signal.SIGTERM)
+
+
+def submit(alice, team_a, **params):
+    project = team_a.projects.first() or make_project(team_a)
+    job, _ = services.job_submit(project=project, user=alice, kind="probe", params=params)
+    return job
+
+
+def wait_rounds(job_id: int, rounds: int) -> None:
+    def done() -> bool:
+        checkpoint = Job.objects.get(id=job_id).checkpoint or {}
+        return len(checkpoint.get("cpu", [])) >= rounds
+
+    wait_for(done, timeout=120, what=f"job {job_id} to checkpoint {rounds} rounds", interval=0.1)
+
+
+def test_it_resumes_once_from_the_checkpoint_after_a_sigkill(workers, alice, team_a):
+    first = workers("first")
+    job = submit(alice, team_a, rounds=12, seconds_per_round=0.25, matrix_size=64)
+    wait_rounds(job.id, 3)
+    assert Job.objects.get(id=job.id).worker_host.startswith("first@")
+    first.stop(signal.SIGKILL)
+    workers("second")
+    done = wait_done(job.id, timeout=180)
+    assert done.state == JobState.SUCCEEDED, done.error_detail
+    assert done.attempts == 2 and done.worker_host.startswith("second@")
+    assert states(job.id) == ["queued", "running", "queued", "running", "succeeded"]
+    assert any("Resuming after round" in e.data["message"] for e in events(job.id, "log"))
+    assert all(len(rounds) == 12 for rounds in done.checkpoint.values())
+    progress = [e.data["progress"] for e in events(job.id, "progress")]
+    assert progress == sorted(progress), "progress went back"
+
+
+def test_it_fails_with_worker_lost_instead_of_looping(workers, alice, team_a):
+    first = workers("first")
+    job = submit(alice, team_a, rounds=400, seconds_per_round=0.25, matrix_size=64)
+    wait_rounds(job.id, 2)
+    first.stop(signal.SIGKILL)
+    second = workers("second")
+    wait_for(lambda: Job.objects.filter(id=job.id, attempts=2, state=JobState.RUNNING).exists(), timeout=120,
+             what="the second attempt")
+    second.stop(signal.SIGKILL)
+    workers("third")
+    done = wait_done(job.id, timeout=120)
+    assert done.state == JobState.FAILED and done.attempts == 2
+    assert "was lost" in done.error and "cannot be resumed" in done.error
+
+
+def test_it_requeues_queued_jobs_that_a_redis_restart_lost(workers, alice, team_a, redis_server):
+    jobs = [submit(alice, team_a, rounds=2, seconds_per_round=0.1, matrix_size=32) for _ in range(3)]
+    wait_for(lambda: Job.objects.filter(state=JobState.QUEUED, enqueued_at__isnull=False).count() == 3, timeout=10,
+             what="jobs enqueued")
+    redis_server.stop()
+    for path in redis_server.data_dir.rglob("*"):  # the broker comes back empty
+        if path.is_file():
+            path.unlink()
+    redis_server.start()
+    workers("after-restart")
+    for job in jobs:
+        done = wait_done(job.id, timeout=120)
+        assert done.state == JobState.SUCCEEDED and done.attempts == 1
+        assert states(job.id) == ["queued", "running", "succeeded"]
+
+
+def test_it_runs_a_job_once_when_the_broker_delivers_it_twice(workers, alice, team_a, child_env):
+    # A visibility timeout shorter than the job makes Redis hand the task to the other worker mid-run.
+    early = workers("early", BROKER_VISIBILITY_TIMEOUT="2")
+    job = submit(alice, team_a, rounds=30, seconds_per_round=0.25, matrix_size=64)
+    wait_state(job.id, JobState.RUNNING)
+    late = workers("late", BROKER_VISIBILITY_TIMEOUT="2")
+    done = wait_done(job.id, timeout=180)
+    assert done.state == JobState.SUCCEEDED and done.attempts == 1
+    assert states(job.id) == ["queued", "running", "succeeded"]
+    wait_for(lambda: "this delivery does nothing" in late.log() + early.log(), timeout=30,
+             what="the second delivery to be refused by the lease")
+
+
+def test_it_stops_by_force_a_job_that_ignores_its_cancel(workers, alice, team_a):
+    workers("stubborn")
+    # One 4096² matmul on this CPU takes longer than the grace period, so the cooperative flag is not seen.
+    job = submit(alice, team_a, rounds=50, seconds_per_round=30, matrix_size=8192)
+    wait_state(job.id, JobState.RUNNING)
+    time.sleep(1)
+    services.job_cancel(job=job)
+    done = wait_done(job.id, timeout=30)
+    assert done.state == JobState.CANCELLED
+    assert "by force" in done.error_detail
