@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,6 +18,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         model = Project
         fields = ["id", "team", "name", "description", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
+        # The service checks names (case-insensitively) after authorization, and answers on "name".
+        validators = []
 
 
 class ProjectUpdateSerializer(serializers.Serializer):
@@ -31,6 +34,7 @@ def _project(request: Request, project_id: int, action: Action) -> Project:
 class ProjectListView(APIView):
     serializer_class = ProjectSerializer
 
+    @extend_schema(responses=ProjectSerializer(many=True))  # a list, not one object
     def get(self, request: Request) -> Response:
         team = request.query_params.get("team")
         projects = projects_for_user(request.user, team_id=int(team) if team and team.isdigit() else None)
@@ -44,6 +48,8 @@ class ProjectListView(APIView):
         serializer = ProjectSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        # The team the id resolved to, however it was spelt (5.0, " 5"): the check above only saw digits.
+        authorize(request.user, data["team"].id, Action.WRITE)
         project = services.project_create(
             team=data["team"], creator=request.user, name=data["name"], description=data.get("description", "")
         )

@@ -1,4 +1,5 @@
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -43,6 +44,7 @@ class RoleSerializer(serializers.Serializer):
 class TeamListView(APIView):
     serializer_class = TeamSerializer
 
+    @extend_schema(responses=TeamSerializer(many=True))  # a list, not one object
     def get(self, request: Request) -> Response:
         teams = teams_for_user(request.user)
         return Response(TeamSerializer(teams, many=True, context={"request": request}).data)
