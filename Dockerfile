@@ -1,0 +1,43 @@
+# One image for the web server (daphne, the default command) and the Celery workers, which
+# override the command: see docker-compose.yml.
+# Browser libraries (charts) come from the npm registry at build time; nothing loads from a CDN.
+FROM node:20-bookworm-slim AS frontend
+WORKDIR /frontend
+COPY frontend/package.json frontend/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VINTNER_DATA_DIR=/data \
+    STATIC_ROOT=/app/staticfiles
+
+RUN groupadd --system vintner \
+    && useradd --system --gid vintner --create-home --home-dir /home/vintner --shell /usr/sbin/nologin vintner \
+    && mkdir -p /data \
+    && chown vintner:vintner /data
+
+WORKDIR /app
+
+# Dependencies first, so that code changes do not reinstall torch.
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY . .
+COPY --from=frontend /frontend/node_modules/uplot/dist/uPlot.iife.min.js /frontend/node_modules/uplot/dist/uPlot.min.css static/vendor/
+
+# Static files are collected into the image (STATIC_ROOT=/app/staticfiles) and served by WhiteNoise.
+# VINTNER_PRODUCTION=1 here only so that collectstatic writes the hashed files and the manifest that
+# production's CompressedManifestStaticFilesStorage needs; the key is a throwaway that only lets the
+# settings load. Neither is kept in the image's environment.
+ARG BUILD_SECRET_KEY=collectstatic-only-not-a-real-secret
+RUN SECRET_KEY="$BUILD_SECRET_KEY" VINTNER_PRODUCTION=1 python manage.py collectstatic --noinput
+
+USER vintner
+
+VOLUME ["/data"]
+EXPOSE 8000
+
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "webapp.asgi:application"]
