@@ -113,3 +113,15 @@ def test_it_stops_by_force_a_job_that_ignores_its_cancel(workers, alice, team_a)
     done = wait_done(job.id, timeout=30)
     assert done.state == JobState.CANCELLED
     assert "by force" in done.error_detail
+
+
+def test_it_sends_a_job_submitted_while_the_broker_was_down(workers, alice, team_a, redis_server):
+    redis_server.stop()
+    try:
+        job = submit(alice, team_a, rounds=2, seconds_per_round=0.1, matrix_size=32)
+    finally:
+        redis_server.start()
+    assert Job.objects.get(id=job.id).enqueued_at is None
+    workers("after-outage")
+    done = wait_done(job.id, timeout=120)
+    assert done.state == JobState.SUCCEEDED and done.attempts == 1

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from webapp.celery import app as celery_app
@@ -52,7 +53,8 @@ def job_submit(
                 queue=KINDS[kind].route(clean),
             )
             events_append(job.id, [_state_event(JobState.QUEUED, queue=job.queue)])
-            transaction.on_commit(lambda: job_enqueue(job_id=job.id))
+            # robust: with the broker down the job stays queued and the reconciler sends it later.
+            transaction.on_commit(lambda: job_enqueue(job_id=job.id), robust=True)
     except IntegrityError:  # a concurrent request with the same key won the race
         return Job.objects.get(project=project, created_by=user, idempotency_key=key), False
     return job, True
@@ -61,8 +63,9 @@ def job_submit(
 def job_enqueue(*, job_id: int) -> None:
     job = Job.objects.get(id=job_id)
     task_id = f"job-{job.id}-{job.attempts}-{timezone.now().timestamp():.0f}"
-    Job.objects.filter(id=job.id, state=JobState.QUEUED).update(enqueued_at=timezone.now(), task_id=task_id)
+    Job.objects.filter(id=job.id).update(task_id=task_id)
     celery_app.send_task(KINDS[job.kind].task_name, args=[job.id], queue=job.queue, task_id=task_id)
+    Job.objects.filter(id=job.id).update(enqueued_at=timezone.now())
 
 
 def job_cancel(*, job: Job) -> Job:
@@ -193,10 +196,14 @@ def jobs_hard_stop(*, now=None) -> list[int]:
 
 
 def jobs_requeue_lost_messages(*, queued_task_ids: set[str], now=None) -> list[int]:
-    """Queued jobs whose task is no longer in the broker (e.g. Redis restarted empty) are sent again."""
+    """Queued jobs whose task is not in the broker (Redis restarted empty, or was down when the
+    job was submitted) are sent again."""
     now = now or timezone.now()
     settled = now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS)
-    lost = Job.objects.filter(state=JobState.QUEUED, enqueued_at__lt=settled).exclude(task_id__in=queued_task_ids)
+    never_sent = Q(enqueued_at__isnull=True, created_at__lt=settled)
+    lost = Job.objects.filter(Q(enqueued_at__lt=settled) | never_sent, state=JobState.QUEUED).exclude(
+        task_id__in=queued_task_ids
+    )
     requeued = []
     for job in lost:
         job_enqueue(job_id=job.id)
