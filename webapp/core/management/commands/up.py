@@ -34,8 +34,7 @@ class Command(BaseCommand):
         call_command("ensure_admin")
         children: list[subprocess.Popen] = []
         redis_url = settings.REDIS_URL
-        if not _redis_answers(redis_url):
-            children.append(self._start_redis(redis_url))
+        redis_server = None if _redis_answers(redis_url) else self._start_redis(redis_url)
         python = sys.executable
         children.append(subprocess.Popen([python, "-m", "daphne", "-b", host, "-p", str(port), "webapp.asgi:application"]))
         children.append(
@@ -45,7 +44,7 @@ class Command(BaseCommand):
             )
         )
         self.stdout.write(self.style.SUCCESS(f"Vintner is starting at http://{host}:{port}/  (Ctrl-C stops everything)"))
-        self._wait(children)
+        self._wait(children, redis_server)
 
     def _start_redis(self, url: str) -> subprocess.Popen:
         server = shutil.which("redis-server")
@@ -58,6 +57,7 @@ class Command(BaseCommand):
             [server, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1", "--dir", str(data_dir),
              "--appendonly", "yes", "--save", ""],
             stdout=subprocess.DEVNULL,
+            start_new_session=True,  # not hit by the terminal's Ctrl-C: we stop it last, ourselves
         )
         for _ in range(50):
             if _redis_answers(url):
@@ -66,23 +66,35 @@ class Command(BaseCommand):
         process.terminate()
         raise CommandError(f"Redis did not start on {url}.")
 
-    def _wait(self, children: list[subprocess.Popen]) -> None:
+    def _wait(self, children: list[subprocess.Popen], redis_server: subprocess.Popen | None) -> None:
         def stop(*_):
             raise KeyboardInterrupt
 
+        # SIGINT too, explicitly: a process started with SIGINT ignored (`cmd &` in a script) would
+        # otherwise never stop on it.
+        signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        everything = children + ([redis_server] if redis_server else [])
+        crashed = False
         try:
-            while all(child.poll() is None for child in children):
+            while all(child.poll() is None for child in everything):
                 time.sleep(0.5)
+            crashed = True
             self.stderr.write("A Vintner process exited; stopping the others.")
         except KeyboardInterrupt:
             self.stdout.write("Stopping Vintner…")
         finally:
-            for child in reversed(children):
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in reversed(children):
-                try:
-                    child.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            # Web and worker first; Redis only once they are gone, as a worker's warm shutdown
+            # still acknowledges its task and reports progress through it.
+            for group in (children, [redis_server] if redis_server else []):
+                for child in group:
+                    if child.poll() is None:
+                        child.send_signal(signal.SIGTERM)
+                for child in group:
+                    try:
+                        child.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        child.kill()
+                        child.wait()
+        if crashed:
+            raise CommandError("A Vintner process exited; everything was stopped.")  # non-zero, for supervisors
