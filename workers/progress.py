@@ -62,6 +62,7 @@ class JobReporter:
         self._stage = stage
         self._windows: dict[str, _Window] = {}
         self._checkpoint: dict | None = None
+        self._unwritten: tuple[list[tuple[str, dict]], dict] = ([], {})  # a batch whose write failed
         self._cancel_seen = False
         self._lease_lost = False
         self._lease_renewed = self._cancel_polled = time.monotonic()
@@ -144,8 +145,18 @@ class JobReporter:
     def flush(self, *, final: bool = False) -> None:
         with self._flush_lock:
             items, fields, checkpoint = self._drain(final)
-            if items or fields:
-                events_append(self.job_id, items, **fields)
+            # A batch that failed to write goes first, its fields under the newer ones.
+            items, fields = self._unwritten[0] + items, {**self._unwritten[1], **fields}
+            try:
+                if items or fields:
+                    events_append(self.job_id, items, **fields)
+            except Exception:
+                self._unwritten = (items, fields)
+                if checkpoint is not None:
+                    with self._lock:
+                        self._checkpoint = self._checkpoint or checkpoint
+                raise
+            self._unwritten = ([], {})
             if checkpoint is not None:
                 services.job_save_checkpoint(job_id=self.job_id, owner=self.owner, checkpoint=checkpoint)
 

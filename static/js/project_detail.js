@@ -5,15 +5,31 @@
   const jobRows = document.querySelector("[data-testid=job-list] tbody");
   const labels = { connecting: "connecting…", live: "live", closed: "offline, retrying…" };
 
+  const loading = new Map(); // job id -> newest summary, while that job's row is being fetched
+
   async function updateJob(job) {
     let row = jobRows.querySelector(`tr[data-job="${job.id}"]`);
     if (!row) {
       // A job this page has not shown yet: render it with the same partial as the first load.
-      const response = await fetch(`/jobs/${job.id}/row/`);
-      if (!response.ok || jobRows.querySelector(`tr[data-job="${job.id}"]`)) return;
-      jobRows.insertAdjacentHTML("afterbegin", await response.text());
-      document.querySelector("[data-testid=no-jobs]").hidden = true;
+      // Updates arriving meanwhile are kept, and the newest is applied once the row is in.
+      const fetching = loading.has(job.id);
+      loading.set(job.id, job);
+      if (fetching) return;
+      let html = null;
+      try {
+        const response = await fetch(`/jobs/${job.id}/row/`);
+        if (response.ok) html = await response.text();
+      } finally {
+        job = loading.get(job.id);
+        loading.delete(job.id);
+      }
       row = jobRows.querySelector(`tr[data-job="${job.id}"]`);
+      if (!row) {
+        if (html === null) return;
+        jobRows.insertAdjacentHTML("afterbegin", html);
+        document.querySelector("[data-testid=no-jobs]").hidden = true;
+        row = jobRows.querySelector(`tr[data-job="${job.id}"]`);
+      }
     }
     const state = row.querySelector("[data-field=state]");
     state.textContent = job.state;

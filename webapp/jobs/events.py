@@ -40,7 +40,10 @@ def events_append(job_id: int, items: list[tuple[str, dict]], **job_fields) -> l
         ]
         JobEvent.objects.bulk_create(rows)
         job_fields["last_seq"] = job.last_seq + len(rows)
-        summary_changed = any(getattr(job, name) != job_fields[name] for name in SUMMARY_FIELDS if name in job_fields)
+        # A state event always announces the job: its callers may have set the state already.
+        summary_changed = any(kind == "state" for kind, _ in items) or any(
+            getattr(job, name) != job_fields[name] for name in SUMMARY_FIELDS if name in job_fields
+        )
         for name, value in job_fields.items():
             setattr(job, name, value)
         job.save(update_fields=list(job_fields))
