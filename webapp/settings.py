@@ -11,6 +11,9 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -200,7 +203,19 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # channels_redis waits up to 5 s in BZPOPMIN; redis-py's default socket timeout is also 5 s,
         # which would kill every idle websocket consumer. Give the socket room beyond the poll.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "vintner:asgi"},
+        # After a Redis restart the pool still holds dead sockets: reconnect and retry, instead of
+        # failing the next websocket handshakes with a 500.
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 30,
+                    "retry": Retry(ExponentialBackoff(cap=2, base=0.1), 3),
+                    "retry_on_error": [RedisConnectionError],
+                }
+            ],
+            "prefix": "vintner:asgi",
+        },
     }
 }
 
