@@ -6,11 +6,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.test import Client
 
-from tests.conftest import PASSWORD
 from tests.jobs_helpers import make_project
+from tests.ws_helpers import headers_for
 from webapp.asgi import application
 from webapp.jobs import consumers, services
 from webapp.jobs.consumers import REPLAY_PAGE
@@ -19,7 +17,6 @@ from webapp.jobs.models import Job, JobEvent, JobState
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ORIGIN = (b"origin", b"http://127.0.0.1")
 TIMEOUT = 5
 
 
@@ -33,17 +30,6 @@ def job(project, alice):
     return Job.objects.create(project=project, kind="probe", created_by=alice, queue="optimize", state=JobState.RUNNING)
 
 
-def session_cookie(user) -> bytes:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
-
-
-def headers_for(user=None, origin=ORIGIN) -> list[tuple[bytes, bytes]]:
-    headers = [origin] if origin else []
-    if user is not None:
-        headers.append((b"cookie", session_cookie(user)))
-    return headers
 
 
 def stream(job_id: int, headers, after: int | None = None) -> WebsocketCommunicator:

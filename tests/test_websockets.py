@@ -15,9 +15,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.test import Client
 
-from tests.conftest import PASSWORD, make_user
+from tests.conftest import make_user
+from tests.ws_helpers import headers_for, session_cookie
 from webapp.asgi import application
 from webapp.core.broadcast import project_group
 from webapp.projects.models import Project
@@ -26,7 +26,6 @@ from webapp.teams.models import Membership, Role
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ORIGIN = (b"origin", b"http://127.0.0.1")
 
 
 @pytest.fixture
@@ -34,18 +33,6 @@ def project(team_a, alice):
     return Project.objects.create(team=team_a, name="Grapes", created_by=alice)
 
 
-def session_cookie(user) -> bytes:
-    """Sign in through the real login machinery and return the session cookie header value."""
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
-
-
-def headers_for(user=None, origin=ORIGIN) -> list[tuple[bytes, bytes]]:
-    headers = [origin] if origin else []
-    if user is not None:
-        headers.append((b"cookie", session_cookie(user)))
-    return headers
 
 
 def feed(project_id: int, headers) -> WebsocketCommunicator:

@@ -118,7 +118,11 @@ class JobReporter:
 
     def _run(self) -> None:
         try:
-            while not self._stop.wait(self.flush_seconds):
+            next_tick = time.monotonic()
+            while True:
+                next_tick += self.flush_seconds  # a fixed schedule: a slow write does not stretch it
+                if self._stop.wait(max(0.0, next_tick - time.monotonic())):
+                    break
                 try:
                     self.flush()
                     self._keep_lease()
