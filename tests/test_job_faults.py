@@ -104,8 +104,9 @@ def test_it_runs_a_job_once_when_the_broker_delivers_it_twice(workers, alice, te
 
 
 def test_it_stops_by_force_a_job_that_ignores_its_cancel(workers, alice, team_a):
-    workers("stubborn")
-    # One 4096² matmul on this CPU takes longer than the grace period, so the cooperative flag is not seen.
+    # One 8192² matmul takes this CPU several seconds, far past a one-second grace period,
+    # so the cooperative flag (checked between matmuls) is not seen in time.
+    workers("stubborn", JOB_CANCEL_GRACE_SECONDS="1")
     job = submit(alice, team_a, rounds=50, seconds_per_round=30, matrix_size=8192)
     wait_state(job.id, JobState.RUNNING)
     time.sleep(1)
