@@ -103,16 +103,20 @@ def start_daphne(env: dict[str, str], log_dir: Path) -> tuple[ServiceProcess, st
     port = free_port()
     args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"]
     server = ServiceProcess(f"daphne-{port}", args, env, log_dir)
-    url = f"http://127.0.0.1:{port}"
+    wait_listening(server, port)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def wait_listening(server: ServiceProcess, port: int, *, timeout: float = 60) -> None:
+    """Until the server accepts connections on the port; fails at once if it exits."""
 
     def up() -> bool:
         if not server.alive():
-            raise RuntimeError(f"daphne exited:\n{server.log()}")
+            raise RuntimeError(f"{server.name} exited:\n{server.log()}")
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
-    wait_for(up, timeout=60, what="daphne to listen")
-    return server, url
+    wait_for(up, timeout=timeout, what=f"{server.name} to listen")
 
 
 def start_worker(env: dict[str, str], log_dir: Path, *, name: str, queues: str = "train,optimize") -> ServiceProcess:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from celery import Celery
 from celery.app.utils import find_app
 from django.core.management import get_commands
 
-from tests.servers import ServiceProcess, free_port, wait_for
+from tests.servers import ServiceProcess, free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -281,14 +280,7 @@ def test_it_web_healthcheck_passes_against_a_production_daphne(tmp_path):
     args[args.index("-p") + 1] = str(port)
     server = ServiceProcess(f"daphne-compose-{port}", args, env, tmp_path)
     try:
-
-        def up() -> bool:
-            if not server.alive():
-                raise RuntimeError(f"daphne exited:\n{server.log()}")
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_for(up, timeout=60, what="daphne to listen")
+        wait_listening(server, port)
         code = test[3].replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         assert code != test[3]
         check = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)

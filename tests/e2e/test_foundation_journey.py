@@ -8,7 +8,6 @@ Screenshots of the key pages go to the test's tmp_path; with VINTNER_SCREENSHOTS
 the ones in docs/screenshots/ that illustrate the user guide.
 """
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,18 +19,9 @@ from tests.conftest import PASSWORD, make_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 860}
 MOBILE = {"width": 390, "height": 844}
 NEW_PASSWORD = "purple grapes ferment slowly 42"
-
-
-@pytest.fixture
-def screenshots(tmp_path) -> Path:
-    if os.environ.get("VINTNER_SCREENSHOTS") == "1":
-        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        return DOCS_SCREENSHOTS
-    return tmp_path
 
 
 def shot(page: Page, folder: Path, name: str) -> None:

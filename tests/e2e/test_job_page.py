@@ -8,7 +8,6 @@ elsewhere; she cancels a long probe; and a job with 100,000 log lines keeps the 
 Screenshots go to the test's tmp_path; with VINTNER_SCREENSHOTS=1 to docs/screenshots/.
 """
 
-import os
 import re
 import time
 from pathlib import Path
@@ -24,16 +23,7 @@ from webapp.jobs.models import Job, JobEvent, JobState
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 JOB_URL = re.compile(r"/jobs/(\d+)/$")
-
-
-@pytest.fixture
-def screenshots(tmp_path) -> Path:
-    if os.environ.get("VINTNER_SCREENSHOTS") == "1":
-        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        return DOCS_SCREENSHOTS
-    return tmp_path
 
 
 @pytest.fixture
