@@ -63,20 +63,24 @@ def seqs(events: list[dict]) -> list[int]:
     return [event["seq"] for event in events]
 
 
-def test_it_replays_only_the_stored_events_after_the_given_seq(job, alice):
-    append_logs(job.id, 10)
-    headers = headers_for(alice)
+def replay(job_id: int, headers, *, after: int, last_seq: int) -> tuple[list[dict], list[int], bool]:
+    """Connect, take every event up to `last_seq`, then check nothing more comes:
+    (events, frame sizes, quiet afterwards)."""
 
     async def scenario():
-        communicator = stream(job.id, headers, after=4)
-        connected, _ = await communicator.connect()
-        assert connected
-        events, _ = await receive_until(communicator, 10)
+        communicator = stream(job_id, headers, after=after)
+        assert (await communicator.connect())[0]
+        events, frames = await receive_until(communicator, last_seq)
         quiet = await communicator.receive_nothing(timeout=0.5)
         await communicator.disconnect()
-        return events, quiet
+        return events, frames, quiet
 
-    events, quiet = async_to_sync(scenario)()
+    return async_to_sync(scenario)()
+
+
+def test_it_replays_only_the_stored_events_after_the_given_seq(job, alice):
+    append_logs(job.id, 10)
+    events, _, quiet = replay(job.id, headers_for(alice), after=4, last_seq=10)
     assert seqs(events) == list(range(5, 11))
     assert [e["data"]["message"] for e in events] == [f"line {n}" for n in range(5, 11)]
     assert all(e["kind"] == "log" and isinstance(e["at"], float) for e in events)
@@ -129,16 +133,7 @@ def test_it_misses_no_event_written_just_after_the_store_was_read(monkeypatch, j
     append_logs(job.id, 3)
     headers = headers_for(alice)
     _write_during_replay(monkeypatch, job.id, before_reading=False)
-
-    async def scenario():
-        communicator = stream(job.id, headers, after=0)
-        assert (await communicator.connect())[0]
-        events, _ = await receive_until(communicator, 4)
-        quiet = await communicator.receive_nothing(timeout=0.5)
-        await communicator.disconnect()
-        return events, quiet
-
-    events, quiet = async_to_sync(scenario)()
+    events, _, quiet = replay(job.id, headers, after=0, last_seq=4)
     assert seqs(events) == [1, 2, 3, 4]
     assert quiet
 
@@ -149,16 +144,7 @@ def test_it_sends_once_an_event_both_replayed_and_rung(monkeypatch, job, alice):
     append_logs(job.id, 3)
     headers = headers_for(alice)
     _write_during_replay(monkeypatch, job.id, before_reading=True)
-
-    async def scenario():
-        communicator = stream(job.id, headers, after=0)
-        assert (await communicator.connect())[0]
-        events, _ = await receive_until(communicator, 4)
-        quiet = await communicator.receive_nothing(timeout=0.5)
-        await communicator.disconnect()
-        return events, quiet
-
-    events, quiet = async_to_sync(scenario)()
+    events, _, quiet = replay(job.id, headers, after=0, last_seq=4)
     assert seqs(events) == [1, 2, 3, 4]
     assert quiet  # the doorbell for seq 4 arrived too, and was not sent again
 
@@ -282,17 +268,7 @@ def test_it_refuses_an_unknown_job(alice, team_a):
 def test_it_replays_a_long_history_completely_in_pages(job, alice):
     total = 2 * REPLAY_PAGE + 500
     append_logs(job.id, total)
-    headers = headers_for(alice)
-
-    async def scenario():
-        communicator = stream(job.id, headers, after=0)
-        assert (await communicator.connect())[0]
-        events, frames = await receive_until(communicator, total)
-        quiet = await communicator.receive_nothing(timeout=0.5)
-        await communicator.disconnect()
-        return events, frames, quiet
-
-    events, frames, quiet = async_to_sync(scenario)()
+    events, frames, quiet = replay(job.id, headers_for(alice), after=0, last_seq=total)
     assert seqs(events) == list(range(1, total + 1))
     assert frames == [REPLAY_PAGE, REPLAY_PAGE, 500]
     assert events[-1]["data"]["message"] == f"line {total}"
