@@ -88,6 +88,8 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.hosts",
     "webapp.jobs",
+    "webapp.uploads",
+    "webapp.datasets",
 ]
 
 MIDDLEWARE = [
@@ -163,6 +165,18 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "/media/"
+
+# Resumable uploads land here on the web host while they arrive (tus), then move to storage.
+UPLOAD_DIR = Path(env_str("VINTNER_UPLOAD_DIR", str(DATA_DIR / "uploads")))
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_GB", 50) * 2**30
+# One PATCH is buffered whole by the ASGI server before the view sees it: keep chunks small.
+UPLOAD_CHUNK_MAX_BYTES = env_int("UPLOAD_CHUNK_MAX_MB", 64) * 2**20
+UPLOAD_EXPIRY_HOURS = env_int("UPLOAD_EXPIRY_HOURS", 24)
+TEAM_QUOTA_GB = env_int("TEAM_QUOTA_GB", 200)
+# Hard limits on what one dataset archive may unpack to (bytes actually written, not headers).
+DATASET_MAX_EXTRACTED_BYTES = env_int("DATASET_MAX_EXTRACTED_GB", 100) * 2**30
+DATASET_MAX_FILES = env_int("DATASET_MAX_FILES", 2_000_000)
+DATASET_MAX_COMPRESSION_RATIO = env_int("DATASET_MAX_COMPRESSION_RATIO", 200)
 
 STORAGE_BACKEND = env_str("STORAGE_BACKEND", "local")
 if STORAGE_BACKEND == "s3":

@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from webapp.core.views import healthz
+from webapp.datasets import api as datasets_api
+from webapp.datasets import views as datasets_views
 from webapp.hosts import api as hosts_api
 from webapp.hosts import views as hosts_views
 from webapp.jobs import api as jobs_api
@@ -13,6 +15,7 @@ from webapp.projects import api as projects_api
 from webapp.projects import views as projects_views
 from webapp.teams import api as teams_api
 from webapp.teams import views as teams_views
+from webapp.uploads import api as uploads_api
 
 api_v1 = [
     path("auth/token/", obtain_auth_token, name="api_token"),
@@ -27,9 +30,16 @@ api_v1 = [
     path("projects/", projects_api.ProjectListView.as_view(), name="api_project_list"),
     path("projects/<int:project_id>/", projects_api.ProjectDetailView.as_view(), name="api_project_detail"),
     path("projects/<int:project_id>/jobs/", jobs_api.ProjectJobsView.as_view(), name="api_project_jobs"),
+    path("projects/<int:project_id>/datasets/", datasets_api.ProjectDatasetsView.as_view(), name="api_project_datasets"),
+    path("datasets/<int:dataset_id>/", datasets_api.DatasetDetailView.as_view(), name="api_dataset_detail"),
+    path("datasets/<int:dataset_id>/import/", datasets_api.DatasetImportView.as_view(), name="api_dataset_import"),
+    path("datasets/<int:dataset_id>/report/", datasets_api.DatasetReportView.as_view(), name="api_dataset_report"),
+    path("datasets/<int:dataset_id>/items/", datasets_api.DatasetItemsView.as_view(), name="api_dataset_items"),
     path("jobs/<int:job_id>/", jobs_api.JobDetailView.as_view(), name="api_job_detail"),
     path("jobs/<int:job_id>/events/", jobs_api.JobEventsView.as_view(), name="api_job_events"),
     path("jobs/<int:job_id>/cancel/", jobs_api.JobCancelView.as_view(), name="api_job_cancel"),
+    path("uploads/", uploads_api.UploadListView.as_view(), name="api_upload_list"),
+    path("uploads/<uuid:upload_id>/", uploads_api.UploadDetailView.as_view(), name="api_upload_detail"),
     path("workers/", hosts_api.WorkerListView.as_view(), name="api_worker_list"),
 ]
 
@@ -50,6 +60,12 @@ urlpatterns = [
     path("projects/<int:project_id>/edit/", projects_views.project_edit, name="project_edit"),
     path("projects/<int:project_id>/delete/", projects_views.project_delete, name="project_delete"),
     path("projects/<int:project_id>/jobs/<str:kind>/new/", jobs_views.job_submit, name="job_submit"),
+    path("projects/<int:project_id>/datasets/new/", datasets_views.dataset_new, name="dataset_new"),
+    path("datasets/<int:dataset_id>/", datasets_views.dataset_detail, name="dataset_detail"),
+    path("datasets/<int:dataset_id>/gallery/", datasets_views.dataset_gallery, name="dataset_gallery"),
+    path("datasets/<int:dataset_id>/thumbs/<int:index>.jpg", datasets_views.dataset_thumb, name="dataset_thumb"),
+    path("datasets/<int:dataset_id>/import/", datasets_views.dataset_import, name="dataset_import"),
+    path("datasets/<int:dataset_id>/delete/", datasets_views.dataset_delete, name="dataset_delete"),
     path("jobs/<int:job_id>/", jobs_views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/row/", jobs_views.job_row, name="job_row"),
     path("jobs/<int:job_id>/cancel/", jobs_views.job_cancel, name="job_cancel"),

@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 from webapp.access import Action, get_for_user
 from webapp.jobs import services
 from webapp.jobs.events import events_after
-from webapp.jobs.kinds import KINDS
+from webapp.jobs.kinds import DIRECT_KINDS
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_for_user, jobs_of_project
 from webapp.projects.models import Project
@@ -25,7 +25,7 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobSubmitSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=sorted(KINDS))
+    kind = serializers.ChoiceField(choices=DIRECT_KINDS)
     params = serializers.DictField(required=False, default=dict)
     inputs = serializers.DictField(required=False, default=dict)
     idempotency_key = serializers.CharField(required=False, max_length=100, help_text="Or the Idempotency-Key header.")

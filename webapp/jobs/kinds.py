@@ -17,7 +17,10 @@ class JobKind:
     label: str
     params: type[serializers.Serializer]
     route: Callable[[dict], str]  # validated params -> queue
-    resumable: bool  # a lost worker's attempt continues from the last checkpoint
+    resumable: bool  # a lost worker's attempt continues from the last checkpoint (or starts over)
+    # False for kinds only a service submits (a dataset import): their params name objects the
+    # service has already checked access to, so users may not submit them by hand.
+    direct: bool = True
 
     @property
     def max_attempts(self) -> int:
@@ -35,6 +38,10 @@ class ProbeParams(serializers.Serializer):
     queue = serializers.ChoiceField(choices=QUEUES, default="optimize", help_text="Which kind of worker to measure.")
 
 
+class DatasetImportParams(serializers.Serializer):
+    dataset = serializers.IntegerField(min_value=1)
+
+
 KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in [
@@ -45,5 +52,15 @@ KINDS: dict[str, JobKind] = {
             route=lambda params: params["queue"],
             resumable=True,
         ),
+        JobKind(
+            name="dataset_import",
+            label="Dataset import",
+            params=DatasetImportParams,
+            route=lambda params: "optimize",
+            resumable=True,  # nothing is published until the end: a second attempt starts over
+            direct=False,
+        ),
     ]
 }
+
+DIRECT_KINDS = sorted(name for name, kind in KINDS.items() if kind.direct)

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.access import Action, authorize, get_for_user, role_allows
 from webapp.jobs import services
-from webapp.jobs.kinds import KINDS
+from webapp.jobs.kinds import DIRECT_KINDS, KINDS
 from webapp.jobs.selectors import job_for_user, job_log_lines
 from webapp.projects.models import Project
 
@@ -23,7 +23,7 @@ def new_idempotency_key() -> str:
 @require_POST
 def job_submit(request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
     project = get_for_user(request.user, Project.objects.all(), project_id, Action.WRITE, team_lookup="team")
-    if kind not in KINDS:
+    if kind not in DIRECT_KINDS:
         messages.error(request, f"Unknown job kind “{kind}”.")
         return redirect("project_detail", project_id=project.id)
     params = {name: value for name, value in request.POST.items() if name in KINDS[kind].params().fields}

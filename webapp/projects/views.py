@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, get_for_user, role_allows
+from webapp.datasets.selectors import datasets_of_project
 from webapp.jobs.selectors import jobs_of_project
 from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
@@ -54,6 +55,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "can_write": role_allows(role, Action.WRITE),
         "can_manage": role_allows(role, Action.MANAGE),
         "jobs": jobs_of_project(project.id)[:50],
+        "datasets": datasets_of_project(project.id),
         "idempotency_key": new_idempotency_key(),
     }
     return render(request, "projects/project_detail.html", context)

@@ -11,6 +11,9 @@ class Role(models.TextChoices):
 
 class Team(models.Model):
     name = models.CharField(max_length=100)
+    storage_quota_gb = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Uploads, datasets and models together; empty means the site default (TEAM_QUOTA_GB)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="teams")
 

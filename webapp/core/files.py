@@ -1,0 +1,75 @@
+"""Files through Django's storage API: local disk on one box, S3/MinIO when hosts are many.
+
+Outputs are built in a local folder and published in one step, so a reader never sees half a
+dataset. With local storage publishing is a rename (no copy); with S3 it is an upload.
+"""
+
+import shutil
+from pathlib import Path
+
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, default_storage
+
+
+def is_local() -> bool:
+    return isinstance(default_storage, FileSystemStorage)
+
+
+def _local_target(key: str) -> Path:
+    target = Path(default_storage.path(key))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def publish_file(source: Path, key: str) -> None:
+    """Move a finished local file to `key`; the source is gone afterwards."""
+    if is_local():
+        shutil.move(source, _local_target(key))  # a rename on the same disk
+        return
+    with open(source, "rb") as handle:
+        default_storage.save(key, File(handle))
+    source.unlink()
+
+
+def publish_tree(source: Path, prefix: str) -> None:
+    """Move a finished local folder to `prefix/`; on S3 a failure removes what was sent."""
+    if is_local():
+        target = _local_target(prefix)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(source, target)
+        return
+    try:
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            with open(path, "rb") as handle:
+                default_storage.save(f"{prefix}/{path.relative_to(source).as_posix()}", File(handle))
+    except BaseException:
+        delete_tree(prefix)
+        raise
+    shutil.rmtree(source)
+
+
+def local_file(key: str, scratch: Path) -> Path:
+    """A local path to read `key` from: the file itself on local storage, else a download."""
+    if is_local():
+        return Path(default_storage.path(key))
+    target = scratch / Path(key).name
+    with default_storage.open(key, "rb") as remote, open(target, "wb") as local:
+        shutil.copyfileobj(remote, local, 2**20)
+    return target
+
+
+def delete_file(key: str) -> None:
+    if default_storage.exists(key):
+        default_storage.delete(key)
+
+
+def delete_tree(prefix: str) -> None:
+    if is_local():
+        shutil.rmtree(default_storage.path(prefix), ignore_errors=True)
+        return
+    folders, files = default_storage.listdir(prefix)
+    for name in files:
+        default_storage.delete(f"{prefix}/{name}")
+    for name in folders:
+        delete_tree(f"{prefix}/{name}")

@@ -1,0 +1,124 @@
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.access import Action, get_for_user
+from webapp.datasets import services
+from webapp.datasets.models import Dataset, DatasetItem
+from webapp.datasets.selectors import dataset_for_user, datasets_of_project, items_of_dataset
+from webapp.projects.models import Project
+from webapp.uploads.models import Upload
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    state = serializers.CharField(read_only=True)
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id", "project", "name", "version", "description", "state", "error", "archive_name", "archive_sha256",
+            "import_job", "val_fraction", "seed", "created_at", "imported_at", "size_bytes", "image_count", "classes",
+        ]
+        read_only_fields = fields
+
+    def get_error(self, dataset: Dataset) -> str:
+        return dataset.import_job.error if dataset.state == "failed" and dataset.import_job else ""
+
+
+class DatasetCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    upload = serializers.UUIDField(help_text="The id of a finished tus upload (POST /api/v1/uploads/).")
+    sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True, help_text="Of the archive, to verify it arrived intact.")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    val_fraction = serializers.FloatField(required=False, default=0.2, min_value=0.0, max_value=0.9)
+    seed = serializers.IntegerField(required=False, default=0)
+
+
+class DatasetItemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DatasetItem
+        fields = ["index", "path", "label", "split", "width", "height", "mode", "format"]
+
+
+class ProjectDatasetsView(APIView):
+    serializer_class = DatasetSerializer
+
+    def _project(self, request: Request, project_id: int, action: Action) -> Project:
+        return get_for_user(request.user, Project.objects.select_related("team"), project_id, action, team_lookup="team")
+
+    @extend_schema(responses=DatasetSerializer(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project = self._project(request, project_id, Action.VIEW)
+        return Response(DatasetSerializer(datasets_of_project(project.id), many=True).data)
+
+    @extend_schema(request=DatasetCreateSerializer, responses={201: DatasetSerializer}, summary="Import a finished upload as a dataset")
+    def post(self, request: Request, project_id: int) -> Response:
+        project = self._project(request, project_id, Action.WRITE)
+        form = DatasetCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        upload = Upload.objects.filter(id=data["upload"], team=project.team, created_by=request.user).first()
+        if upload is None:
+            raise serializers.ValidationError({"upload": "No such upload."})
+        dataset = services.dataset_create(
+            project=project, user=request.user, name=data["name"], upload=upload, sha256=data.get("sha256", ""),
+            description=data["description"], val_fraction=data["val_fraction"], seed=data["seed"],
+        )
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailView(APIView):
+    serializer_class = DatasetSerializer
+
+    def get(self, request: Request, dataset_id: int) -> Response:
+        return Response(DatasetSerializer(dataset_for_user(request.user, dataset_id, Action.VIEW)).data)
+
+    @extend_schema(responses={204: None, 400: None}, summary="Delete a dataset (refused while a job uses it)")
+    def delete(self, request: Request, dataset_id: int) -> Response:
+        services.dataset_delete(dataset=dataset_for_user(request.user, dataset_id, Action.WRITE))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DatasetImportView(APIView):
+    serializer_class = DatasetSerializer
+
+    @extend_schema(request=None, summary="Try a failed import again")
+    def post(self, request: Request, dataset_id: int) -> Response:
+        dataset = dataset_for_user(request.user, dataset_id, Action.WRITE)
+        services.dataset_import_start(dataset=dataset, user=request.user)
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetReportView(APIView):
+    @extend_schema(responses={200: dict}, summary="The validation report of an imported dataset")
+    def get(self, request: Request, dataset_id: int) -> Response:
+        dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+        if dataset.state != "ready":
+            raise Http404("The dataset has no report until its import succeeds.")
+        return Response(dataset.report)
+
+
+class ItemPages(PageNumberPagination):
+    page_size = 100
+    max_page_size = 1000
+    page_size_query_param = "page_size"
+
+
+class DatasetItemsView(APIView):
+    serializer_class = DatasetItemSerializer
+
+    @extend_schema(
+        parameters=[OpenApiParameter("label", str), OpenApiParameter("split", str), OpenApiParameter("page", int)],
+        responses=DatasetItemSerializer(many=True),
+    )
+    def get(self, request: Request, dataset_id: int) -> Response:
+        dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+        items = items_of_dataset(dataset, label=request.query_params.get("label", ""), split=request.query_params.get("split", ""))
+        pages = ItemPages()
+        page = pages.paginate_queryset(items, request, view=self)
+        return pages.get_paginated_response(DatasetItemSerializer(page, many=True).data)

@@ -1,0 +1,78 @@
+from django.conf import settings
+from django.db import models
+
+from webapp.jobs.models import ACTIVE_STATES, Job
+from webapp.projects.models import Project
+from webapp.uploads.models import Upload
+
+
+class Dataset(models.Model):
+    """One version of a named image-classification dataset. Immutable once imported: jobs use
+    it by id, and a new upload under the same name makes the next version."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField(default=1)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # The archive it came from; the upload itself is deleted once the import succeeds.
+    upload = models.ForeignKey(Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    archive_name = models.CharField(max_length=255)
+    archive_sha256 = models.CharField(max_length=64)
+    import_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    val_fraction = models.FloatField(default=0.2, help_text="Used only when the archive has no train/val split.")
+    seed = models.IntegerField(default=0, help_text="Seed of the generated train/val split.")
+
+    imported_at = models.DateTimeField(null=True, blank=True, help_text="Set once, when the files are published.")
+    size_bytes = models.BigIntegerField(default=0)
+    image_count = models.PositiveIntegerField(default=0)
+    classes = models.JSONField(default=list)
+    report = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["project", "name", "version"], name="one_dataset_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def storage_prefix(self) -> str:
+        return f"datasets/{self.id}"
+
+    @property
+    def state(self) -> str:
+        """ready, importing or failed — read from the import job, so there is one truth."""
+        if self.imported_at:
+            return "ready"
+        if self.import_job and self.import_job.state in ACTIVE_STATES:
+            return "importing"
+        return "failed"
+
+
+class Split(models.TextChoices):
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+class DatasetItem(models.Model):
+    """One image of an imported dataset: what the gallery pages through and jobs read."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField()
+    path = models.CharField(max_length=500, help_text="Relative to the dataset's images/ folder.")
+    thumb = models.CharField(max_length=100, help_text="Relative to the dataset's folder.")
+    label = models.CharField(max_length=200)
+    split = models.CharField(max_length=5, choices=Split.choices)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    mode = models.CharField(max_length=10)
+    format = models.CharField(max_length=10)
+
+    class Meta:
+        ordering = ["dataset", "index"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "index"], name="one_item_per_index")]
+        indexes = [models.Index(fields=["dataset", "label", "split", "index"])]

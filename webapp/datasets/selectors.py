@@ -1,0 +1,38 @@
+from django.db.models import Max, QuerySet
+
+from webapp.access import Action, get_for_user
+from webapp.datasets.models import Dataset, DatasetItem
+from webapp.jobs.models import ACTIVE_STATES, Job
+
+
+def dataset_for_user(user, dataset_id: int, action: Action) -> Dataset:
+    datasets = Dataset.objects.select_related("project__team", "import_job", "created_by")
+    return get_for_user(user, datasets, dataset_id, action, team_lookup="project__team")
+
+
+def datasets_of_project(project_id: int) -> QuerySet[Dataset]:
+    return Dataset.objects.filter(project_id=project_id).select_related("import_job", "created_by")
+
+
+def ready_datasets_of_project(project_id: int) -> QuerySet[Dataset]:
+    return datasets_of_project(project_id).filter(imported_at__isnull=False)
+
+
+def next_version(project_id: int, name: str) -> int:
+    latest = Dataset.objects.filter(project_id=project_id, name=name).aggregate(latest=Max("version"))["latest"]
+    return (latest or 0) + 1
+
+
+def items_of_dataset(dataset: Dataset, *, label: str = "", split: str = "") -> QuerySet[DatasetItem]:
+    items = dataset.items.all()
+    if label:
+        items = items.filter(label=label)
+    if split:
+        items = items.filter(split=split)
+    return items.order_by("index")
+
+
+def active_jobs_using(dataset: Dataset) -> list[Job]:
+    """Jobs not yet finished that read this dataset (their `inputs` name it)."""
+    active = Job.objects.filter(project_id=dataset.project_id, state__in=ACTIVE_STATES)
+    return [job for job in active if dataset.id in job.inputs.get("datasets", [])]

@@ -1,0 +1,119 @@
+"""Dataset verbs: create from a finished upload (and start its import), publish what the import
+built, delete. A dataset is immutable once published; jobs read it by id."""
+
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.core import files
+from webapp.datasets.models import Dataset, DatasetItem
+from webapp.datasets.selectors import active_jobs_using, next_version
+from webapp.jobs.services import job_submit
+from webapp.projects.models import Project
+from webapp.uploads.models import Upload
+from webapp.uploads.services import upload_claim, upload_delete
+
+
+def dataset_create(
+    *,
+    project: Project,
+    user,
+    name: str,
+    upload: Upload,
+    sha256: str = "",
+    description: str = "",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
+    """Check the upload, record the dataset as the next version of `name`, start the import."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Give the dataset a name."})
+    if upload.team_id != project.team_id or upload.created_by_id != user.id:
+        raise ValidationError({"upload": "No such upload."})
+    if not upload.complete:
+        raise ValidationError({"upload": f"“{upload.filename}” has not finished uploading ({upload.offset} of {upload.length} bytes)."})
+    if upload.claimed:
+        raise ValidationError({"upload": f"“{upload.filename}” is already used by another dataset or model."})
+    if sha256 and sha256.lower() != upload.sha256:
+        raise ValidationError(
+            {"sha256": f"“{upload.filename}” arrived damaged: the server got SHA-256 {upload.sha256}, your browser "
+             f"computed {sha256.lower()}. Upload it again."}
+        )
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValidationError({"val_fraction": "Use a fraction from 0 up to (not including) 1."})
+    with transaction.atomic():
+        dataset = Dataset.objects.create(
+            project=project,
+            name=name[:100],
+            version=next_version(project.id, name),
+            description=description,
+            created_by=user,
+            upload=upload,
+            archive_name=upload.filename,
+            archive_sha256=upload.sha256,
+            val_fraction=val_fraction,
+            seed=seed,
+        )
+        upload_claim(upload=upload)
+        dataset_import_start(dataset=dataset, user=user)
+    return dataset
+
+
+def dataset_import_start(*, dataset: Dataset, user) -> None:
+    """Submit the import job; also how a failed import is tried again from the kept upload."""
+    if dataset.imported_at:
+        raise ValidationError("This dataset is already imported.")
+    if dataset.upload is None:
+        raise ValidationError("The uploaded archive is gone; upload it again as a new dataset.")
+    if dataset.state == "importing":
+        raise ValidationError("This dataset is being imported already.")
+    job, _ = job_submit(
+        project=dataset.project,
+        user=user,
+        kind="dataset_import",
+        params={"dataset": dataset.id},
+        inputs={"datasets": [dataset.id]},
+    )
+    dataset.import_job = job
+    dataset.save(update_fields=["import_job"])
+
+
+def dataset_publish(*, dataset: Dataset, folder: Path, items: list, classes: list[str], report: dict, size: int) -> None:
+    """Move the built folder into storage and record its items, in one step a reader sees whole."""
+    files.publish_tree(folder, dataset.storage_prefix)
+    try:
+        with transaction.atomic():
+            DatasetItem.objects.bulk_create(
+                (
+                    DatasetItem(
+                        dataset=dataset, index=index, path=item.path, thumb=item.thumb, label=item.label,
+                        split=item.split, width=item.width, height=item.height, mode=item.mode, format=item.format,
+                    )
+                    for index, item in enumerate(items)
+                ),
+                batch_size=2000,
+            )
+            Dataset.objects.filter(id=dataset.id).update(
+                imported_at=timezone.now(), size_bytes=size, image_count=len(items), classes=classes, report=report
+            )
+    except BaseException:
+        files.delete_tree(dataset.storage_prefix)
+        raise
+    if dataset.upload:
+        upload_delete(upload=dataset.upload)  # the archive's work is done
+
+
+def dataset_delete(*, dataset: Dataset) -> None:
+    """Refused while a job reads it; otherwise its files, items and archive go."""
+    users = active_jobs_using(dataset)
+    if users:
+        names = ", ".join(f"{job.kind_label.lower()} job #{job.id} ({job.state})" for job in users)
+        raise ValidationError(f"“{dataset}” is in use by {names}. Cancel it or wait for it to finish, then delete.")
+    upload, prefix = dataset.upload, dataset.storage_prefix
+    dataset.delete()
+    files.delete_tree(prefix)
+    if upload:
+        upload_delete(upload=upload)

@@ -1,0 +1,121 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.access import Action, authorize, get_for_user, role_allows
+from webapp.datasets import services
+from webapp.datasets.models import Split
+from webapp.datasets.selectors import dataset_for_user, items_of_dataset
+from webapp.projects.models import Project
+from webapp.uploads.models import Upload
+
+GALLERY_PAGE = 60
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
+    """GET: the upload page. POST: the page's form, sent by its script once the tus upload is done."""
+    project = get_for_user(request.user, Project.objects.select_related("team"), project_id, Action.WRITE, team_lookup="team")
+    if request.method == "POST":
+        upload = Upload.objects.filter(id=request.POST.get("upload") or None, created_by=request.user).first()
+        try:
+            if upload is None:
+                raise ValidationError({"upload": "Choose an archive and wait for it to upload."})
+            dataset = services.dataset_create(
+                project=project,
+                user=request.user,
+                name=request.POST.get("name", ""),
+                upload=upload,
+                sha256=request.POST.get("sha256", ""),
+                description=request.POST.get("description", ""),
+                val_fraction=float(request.POST.get("val_fraction") or 0.2),
+                seed=int(request.POST.get("seed") or 0),
+            )
+        except (ValueError, ValidationError) as error:
+            problems = error.messages if isinstance(error, ValidationError) else ["Seed and validation fraction must be numbers."]
+            for problem in problems:
+                messages.error(request, problem)
+        else:
+            return redirect("dataset_detail", dataset_id=dataset.id)
+    return render(request, "datasets/dataset_new.html", {"project": project, "team": project.team})
+
+
+@login_required
+@require_GET
+def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+    role = authorize(request.user, dataset.project.team_id, Action.VIEW)
+    report = dataset.report
+    largest = max((row["total"] for row in report.get("classes", [])), default=0)
+    context = {
+        "dataset": dataset,
+        "project": dataset.project,
+        "team": dataset.project.team,
+        "job": dataset.import_job,
+        "report": report,
+        "largest_class": largest,
+        "preview": items_of_dataset(dataset)[:12] if dataset.state == "ready" else [],
+        "can_write": role_allows(role, Action.WRITE),
+    }
+    return render(request, "datasets/dataset_detail.html", context)
+
+
+@login_required
+@require_GET
+def dataset_gallery(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+    label = request.GET.get("label", "")
+    split = request.GET.get("split", "") if request.GET.get("split", "") in Split.values else ""
+    if label and label not in dataset.classes:
+        raise Http404("No such class.")
+    page = Paginator(items_of_dataset(dataset, label=label, split=split), GALLERY_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "dataset": dataset,
+        "project": dataset.project,
+        "team": dataset.project.team,
+        "page": page,
+        "label": label,
+        "split": split,
+        "splits": Split.values,
+    }
+    return render(request, "datasets/dataset_gallery.html", context)
+
+
+@login_required
+@require_GET
+def dataset_thumb(request: HttpRequest, dataset_id: int, index: int) -> FileResponse:
+    dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+    item = get_object_or_404(dataset.items, index=index)
+    response = FileResponse(default_storage.open(f"{dataset.storage_prefix}/{item.thumb}", "rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=604800, immutable"  # a published dataset never changes
+    return response
+
+
+@login_required
+@require_POST
+def dataset_import(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = dataset_for_user(request.user, dataset_id, Action.WRITE)
+    try:
+        services.dataset_import_start(dataset=dataset, user=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    return redirect("dataset_detail", dataset_id=dataset.id)
+
+
+@login_required
+@require_POST
+def dataset_delete(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = dataset_for_user(request.user, dataset_id, Action.WRITE)
+    try:
+        services.dataset_delete(dataset=dataset)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("dataset_detail", dataset_id=dataset.id)
+    messages.success(request, f"Dataset {dataset.name} v{dataset.version} deleted.")
+    return redirect("project_detail", project_id=dataset.project_id)
