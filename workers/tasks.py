@@ -4,10 +4,18 @@ the pipeline and returns the result summary; workers/runner.py does the rest."""
 from collections.abc import Callable
 
 from celery import shared_task
+from django.conf import settings
 
+from webapp.core.files import local_file
+from webapp.core.quota import quota_left
+from webapp.datasets.models import Dataset
+from webapp.datasets.services import dataset_publish
 from webapp.hosts.services import host_report
+from workers.pipeline.archives import ExtractLimits, extract_archive
+from workers.pipeline.data import ImportConfig, import_dataset
 from workers.pipeline.hostinfo import probe_host
 from workers.pipeline.probe import ProbeConfig, run_probe
+from workers.pipeline.reporting import JobError, Span
 from workers.runner import JobRun, execute
 
 
@@ -36,3 +44,31 @@ def probe(run: JobRun) -> dict:
     )
     result = run_probe(config, run.reporter, resume=run.checkpoint)
     return {"devices": result.summary()}
+
+
+@job_task("dataset_import")
+def dataset_import(run: JobRun) -> dict:
+    """Unpack an uploaded archive under hard limits, validate every image, publish the dataset."""
+    dataset = Dataset.objects.select_related("upload", "project__team").get(id=run.params["dataset"])
+    if dataset.upload is None or not dataset.upload.complete:
+        raise JobError("The uploaded archive is gone; upload it again as a new dataset.")
+    bar = Span(run.reporter, 0.0, 1.0)
+    limits = ExtractLimits(
+        # the archive's own bytes are freed once the import succeeds
+        max_bytes=min(settings.DATASET_MAX_EXTRACTED_BYTES, quota_left(dataset.project.team) + dataset.upload.length),
+        max_files=settings.DATASET_MAX_FILES,
+        max_ratio=settings.DATASET_MAX_COMPRESSION_RATIO,
+    )
+    run.reporter.stage("unpacking")
+    archive = local_file(dataset.upload.storage_key, run.scratch)
+    extract_archive(archive, run.scratch / "extracted", limits, bar.child(0.0, 0.3), name=dataset.archive_name)
+    run.reporter.stage("validating")
+    config = ImportConfig(val_fraction=dataset.val_fraction, seed=dataset.seed)
+    result = import_dataset(run.scratch / "extracted", run.scratch / "dataset", config, bar.child(0.3, 0.97))
+    run.reporter.stage("publishing")
+    bar.raise_if_cancelled()
+    dataset_publish(
+        dataset=dataset, folder=run.scratch / "dataset", items=result.items, classes=result.classes,
+        report=result.report, size=result.bytes,
+    )
+    return {"dataset": dataset.id, "images": len(result.items), "classes": len(result.classes), "skipped": result.report["skipped_count"]}

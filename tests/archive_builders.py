@@ -1,0 +1,43 @@
+"""Archives built in tests, hostile ones included: no fixtures on disk, every byte made here."""
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+
+def make_zip(path: Path, entries, *, method=zipfile.ZIP_DEFLATED) -> Path:
+    """entries: (name or ZipInfo, bytes) pairs."""
+    path.parent.mkdir(exist_ok=True)
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+def tar_entry(name: str, data: bytes = b"", **fields) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def make_tar(path: Path, entries, *, mode="w", **options) -> Path:
+    """entries: (name, bytes) pairs, or (TarInfo, bytes) from tar_entry."""
+    path.parent.mkdir(exist_ok=True)
+    with tarfile.open(path, mode, **options) as tar:
+        for name, data in entries:
+            info, data = tar_entry(name, data) if isinstance(name, str) else (name, data)
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+def patch(path: Path, signature: bytes, offset: int, value: bytes) -> None:
+    """Overwrite `value` at `offset` into every record that starts with `signature`."""
+    data = bytearray(path.read_bytes())
+    at = data.find(signature)
+    while at >= 0:
+        data[at + offset:at + offset + len(value)] = value
+        at = data.find(signature, at + 1)
+    path.write_bytes(bytes(data))
