@@ -26,7 +26,8 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY . .
-COPY --from=frontend /frontend/node_modules/uplot/dist/uPlot.iife.min.js /frontend/node_modules/uplot/dist/uPlot.min.css static/vendor/
+COPY --from=frontend /frontend/node_modules/uplot/dist/uPlot.iife.min.js /frontend/node_modules/uplot/dist/uPlot.min.css /frontend/node_modules/tus-js-client/dist/tus.min.js static/vendor/
+COPY --from=frontend /frontend/node_modules/hash-wasm/dist/sha256.umd.min.js static/vendor/hash-wasm-sha256.umd.min.js
 
 # Static files are collected into the image (STATIC_ROOT=/app/staticfiles) and served by WhiteNoise.
 # VINTNER_PRODUCTION=1 here only so that collectstatic writes the hashed files and the manifest that

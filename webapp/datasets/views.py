@@ -60,10 +60,17 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
         "job": dataset.import_job,
         "report": report,
         "largest_class": largest,
-        "preview": items_of_dataset(dataset)[:12] if dataset.state == "ready" else [],
+        "preview": _preview(dataset) if dataset.state == "ready" else [],
         "can_write": role_allows(role, Action.WRITE),
     }
     return render(request, "datasets/dataset_detail.html", context)
+
+
+def _preview(dataset, size: int = 12) -> list:
+    """A few images of each class (up to `size`), so the preview shows the whole dataset."""
+    classes = dataset.classes[:size]
+    each = max(1, size // max(len(classes), 1))
+    return [item for label in classes for item in items_of_dataset(dataset, label=label)[:each]]
 
 
 @login_required
