@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.uploads",
     "webapp.datasets",
+    "webapp.registry",
 ]
 
 MIDDLEWARE = [

@@ -13,6 +13,8 @@ from webapp.jobs import api as jobs_api
 from webapp.jobs import views as jobs_views
 from webapp.projects import api as projects_api
 from webapp.projects import views as projects_views
+from webapp.registry import api as registry_api
+from webapp.registry import views as registry_views
 from webapp.teams import api as teams_api
 from webapp.teams import views as teams_views
 from webapp.uploads import api as uploads_api
@@ -35,6 +37,10 @@ api_v1 = [
     path("datasets/<int:dataset_id>/import/", datasets_api.DatasetImportView.as_view(), name="api_dataset_import"),
     path("datasets/<int:dataset_id>/report/", datasets_api.DatasetReportView.as_view(), name="api_dataset_report"),
     path("datasets/<int:dataset_id>/items/", datasets_api.DatasetItemsView.as_view(), name="api_dataset_items"),
+    path("projects/<int:project_id>/models/", registry_api.ProjectModelsView.as_view(), name="api_project_models"),
+    path("models/<int:model_id>/", registry_api.ModelDetailView.as_view(), name="api_model_detail"),
+    path("artifacts/<int:artifact_id>/", registry_api.ArtifactDetailView.as_view(), name="api_artifact_detail"),
+    path("artifacts/<int:artifact_id>/download/", registry_api.ArtifactDownloadView.as_view(), name="api_artifact_download"),
     path("jobs/<int:job_id>/", jobs_api.JobDetailView.as_view(), name="api_job_detail"),
     path("jobs/<int:job_id>/events/", jobs_api.JobEventsView.as_view(), name="api_job_events"),
     path("jobs/<int:job_id>/cancel/", jobs_api.JobCancelView.as_view(), name="api_job_cancel"),
@@ -66,6 +72,13 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/thumbs/<int:index>.jpg", datasets_views.dataset_thumb, name="dataset_thumb"),
     path("datasets/<int:dataset_id>/import/", datasets_views.dataset_import, name="dataset_import"),
     path("datasets/<int:dataset_id>/delete/", datasets_views.dataset_delete, name="dataset_delete"),
+    path("projects/<int:project_id>/models/new/", registry_views.model_new, name="model_new"),
+    path("models/<int:model_id>/", registry_views.model_detail, name="model_detail"),
+    path("models/<int:model_id>/edit/", registry_views.model_edit, name="model_edit"),
+    path("models/<int:model_id>/delete/", registry_views.model_delete, name="model_delete"),
+    path("artifacts/<int:artifact_id>/", registry_views.artifact_detail, name="artifact_detail"),
+    path("artifacts/<int:artifact_id>/download/", registry_views.artifact_download, name="artifact_download"),
+    path("artifacts/<int:artifact_id>/delete/", registry_views.artifact_delete, name="artifact_delete"),
     path("jobs/<int:job_id>/", jobs_views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/row/", jobs_views.job_row, name="job_row"),
     path("jobs/<int:job_id>/cancel/", jobs_views.job_cancel, name="job_cancel"),

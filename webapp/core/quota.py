@@ -20,11 +20,13 @@ def team_quota_bytes(team: Team) -> int:
 
 def team_bytes_used(team: Team) -> int:
     from webapp.datasets.models import Dataset
+    from webapp.registry.models import Artifact
     from webapp.uploads.models import Upload
 
     uploads = Upload.objects.filter(team=team).aggregate(total=Sum("length"))["total"] or 0
     datasets = Dataset.objects.filter(project__team=team).aggregate(total=Sum("size_bytes"))["total"] or 0
-    return uploads + datasets
+    artifacts = Artifact.objects.filter(model__project__team=team).aggregate(total=Sum("size_bytes"))["total"] or 0
+    return uploads + datasets + artifacts
 
 
 def quota_left(team: Team) -> int:

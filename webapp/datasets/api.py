@@ -6,11 +6,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.access import Action, get_for_user
+from webapp.access import Action
 from webapp.datasets import services
 from webapp.datasets.models import Dataset, DatasetItem
 from webapp.datasets.selectors import dataset_for_user, datasets_of_project, items_of_dataset
 from webapp.projects.models import Project
+from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
 
 
@@ -49,7 +50,7 @@ class ProjectDatasetsView(APIView):
     serializer_class = DatasetSerializer
 
     def _project(self, request: Request, project_id: int, action: Action) -> Project:
-        return get_for_user(request.user, Project.objects.select_related("team"), project_id, action, team_lookup="team")
+        return project_for_user(request.user, project_id, action)
 
     @extend_schema(responses=DatasetSerializer(many=True))
     def get(self, request: Request, project_id: int) -> Response:

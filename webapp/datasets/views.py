@@ -7,11 +7,11 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.access import Action, authorize, get_for_user, role_allows
+from webapp.access import Action, authorize, role_allows
 from webapp.datasets import services
 from webapp.datasets.models import Split
 from webapp.datasets.selectors import dataset_for_user, items_of_dataset
-from webapp.projects.models import Project
+from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
 
 GALLERY_PAGE = 60
@@ -21,7 +21,7 @@ GALLERY_PAGE = 60
 @require_http_methods(["GET", "POST"])
 def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the upload page. POST: the page's form, sent by its script once the tus upload is done."""
-    project = get_for_user(request.user, Project.objects.select_related("team"), project_id, Action.WRITE, team_lookup="team")
+    project = project_for_user(request.user, project_id, Action.WRITE)
     if request.method == "POST":
         upload = Upload.objects.filter(id=request.POST.get("upload") or None, created_by=request.user).first()
         try:

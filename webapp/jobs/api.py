@@ -4,13 +4,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.access import Action, get_for_user
+from webapp.access import Action
 from webapp.jobs import services
 from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_for_user, jobs_of_project
 from webapp.projects.models import Project
+from webapp.projects.selectors import project_for_user
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -42,7 +43,7 @@ class ProjectJobsView(APIView):
     serializer_class = JobSerializer
 
     def _project(self, request: Request, project_id: int, action: Action) -> Project:
-        return get_for_user(request.user, Project.objects.all(), project_id, action, team_lookup="team")
+        return project_for_user(request.user, project_id, action)
 
     def get(self, request: Request, project_id: int) -> Response:
         project = self._project(request, project_id, Action.VIEW)

@@ -42,6 +42,11 @@ class DatasetImportParams(serializers.Serializer):
     dataset = serializers.IntegerField(min_value=1)
 
 
+class ModelImportParams(serializers.Serializer):
+    artifact = serializers.IntegerField(min_value=1)
+    format = serializers.CharField(required=False, allow_blank=True, default="", help_text="As the user declared it; empty: detect.")
+
+
 KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in [
@@ -56,6 +61,14 @@ KINDS: dict[str, JobKind] = {
             name="dataset_import",
             label="Dataset import",
             params=DatasetImportParams,
+            route=lambda params: "optimize",
+            resumable=True,  # nothing is published until the end: a second attempt starts over
+            direct=False,
+        ),
+        JobKind(
+            name="model_import",
+            label="Model inspection",
+            params=ModelImportParams,
             route=lambda params: "optimize",
             resumable=True,  # nothing is published until the end: a second attempt starts over
             direct=False,

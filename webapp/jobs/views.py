@@ -7,11 +7,11 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from webapp.access import Action, authorize, get_for_user, role_allows
+from webapp.access import Action, authorize, role_allows
 from webapp.jobs import services
 from webapp.jobs.kinds import DIRECT_KINDS, KINDS
 from webapp.jobs.selectors import job_for_user, job_log_lines
-from webapp.projects.models import Project
+from webapp.projects.selectors import project_for_user
 
 
 def new_idempotency_key() -> str:
@@ -22,7 +22,7 @@ def new_idempotency_key() -> str:
 @login_required
 @require_POST
 def job_submit(request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
-    project = get_for_user(request.user, Project.objects.all(), project_id, Action.WRITE, team_lookup="team")
+    project = project_for_user(request.user, project_id, Action.WRITE)
     if kind not in DIRECT_KINDS:
         messages.error(request, f"Unknown job kind “{kind}”.")
         return redirect("project_detail", project_id=project.id)

@@ -4,10 +4,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.access import Action, authorize, get_for_user
+from webapp.access import Action, authorize
 from webapp.projects import services
 from webapp.projects.models import Project
-from webapp.projects.selectors import projects_for_user
+from webapp.projects.selectors import project_for_user, projects_for_user
 from webapp.teams.models import Team
 
 
@@ -28,7 +28,7 @@ class ProjectUpdateSerializer(serializers.Serializer):
 
 
 def _project(request: Request, project_id: int, action: Action) -> Project:
-    return get_for_user(request.user, Project.objects.select_related("team"), project_id, action, team_lookup="team")
+    return project_for_user(request.user, project_id, action)
 
 
 class ProjectListView(APIView):

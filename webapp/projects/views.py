@@ -5,18 +5,20 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.access import Action, authorize, get_for_user, role_allows
+from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import datasets_of_project
 from webapp.jobs.selectors import jobs_of_project
+from webapp.registry.selectors import models_of_project
 from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
 from webapp.projects.forms import ProjectForm
 from webapp.projects.models import Project
+from webapp.projects.selectors import project_for_user
 from webapp.teams.models import Team
 
 
 def _project(request: HttpRequest, project_id: int, action: Action) -> Project:
-    return get_for_user(request.user, Project.objects.select_related("team"), project_id, action, team_lookup="team")
+    return project_for_user(request.user, project_id, action)
 
 
 def _form_errors(form: ProjectForm, error: ValidationError) -> None:
@@ -56,6 +58,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "can_manage": role_allows(role, Action.MANAGE),
         "jobs": jobs_of_project(project.id)[:50],
         "datasets": datasets_of_project(project.id),
+        "models": models_of_project(project.id),
         "idempotency_key": new_idempotency_key(),
     }
     return render(request, "projects/project_detail.html", context)

@@ -20,8 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from webapp.access import Action, authorize, get_for_user
-from webapp.projects.models import Project
+from webapp.access import Action, authorize
+from webapp.projects.selectors import project_for_user
 from webapp.uploads import services
 from webapp.uploads.models import Upload
 
@@ -103,7 +103,7 @@ class UploadListView(TusView):
             project_id = int(metadata.get("project", ""))
         except ValueError:
             raise services.UploadError("Upload-Metadata must name the project (project: its id).") from None
-        project = get_for_user(request.user, Project.objects.all(), project_id, Action.WRITE, team_lookup="team")
+        project = project_for_user(request.user, project_id, Action.WRITE)
         upload = services.upload_create(
             team=project.team, user=request.user, filename=filename, length=length, metadata=metadata
         )

@@ -1,0 +1,68 @@
+from django.db.models import QuerySet
+
+from webapp.access import Action, get_for_user
+from webapp.jobs.models import ACTIVE_STATES, Job
+from webapp.registry.models import Artifact, Model
+
+
+def model_for_user(user, model_id: int, action: Action) -> Model:
+    return get_for_user(user, Model.objects.select_related("project__team"), model_id, action, team_lookup="project__team")
+
+
+def artifact_for_user(user, artifact_id: int, action: Action) -> Artifact:
+    artifacts = Artifact.objects.select_related("model__project__team", "job", "parent")
+    return get_for_user(user, artifacts, artifact_id, action, team_lookup="model__project__team")
+
+
+def models_of_project(project_id: int) -> QuerySet[Model]:
+    return Model.objects.filter(project_id=project_id).prefetch_related("artifacts__job")
+
+
+def artifacts_of_model(model: Model) -> QuerySet[Artifact]:
+    return model.artifacts.select_related("job", "parent").order_by("created_at", "id")
+
+
+def active_jobs_using(artifacts: list[Artifact]) -> list[Job]:
+    """Jobs not yet finished that read one of these artifacts (their `inputs` name it)."""
+    if not artifacts:
+        return []
+    ids = {artifact.id for artifact in artifacts}
+    active = Job.objects.filter(project_id=artifacts[0].model.project_id, state__in=ACTIVE_STATES)
+    return [job for job in active if ids & set(job.inputs.get("artifacts", []))]
+
+
+def lineage(artifacts: list[Artifact]) -> dict:
+    """The model's artifacts as a graph laid out in columns by generation (uploaded or trained
+    first, then converted, then quantized…), for the model page to draw as SVG."""
+    by_id = {artifact.id: artifact for artifact in artifacts}
+    depth: dict[int, int] = {}
+
+    def generation(artifact: Artifact) -> int:
+        if artifact.id not in depth:
+            parent = by_id.get(artifact.parent_id)
+            depth[artifact.id] = generation(parent) + 1 if parent else 0
+        return depth[artifact.id]
+
+    columns: dict[int, list[Artifact]] = {}
+    for artifact in artifacts:
+        columns.setdefault(generation(artifact), []).append(artifact)
+    width, height, gap_x, gap_y = 180, 56, 60, 20
+    nodes = {
+        artifact.id: {"artifact": artifact, "x": column * (width + gap_x), "y": row * (height + gap_y)}
+        for column, members in columns.items()
+        for row, artifact in enumerate(members)
+    }
+    edges = [
+        {"x1": nodes[a.parent_id]["x"] + width, "y1": nodes[a.parent_id]["y"] + height / 2,
+         "x2": nodes[a.id]["x"], "y2": nodes[a.id]["y"] + height / 2}
+        for a in artifacts
+        if a.parent_id in nodes
+    ]
+    return {
+        "nodes": list(nodes.values()),
+        "edges": edges,
+        "node_width": width,
+        "node_height": height,
+        "width": max((n["x"] for n in nodes.values()), default=0) + width,
+        "height": max((n["y"] for n in nodes.values()), default=0) + height,
+    }

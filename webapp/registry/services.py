@@ -1,0 +1,258 @@
+"""Registry verbs: a model from uploaded files (and its inspection job), metadata edits, publishing
+what a job built, downloads, deletion. Artifacts are immutable once ready; jobs read them by id."""
+
+import hashlib
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.http import FileResponse
+from django.utils import timezone
+
+from webapp.core import files
+from webapp.jobs.services import job_submit
+from webapp.projects.models import Project
+from webapp.registry.models import Artifact, Format, Model, Origin
+from webapp.registry.selectors import active_jobs_using
+from webapp.uploads.models import Upload
+from webapp.uploads.services import upload_claim, upload_delete
+
+LAYOUTS, COLORS = ("NCHW", "NHWC"), ("RGB", "BGR")
+
+
+def labels_clean(labels) -> list[str]:
+    """One class name per output, in order: from a list or one name per line."""
+    if isinstance(labels, str):
+        labels = labels.splitlines()
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValidationError({"labels": "Give the class names as a list of strings (or one per line)."})
+    labels = [label.strip() for label in labels if label.strip()]
+    if len(set(labels)) != len(labels):
+        raise ValidationError({"labels": "Each class name may appear once."})
+    return labels
+
+
+def preprocessing_clean(value: dict) -> dict:
+    """input_size [h, w], layout, color order, mean and std (one or three numbers each)."""
+    errors = {}
+    try:
+        size = [int(v) for v in value.get("input_size", [])]
+    except (TypeError, ValueError):
+        size = []
+    if len(size) != 2 or not all(8 <= v <= 4096 for v in size):
+        errors["preprocessing.input_size"] = "Input size is two whole numbers [height, width], each from 8 to 4096."
+    if value.get("layout") not in LAYOUTS:
+        errors["preprocessing.layout"] = f"Layout is one of {', '.join(LAYOUTS)}."
+    if value.get("color") not in COLORS:
+        errors["preprocessing.color"] = f"Color order is one of {', '.join(COLORS)}."
+    numbers = {}
+    for name in ("mean", "std"):
+        try:
+            numbers[name] = [float(v) for v in value.get(name, [])]
+        except (TypeError, ValueError):
+            numbers[name] = []
+        if len(numbers[name]) not in (1, 3):
+            errors[f"preprocessing.{name}"] = f"{name.capitalize()} is one number or three (one per channel)."
+    if "preprocessing.std" not in errors and any(v <= 0 for v in numbers["std"]):
+        errors["preprocessing.std"] = "Every std value must be above zero."
+    if errors:
+        raise ValidationError(errors)
+    return {"input_size": size, "layout": value["layout"], "color": value["color"], **numbers}
+
+
+def model_upload(
+    *,
+    project: Project,
+    user,
+    name: str,
+    uploads: list[Upload],
+    declared_format: str = "",
+    architecture: str = "",
+    num_classes: int | None = None,
+    labels=None,
+) -> Artifact:
+    """An artifact from one or two finished uploads (IR: .xml + .bin), under a new or existing
+    model of that name; its files are checked and inspected by a job on a worker."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Give the model a name."})
+    if not 1 <= len(uploads) <= 2:
+        raise ValidationError({"uploads": "Upload one file, a zip, or an IR's .xml and .bin."})
+    for upload in uploads:
+        if upload.team_id != project.team_id or upload.created_by_id != user.id:
+            raise ValidationError({"uploads": "No such upload."})
+        if not upload.complete:
+            raise ValidationError({"uploads": f"“{upload.filename}” has not finished uploading."})
+        if upload.claimed:
+            raise ValidationError({"uploads": f"“{upload.filename}” is already used by a dataset or model."})
+    if declared_format and declared_format not in Format.values:
+        raise ValidationError({"format": f"Format is one of {', '.join(Format.values)}."})
+    if declared_format == Format.STATE_DICT or architecture:
+        if not architecture or not num_classes:
+            raise ValidationError({"architecture": "A state_dict needs its torchvision architecture and class count."})
+    clean_labels = labels_clean(labels or [])
+    with transaction.atomic():
+        model, _ = Model.objects.get_or_create(project=project, name=name[:100], defaults={"created_by": user})
+        if clean_labels and not model.labels:
+            model.labels = clean_labels
+            model.save(update_fields=["labels", "updated_at"])
+        artifact = Artifact.objects.create(
+            model=model, origin=Origin.UPLOADED, architecture=architecture, num_classes=num_classes or None,
+            source_names=[upload.filename for upload in uploads], created_by=user,
+        )
+        artifact.uploads.set(uploads)
+        for upload in uploads:
+            upload_claim(upload=upload)
+        job, _ = job_submit(
+            project=project, user=user, kind="model_import",
+            params={"artifact": artifact.id, "format": declared_format}, inputs={"artifacts": [artifact.id]},
+        )
+        artifact.job = job
+        artifact.save(update_fields=["job"])
+    return artifact
+
+
+def model_update(*, model: Model, name: str | None = None, description: str | None = None, labels=None, preprocessing=None) -> Model:
+    fields = []
+    if name is not None:
+        name = name.strip()
+        if not name:
+            raise ValidationError({"name": "Give the model a name."})
+        if Model.objects.filter(project_id=model.project_id, name=name).exclude(id=model.id).exists():
+            raise ValidationError({"name": f"This project already has a model named “{name}”."})
+        model.name, fields = name, fields + ["name"]
+    if description is not None:
+        model.description, fields = description, fields + ["description"]
+    if labels is not None:
+        model.labels, fields = labels_clean(labels), fields + ["labels"]
+        outputs = {a.num_classes for a in model.artifacts.all() if a.num_classes}
+        if model.labels and outputs and len(model.labels) not in outputs:
+            raise ValidationError({"labels": f"The model has {' or '.join(map(str, sorted(outputs)))} outputs; you gave {len(model.labels)} class names."})
+    if preprocessing is not None:
+        model.preprocessing, fields = preprocessing_clean(preprocessing), fields + ["preprocessing"]
+    if fields:
+        model.save(update_fields=[*fields, "updated_at"])
+    return model
+
+
+def _sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(2**20):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def artifact_publish(*, artifact: Artifact, folder: Path, fmt: str, primary: str, inspection: dict) -> None:
+    """Move a job's finished folder into storage and record what it holds, in one step."""
+    listing = [
+        {"name": path.relative_to(folder).as_posix(), "size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+    ]
+    main = next(entry for entry in listing if entry["name"] == primary)
+    outputs = inspection.get("outputs") or []
+    classes = outputs[0]["shape"][-1] if outputs and outputs[0].get("shape") else None
+    files.publish_tree(folder, artifact.storage_prefix)
+    try:
+        with transaction.atomic():
+            Artifact.objects.filter(id=artifact.id).update(
+                ready_at=timezone.now(), format=fmt, precision=inspection.get("precision", ""), files=listing,
+                primary=primary, sha256=main["sha256"], size_bytes=sum(entry["size"] for entry in listing),
+                inspection=inspection, num_classes=artifact.num_classes or (classes if isinstance(classes, int) else None),
+            )
+    except BaseException:
+        files.delete_tree(artifact.storage_prefix)
+        raise
+    for upload in artifact.uploads.all():
+        upload_delete(upload=upload)  # the files now live with the artifact
+
+
+def artifact_delete(*, artifact: Artifact) -> None:
+    """Refused while a job reads it; its children stay, with the link to it cut."""
+    users = active_jobs_using([artifact])
+    if users:
+        names = ", ".join(f"{job.kind_label.lower()} job #{job.id} ({job.state})" for job in users)
+        raise ValidationError(f"This artifact is in use by {names}. Cancel it or wait for it to finish, then delete.")
+    uploads, prefix = list(artifact.uploads.all()), artifact.storage_prefix
+    artifact.delete()
+    files.delete_tree(prefix)
+    for upload in uploads:
+        upload_delete(upload=upload)
+
+
+def model_delete(*, model: Model) -> None:
+    artifacts = list(model.artifacts.select_related("model"))
+    users = active_jobs_using(artifacts)
+    if users:
+        names = ", ".join(f"{job.kind_label.lower()} job #{job.id}" for job in users)
+        raise ValidationError(f"“{model}” is in use by {names}. Cancel it or wait for it to finish, then delete.")
+    for artifact in artifacts:
+        artifact_delete(artifact=artifact)
+    model.delete()
+
+
+def artifact_lineage(artifact: Artifact) -> list[dict]:
+    """From the first ancestor to this artifact: what each step was and which job made it."""
+    chain, seen = [], set()
+    while artifact and artifact.id not in seen:
+        seen.add(artifact.id)
+        chain.append({"artifact": artifact.id, "origin": artifact.origin, "format": artifact.format,
+                      "precision": artifact.precision, "job": artifact.job_id, "sha256": artifact.sha256})
+        artifact = artifact.parent
+    return chain[::-1]
+
+
+def artifact_metadata(artifact: Artifact) -> dict:
+    model = artifact.model
+    return {
+        "model": model.name,
+        "artifact": artifact.id,
+        "format": artifact.format,
+        "precision": artifact.precision,
+        "labels": model.labels,
+        "preprocessing": model.preprocessing,
+        "inputs": artifact.inspection.get("inputs", []),
+        "outputs": artifact.inspection.get("outputs", []),
+        "lineage": artifact_lineage(artifact),
+        "metrics": artifact.metrics,
+    }
+
+
+def artifact_download(artifact: Artifact) -> FileResponse:
+    """A single-file artifact as it is; one of several files (IR, ONNX with external data) as a zip."""
+    if len(artifact.files) == 1:
+        name = artifact.files[0]["name"]
+        handle = default_storage.open(f"{artifact.storage_prefix}/{name}", "rb")
+        return FileResponse(handle, as_attachment=True, filename=f"{_stem(artifact)}{Path(name).suffix}")
+    path = _bundle(artifact)
+    handle = open(path, "rb")
+    path.unlink()  # the open handle keeps it readable until the response is sent
+    return FileResponse(handle, as_attachment=True, filename=f"{_stem(artifact)}.zip")
+
+
+def _stem(artifact: Artifact) -> str:
+    parts = [artifact.model.name, artifact.format, artifact.precision or "model", str(artifact.id)]
+    return "-".join(parts).replace(" ", "_").replace("/", "_")
+
+
+def _bundle(artifact: Artifact) -> Path:
+    """A temporary zip of the artifact's files, metadata.json (labels, preprocessing, lineage,
+    metrics) and SHA256SUMS over all of them (`sha256sum -c SHA256SUMS` checks it)."""
+    metadata = json.dumps(artifact_metadata(artifact), indent=2).encode()
+    sums = []
+    handle = tempfile.NamedTemporaryFile(prefix="vintner-download-", suffix=".zip", delete=False)
+    with handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
+        for entry in artifact.files:
+            name = entry["name"]  # canonical already: model.xml, model.bin, model.onnx…
+            with default_storage.open(f"{artifact.storage_prefix}/{name}", "rb") as source, bundle.open(name, "w", force_zip64=True) as out:
+                while block := source.read(2**20):
+                    out.write(block)
+            sums.append(f"{entry['sha256']}  {name}")
+        bundle.writestr("metadata.json", metadata)
+        sums.append(f"{hashlib.sha256(metadata).hexdigest()}  metadata.json")
+        bundle.writestr("SHA256SUMS", "\n".join(sums) + "\n")
+    return Path(handle.name)

@@ -1,0 +1,146 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.access import Action, authorize, role_allows
+from webapp.projects.selectors import project_for_user
+from webapp.registry import services
+from webapp.registry.models import Format
+from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user
+from webapp.uploads.models import Upload
+from workers.pipeline.architectures import ARCHITECTURES
+
+
+def _errors(request: HttpRequest, error: ValidationError) -> None:
+    problems = error.message_dict.items() if hasattr(error, "error_dict") else [("", error.messages)]
+    for field, messages_ in problems:
+        for message in messages_:
+            messages.error(request, f"{field.removeprefix('preprocessing.')}: {message}" if field and field != "__all__" else message)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
+    """GET: the upload page. POST: its form, sent by the page's script once the tus uploads are done."""
+    project = project_for_user(request.user, project_id, Action.WRITE)
+    if request.method == "POST":
+        ids = [value for value in request.POST.getlist("uploads") if value]
+        try:
+            uploads = list(Upload.objects.filter(id__in=ids, created_by=request.user))
+            if not uploads or len(uploads) != len(set(ids)):
+                raise ValidationError({"uploads": "Choose the model's files and wait for them to upload."})
+            artifact = services.model_upload(
+                project=project,
+                user=request.user,
+                name=request.POST.get("name", ""),
+                uploads=uploads,
+                declared_format=request.POST.get("format", ""),
+                architecture=request.POST.get("architecture", ""),
+                num_classes=int(request.POST["num_classes"]) if request.POST.get("num_classes") else None,
+                labels=request.POST.get("labels", ""),
+            )
+        except ValueError:
+            messages.error(request, "The class count must be a whole number.")
+        except ValidationError as error:
+            _errors(request, error)
+        else:
+            return redirect("artifact_detail", artifact_id=artifact.id)
+    context = {"project": project, "team": project.team, "formats": Format.choices, "architectures": ARCHITECTURES}
+    return render(request, "registry/model_new.html", context)
+
+
+@login_required
+@require_GET
+def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
+    model = model_for_user(request.user, model_id, Action.VIEW)
+    role = authorize(request.user, model.project.team_id, Action.VIEW)
+    artifacts = list(artifacts_of_model(model))
+    context = {
+        "model": model,
+        "project": model.project,
+        "team": model.project.team,
+        "artifacts": artifacts,
+        "graph": lineage(artifacts),
+        "can_write": role_allows(role, Action.WRITE),
+    }
+    return render(request, "registry/model_detail.html", context)
+
+
+@login_required
+@require_POST
+def model_edit(request: HttpRequest, model_id: int) -> HttpResponse:
+    model = model_for_user(request.user, model_id, Action.WRITE)
+    post = request.POST
+    preprocessing = {
+        "input_size": [post.get("input_height"), post.get("input_width")],
+        "layout": post.get("layout"),
+        "color": post.get("color"),
+        "mean": [v for v in post.get("mean", "").replace(",", " ").split()],
+        "std": [v for v in post.get("std", "").replace(",", " ").split()],
+    }
+    try:
+        services.model_update(
+            model=model, name=post.get("name"), description=post.get("description", ""), labels=post.get("labels", ""),
+            preprocessing=preprocessing,
+        )
+    except ValidationError as error:
+        _errors(request, error)
+    else:
+        messages.success(request, "Saved. Jobs started from now on use these labels and preprocessing.")
+    return redirect("model_detail", model_id=model.id)
+
+
+@login_required
+@require_POST
+def model_delete(request: HttpRequest, model_id: int) -> HttpResponse:
+    model = model_for_user(request.user, model_id, Action.WRITE)
+    try:
+        services.model_delete(model=model)
+    except ValidationError as error:
+        _errors(request, error)
+        return redirect("model_detail", model_id=model.id)
+    messages.success(request, f"Model {model.name} deleted.")
+    return redirect("project_detail", project_id=model.project_id)
+
+
+@login_required
+@require_GET
+def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
+    artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
+    role = authorize(request.user, artifact.model.project.team_id, Action.VIEW)
+    context = {
+        "artifact": artifact,
+        "model": artifact.model,
+        "project": artifact.model.project,
+        "team": artifact.model.project.team,
+        "job": artifact.job,
+        "inspection": artifact.inspection,
+        "lineage": services.artifact_lineage(artifact),
+        "can_write": role_allows(role, Action.WRITE),
+    }
+    return render(request, "registry/artifact_detail.html", context)
+
+
+@login_required
+@require_GET
+def artifact_download(request: HttpRequest, artifact_id: int) -> HttpResponse:
+    artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
+    if artifact.state != "ready":
+        raise Http404("This artifact is not ready to download.")
+    return services.artifact_download(artifact)
+
+
+@login_required
+@require_POST
+def artifact_delete(request: HttpRequest, artifact_id: int) -> HttpResponse:
+    artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
+    try:
+        services.artifact_delete(artifact=artifact)
+    except ValidationError as error:
+        _errors(request, error)
+        return redirect("artifact_detail", artifact_id=artifact.id)
+    messages.success(request, "Artifact deleted.")
+    return redirect("model_detail", model_id=artifact.model_id)
