@@ -11,8 +11,11 @@ from webapp.core.quota import quota_left
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_publish
 from webapp.hosts.services import host_report
+from webapp.registry.models import Artifact
+from webapp.registry.services import artifact_publish
 from workers.pipeline.archives import ExtractLimits, extract_archive
 from workers.pipeline.data import ImportConfig, import_dataset
+from workers.pipeline.formats import InspectConfig, inspect_model, prepare_model
 from workers.pipeline.hostinfo import probe_host
 from workers.pipeline.probe import ProbeConfig, run_probe
 from workers.pipeline.reporting import JobError, Span
@@ -72,3 +75,34 @@ def dataset_import(run: JobRun) -> dict:
         report=result.report, size=result.bytes,
     )
     return {"dataset": dataset.id, "images": len(result.items), "classes": len(result.classes), "skipped": result.report["skipped_count"]}
+
+
+@job_task("model_import")
+def model_import(run: JobRun) -> dict:
+    """Check uploaded model files (untrusted: code runs only in a limited child), inspect, publish."""
+    artifact = Artifact.objects.select_related("model").get(id=run.params["artifact"])
+    uploads = list(artifact.uploads.all())
+    if not uploads or not all(upload.complete for upload in uploads):
+        raise JobError("The uploaded files are gone; upload them again.")
+    bar = Span(run.reporter, 0.0, 1.0)
+    run.reporter.stage("checking")
+    sources = []
+    for upload in uploads:
+        folder = run.scratch / "uploads" / str(upload.id)
+        folder.mkdir(parents=True)
+        sources.append((local_file(upload.storage_key, folder), upload.filename))
+    prepared = prepare_model(sources, run.scratch / "model", bar.child(0.0, 0.2), declared_format=run.params["format"])
+    run.reporter.stage("inspecting")
+    config = InspectConfig(
+        architecture=artifact.architecture,
+        num_classes=artifact.num_classes,
+        input_size=artifact.model.preprocessing["input_size"][0],
+    )
+    inspection = inspect_model(prepared, config, bar.child(0.2, 0.95))
+    run.reporter.stage("publishing")
+    bar.raise_if_cancelled()
+    artifact_publish(
+        artifact=artifact, folder=prepared.folder, fmt=prepared.format, primary=prepared.primary,
+        inspection=inspection.as_dict(),
+    )
+    return {"artifact": artifact.id, "format": prepared.format, "parameters": inspection.parameters}
