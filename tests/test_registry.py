@@ -199,3 +199,10 @@ def test_nobody_sees_another_teams_models(worker_host, alice, charlie, team_c, p
         assert outsider.get(url).status_code == 404, url
     assert outsider.patch(f"/api/v1/models/{artifact.model_id}/", {"name": "mine"}, content_type="application/json").status_code == 404
     assert outsider.delete(f"/api/v1/artifacts/{artifact.id}/").status_code == 404
+
+
+def test_a_file_whose_browser_checksum_differs_is_refused_before_any_job(alice, project, client, tmp_path):
+    upload = uploaded(alice, project, build.onnx_file(tmp_path / "tiny.onnx"))
+    response = client.post(f"/projects/{project.id}/models/new/", {"name": "tiny", "uploads": [str(upload.id)], "sha256": ["0" * 64]}, follow=True)
+    assert "arrived damaged" in response.content.decode()
+    assert not Artifact.objects.exists() and not Job.objects.exists()

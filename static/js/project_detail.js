@@ -1,4 +1,5 @@
-// Project page: follow the project's live feed (project changes, and the job list).
+// Project page: follow the project's live feed (project changes, the job list, and the datasets
+// and models cards, whose rows waiting on a job carry data-job).
 (function () {
   const projectId = document.currentScript.dataset.project;
   const status = document.querySelector("[data-testid=feed-status]");
@@ -6,6 +7,10 @@
   const labels = { connecting: "connecting…", live: "live", closed: "offline, retrying…" };
 
   const loading = new Map(); // job id -> newest summary, while that job's row is being fetched
+  const ACTIVE = ["queued", "running"];
+  const CARDS = { dataset_import: "datasets", model_import: "models" }; // job kind -> the card it fills
+  const refreshing = new Map(); // card id -> {again}: a fetch of that card is under way
+  const seen = new Set(); // jobs this page has had a summary of
 
   async function updateJob(job) {
     let row = jobRows.querySelector(`tr[data-job="${job.id}"]`);
@@ -39,6 +44,48 @@
     row.querySelector("[data-field=stage]").textContent = job.stage;
   }
 
+  // The card as the server renders it now (counts, the new row, the report's numbers), swapped in.
+  async function refreshCard(id) {
+    if (refreshing.has(id)) { refreshing.get(id).again = true; return; }
+    refreshing.set(id, { again: false });
+    try {
+      const response = await fetch(location.href, { cache: "no-store", credentials: "same-origin" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById(id);
+      const card = document.getElementById(id);
+      if (!fresh || !card) return;
+      const focused = card.contains(document.activeElement) && document.activeElement.getAttribute("href");
+      card.replaceWith(fresh);
+      if (focused) { const again = fresh.querySelector(`[href="${CSS.escape(focused)}"]`); if (again) again.focus(); }
+    } catch (_) {
+      /* offline: the next summary, or a reload, brings it */
+    } finally {
+      const state = refreshing.get(id);
+      refreshing.delete(id);
+      if (state.again) refreshCard(id);
+    }
+  }
+
+  function updateWaiting(job) {
+    const firstSight = !seen.has(job.id);
+    seen.add(job.id);
+    const row = document.querySelector(`#datasets li[data-job="${job.id}"], #models li[data-job="${job.id}"]`);
+    const active = ACTIVE.includes(job.state);
+    if (row) {
+      const bar = row.querySelector("[data-field=progress]");
+      if (bar) { bar.value = Math.max(bar.value, job.progress); bar.title = job.stage; }
+      if (!active) {
+        const badge = row.querySelector("[data-field=state]");
+        badge.textContent = job.state === "succeeded" ? "ready" : "failed";
+        badge.className = `state ${badge.textContent}`;
+        if (bar) bar.hidden = true;
+        refreshCard(row.closest(".card").id);
+      }
+    } else if (CARDS[job.kind] && (firstSight || !active)) {
+      refreshCard(CARDS[job.kind]); // a dataset or model this page does not show yet
+    }
+  }
+
   window.Vintner.connect(`/ws/projects/${projectId}/feed/`, {
     onState(state) { status.dataset.state = state; status.textContent = labels[state]; },
     onMessage(message) {
@@ -49,6 +96,7 @@
         location.href = "/";
       } else if (message.type === "job.updated") {
         updateJob(message.job);
+        updateWaiting(message.job);
       }
     },
   });

@@ -74,6 +74,7 @@ def model_upload(
     architecture: str = "",
     num_classes: int | None = None,
     labels=None,
+    sha256s: dict[str, str] | None = None,
 ) -> Artifact:
     """An artifact from one or two finished uploads (IR: .xml + .bin), under a new or existing
     model of that name; its files are checked and inspected by a job on a worker."""
@@ -89,6 +90,10 @@ def model_upload(
             raise ValidationError({"uploads": f"“{upload.filename}” has not finished uploading."})
         if upload.claimed:
             raise ValidationError({"uploads": f"“{upload.filename}” is already used by a dataset or model."})
+        expected = (sha256s or {}).get(str(upload.id), "").lower()
+        if expected and expected != upload.sha256:
+            raise ValidationError({"sha256": f"“{upload.filename}” arrived damaged: the server got SHA-256 {upload.sha256}, "
+                                             f"your browser computed {expected}. Upload it again."})
     if declared_format and declared_format not in Format.values:
         raise ValidationError({"format": f"Format is one of {', '.join(Format.values)}."})
     if declared_format == Format.STATE_DICT or architecture:

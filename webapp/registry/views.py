@@ -41,6 +41,7 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 architecture=request.POST.get("architecture", ""),
                 num_classes=int(request.POST["num_classes"]) if request.POST.get("num_classes") else None,
                 labels=request.POST.get("labels", ""),
+                sha256s=dict(zip(request.POST.getlist("uploads"), request.POST.getlist("sha256"))),
             )
         except ValueError:
             messages.error(request, "The class count must be a whole number.")
