@@ -5,18 +5,15 @@
   const form = document.querySelector("[data-testid=upload-form]");
   const $ = (id) => form.querySelector(`[data-testid=${id}]`);
   const { bytes, duration } = window.Vintner;
-  const fields = $("upload-fields");
   const fileInput = form.querySelector("input[type=file]");
   const nameInput = form.elements.name;
-  const submit = $("upload-submit");
   const pause = $("upload-pause");
-  const errorBox = $("upload-error");
 
   let upload = null; // the upload in progress (Vintner.upload's handle)
-  let busy = false; // between pressing the button and the form leaving
   let uploaded = false;
   let verifying = null; // {done, total} of the hash, once the bytes are all sent
   let autoName = "";
+  const ui = window.Vintner.uploadForm(form, { retry: () => uploaded || fileInput.files.length });
 
   // --- A previous form round trip kept its finished upload: it can be sent again as is ------
   if (form.elements.upload.value) {
@@ -31,7 +28,7 @@
     form.elements.upload.value = form.elements.sha256.value = form.elements.archive_name.value = "";
     $("kept-upload").hidden = true;
     fileInput.required = true;
-    errorBox.hidden = true;
+    ui.hideError();
     if (!file) return;
     // Name the dataset after the file unless the user typed a name of their own.
     if (!nameInput.value || nameInput.value === autoName) {
@@ -61,26 +58,6 @@
     $("upload-phase").textContent = text;
   }
 
-  function showError(message) {
-    errorBox.textContent = message;
-    errorBox.hidden = false;
-  }
-
-  function setBusy(value) {
-    busy = value;
-    fields.disabled = value;
-    submit.disabled = value;
-    submit.textContent = value ? "Uploading…" : uploaded || fileInput.files.length ? "Retry upload" : "Upload and import";
-    pause.hidden = !value;
-  }
-
-  function fail(error) {
-    upload = null;
-    setBusy(false);
-    showPhase();
-    showError(`${window.Vintner.uploadError(error)} What was uploaded is kept: press Retry upload to continue from there.`);
-  }
-
   pause.addEventListener("click", () => {
     if (!upload) return;
     if (upload.paused) upload.resume();
@@ -92,16 +69,12 @@
     showPhase();
   });
 
-  window.addEventListener("beforeunload", (event) => {
-    if (busy) { event.preventDefault(); event.returnValue = ""; }
-  });
-
   form.addEventListener("submit", async (event) => {
     const file = fileInput.files[0];
     if (!file && form.elements.upload.value) return; // the kept upload goes as it is
     event.preventDefault();
-    if (busy || !file) return;
-    errorBox.hidden = true;
+    if (ui.busy || !file) return;
+    ui.hideError();
     uploaded = false;
     verifying = null;
     $("upload-resume").hidden = true;
@@ -121,7 +94,7 @@
       onUploaded() { uploaded = true; pause.hidden = true; },
       onVerify(state) { verifying = state; showPhase(); },
     });
-    setBusy(true);
+    ui.setBusy(true);
     showPhase();
     try {
       const { id, sha256 } = await upload.done;
@@ -129,11 +102,11 @@
       form.elements.sha256.value = sha256;
       form.elements.archive_name.value = file.name;
       $("upload-phase").textContent = "· Starting the import…";
-      busy = false;
-      fields.disabled = false; // disabled fields would not be sent
-      form.submit();
+      ui.send();
     } catch (error) {
-      fail(error);
+      upload = null;
+      showPhase();
+      ui.fail(error);
     }
   });
 })();

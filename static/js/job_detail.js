@@ -6,9 +6,7 @@
   const $ = (id) => document.querySelector(`[data-testid=${id}]`);
   const MAX_LINES = 5000;
   const TERMINAL = ["succeeded", "failed", "cancelled"];
-  const labels = { connecting: "connecting…", live: "live", closed: "offline, retrying…" };
 
-  let lastSeq = 0;
   let pendingLines = [];
   let trimmed = 0;
   let firstProgress = null;
@@ -30,13 +28,7 @@
   function render() {
     frameRequested = false;
     if (pendingLines.length) {
-      const fragment = document.createDocumentFragment();
-      for (const line of pendingLines.slice(-MAX_LINES)) {
-        const div = document.createElement("div");
-        div.className = `line ${line.level}`;
-        div.textContent = line.message;
-        fragment.appendChild(div);
-      }
+      const fragment = window.Vintner.logLines(pendingLines.slice(-MAX_LINES));
       trimmed += Math.max(0, pendingLines.length - MAX_LINES);
       pendingLines = [];
       log.appendChild(fragment);
@@ -105,8 +97,6 @@
   }
 
   function apply(event) {
-    if (event.seq <= lastSeq) return; // never twice
-    lastSeq = event.seq;
     const data = event.data;
     switch (event.kind) {
       case "log": pendingLines.push(data); break;
@@ -126,12 +116,8 @@
     }
   }
 
-  window.Vintner.connect(() => `/ws/jobs/${jobId}/?after=${lastSeq}`, {
-    onState(state) { $("feed-status").dataset.state = state; $("feed-status").textContent = labels[state]; },
-    onMessage(message) {
-      if (message.type !== "events") return;
-      message.events.forEach(apply);
-      schedule();
-    },
+  window.Vintner.jobEvents(jobId, (events) => {
+    events.forEach(apply);
+    schedule();
   });
 })();

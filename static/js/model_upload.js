@@ -5,14 +5,11 @@
   const form = document.querySelector("[data-testid=model-upload-form]");
   const $ = (id) => form.querySelector(`[data-testid=${id}]`);
   const { bytes, duration } = window.Vintner;
-  const fields = $("upload-fields");
   const fileInput = form.querySelector("input[type=file]");
   const nameInput = form.elements.name;
   const formatSelect = form.elements.format;
   const stateDict = $("state-dict-fields");
-  const submit = $("upload-submit");
   const pause = $("upload-pause");
-  const errorBox = $("upload-error");
   const fileList = $("file-list");
   const rowTemplate = document.getElementById("file-row");
 
@@ -20,9 +17,9 @@
   const WEIGHTS_ONLY = /\.(pth|safetensors)$/i; // almost always a state_dict
 
   let current = null; // the upload in progress (Vintner.upload's handle)
-  let busy = false; // between pressing the button and the form leaving
   const finished = new Map(); // File -> {id, sha256}: a retry does not send a finished file again
   let autoName = "";
+  const ui = window.Vintner.uploadForm(form, { retry: () => finished.size });
 
   const files = () => [...fileInput.files];
   const kept = () => [...form.querySelectorAll("input[data-kept]")];
@@ -61,11 +58,11 @@
     if (chosen.length) kept().forEach((input) => input.remove());
     $("kept-upload").hidden = true;
     fileInput.required = true;
-    errorBox.hidden = true;
+    ui.hideError();
     toggleStateDict();
     if (!chosen.length) return;
     const wrong = problem(chosen);
-    if (wrong) showError(wrong);
+    if (wrong) ui.showError(wrong);
     // Name the model after the file (an IR after its .xml) unless the user typed a name.
     const main = chosen.find((file) => /\.xml$/i.test(file.name)) || chosen[0];
     if (!nameInput.value || nameInput.value === autoName) {
@@ -79,19 +76,6 @@
   else toggleStateDict(); // a round trip may have kept format "state_dict"
 
   // --- Showing where things stand ----------------------------------------------------------
-  function showError(message) {
-    errorBox.textContent = message;
-    errorBox.hidden = false;
-  }
-
-  function setBusy(value) {
-    busy = value;
-    fields.disabled = value;
-    submit.disabled = value;
-    submit.textContent = value ? "Uploading…" : finished.size ? "Retry upload" : "Upload and inspect";
-    pause.hidden = !value;
-  }
-
   function rowFor(file) {
     const row = rowTemplate.content.firstElementChild.cloneNode(true);
     row.dataset.name = file.name;
@@ -121,10 +105,6 @@
     else { current.pause(); showSpeed(null); }
     pause.textContent = current.paused ? "Resume" : "Pause";
     showPhase(current.paused ? "paused" : "");
-  });
-
-  window.addEventListener("beforeunload", (event) => {
-    if (busy) { event.preventDefault(); event.returnValue = ""; }
   });
 
   // One file: resolves with {id, sha256}; the bar of its row follows it.
@@ -170,10 +150,10 @@
     const chosen = files();
     if (!chosen.length && kept().length) return; // the kept uploads go as they are
     event.preventDefault();
-    if (busy || !chosen.length) return;
+    if (ui.busy || !chosen.length) return;
     const wrong = problem(chosen);
-    if (wrong) { showError(wrong); return; }
-    errorBox.hidden = true;
+    if (wrong) { ui.showError(wrong); return; }
+    ui.hideError();
     $("upload-resume").hidden = true;
     $("upload-status").hidden = false;
     fileList.replaceChildren(...chosen.map(rowFor));
@@ -182,7 +162,7 @@
     showSpeed(null);
     showPhase("");
     pause.textContent = "Pause";
-    setBusy(true);
+    ui.setBusy(true);
     try {
       const results = [];
       for (const [i, file] of chosen.entries()) {
@@ -194,15 +174,12 @@
         form.append(hidden("uploads", id), hidden("sha256", sha256), hidden("upload_names", chosen[i].name));
       });
       showPhase("Starting the inspection…");
-      busy = false;
-      fields.disabled = false; // disabled fields would not be sent
       toggleStateDict();
-      form.submit();
+      ui.send();
     } catch (error) {
       current = null;
-      setBusy(false);
       showPhase("");
-      showError(`${window.Vintner.uploadError(error)} What was uploaded is kept: press Retry upload to continue from there.`);
+      ui.fail(error);
     }
   });
 })();

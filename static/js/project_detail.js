@@ -2,9 +2,7 @@
 // and models cards, whose rows waiting on a job carry data-job).
 (function () {
   const projectId = document.currentScript.dataset.project;
-  const status = document.querySelector("[data-testid=feed-status]");
   const jobRows = document.querySelector("[data-testid=job-list] tbody");
-  const labels = { connecting: "connecting…", live: "live", closed: "offline, retrying…" };
 
   const loading = new Map(); // job id -> newest summary, while that job's row is being fetched
   const ACTIVE = ["queued", "running"];
@@ -87,7 +85,6 @@
   }
 
   window.Vintner.connect(`/ws/projects/${projectId}/feed/`, {
-    onState(state) { status.dataset.state = state; status.textContent = labels[state]; },
     onMessage(message) {
       if (message.type === "project.updated") {
         document.querySelector("[data-testid=project-name]").textContent = message.project.name;

@@ -5,6 +5,7 @@
 //   const upload = Vintner.upload(file, { project, csrf, onProgress, onResume, onUploaded, onVerify });
 //   upload.pause(); upload.resume();
 //   const { id, sha256 } = await upload.done;   // rejects with tus's error: Vintner.uploadError(error)
+//   const ui = Vintner.uploadForm(form, { retry });   // busy state, error box, sending the form
 //
 // Needs vendor/tus.min.js and vendor/hash-wasm-sha256.umd.min.js loaded first.
 (function () {
@@ -77,6 +78,45 @@
       return null;
     }
   }
+
+  // --- The form around the uploads, as both upload pages have it ---------------------------
+  // Busy from pressing the button until the form leaves: fields and button locked, Pause shown,
+  // and leaving the page asks first. When not busy, the button says Retry upload if retry().
+  Vintner.uploadForm = function (form, { retry }) {
+    const $ = (id) => form.querySelector(`[data-testid=${id}]`);
+    const fields = $("upload-fields");
+    const submit = $("upload-submit");
+    const errorBox = $("upload-error");
+    const label = submit.textContent;
+    const ui = {
+      busy: false,
+      setBusy(value) {
+        ui.busy = value;
+        fields.disabled = value;
+        submit.disabled = value;
+        submit.textContent = value ? "Uploading…" : retry() ? "Retry upload" : label;
+        $("upload-pause").hidden = !value;
+      },
+      showError(message) {
+        errorBox.textContent = message;
+        errorBox.hidden = false;
+      },
+      hideError() { errorBox.hidden = true; },
+      fail(error) {
+        ui.setBusy(false);
+        ui.showError(`${Vintner.uploadError(error)} What was uploaded is kept: press Retry upload to continue from there.`);
+      },
+      send() {
+        ui.busy = false;
+        fields.disabled = false; // disabled fields would not be sent
+        form.submit();
+      },
+    };
+    window.addEventListener("beforeunload", (event) => {
+      if (ui.busy) { event.preventDefault(); event.returnValue = ""; }
+    });
+    return ui;
+  };
 
   // --- The upload --------------------------------------------------------------------------
   Vintner.upload = function (file, options) {

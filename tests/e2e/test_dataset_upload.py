@@ -24,9 +24,9 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from PIL import Image
 from playwright.sync_api import Page, expect
-from rest_framework.authtoken.models import Token
 
-from tests.conftest import PASSWORD
+from tests.e2e.helpers import (assert_hidden_from, by_testid, cancel_job, hold_form_submit, record_live_panel,
+                               seen_in_live_panel, shot, sign_in, start_long_probe)
 from tests.jobs_helpers import make_project, wait_state
 from tests.servers import wait_for
 from webapp.datasets.models import Dataset, DatasetItem
@@ -44,22 +44,6 @@ CLASSES = {"cat": 20, "dog": 16, "fish": 6}
 @pytest.fixture
 def project(team_a):
     return make_project(team_a, "Pet classifier")
-
-
-def shot(page: Page, folder: Path, name: str) -> None:
-    page.screenshot(path=folder / f"{name}.png", full_page=True, animations="disabled", caret="hide")
-
-
-def sign_in(page: Page, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator(".user-menu summary")).to_have_text(username)
-
-
-def by_testid(page: Page, testid: str):
-    return page.locator(f"[data-testid={testid}]")
 
 
 def image_bytes(color: tuple[int, int, int], size: tuple[int, int], fmt: str) -> bytes:
@@ -83,29 +67,6 @@ def pets_zip(folder: Path) -> Path:
     return path
 
 
-def api_headers(user) -> dict[str, str]:
-    token, _ = Token.objects.get_or_create(user=user)
-    return {"Authorization": f"Token {token.key}"}
-
-
-def start_long_probe(page: Page, base: str, user, project) -> int:
-    """Keeps the test worker (one slot) busy, so the import waits, queued, until we cancel this.
-    A tiny archive imports faster than a page loads: without it the page would never be seen
-    importing. Sent through daphne, since this process's main thread runs Playwright's loop."""
-    response = page.request.post(f"{base}/api/v1/projects/{project.id}/jobs/", headers=api_headers(user),
-                                 data={"kind": "probe", "params": {"rounds": 600, "seconds_per_round": 0.2,
-                                                                   "matrix_size": 32, "queue": "optimize"}})
-    assert response.status == 201, response.text()
-    job_id = response.json()["id"]
-    wait_state(job_id, JobState.RUNNING, timeout=60)
-    return job_id
-
-
-def cancel_job(page: Page, base: str, user, job_id: int) -> None:
-    response = page.request.post(f"{base}/api/v1/jobs/{job_id}/cancel/", headers=api_headers(user))
-    assert response.ok, response.text()
-
-
 def class_row(page: Page, label: str):
     return by_testid(page, "class-chart").locator(f'tbody tr[data-class="{label}"]')
 
@@ -125,12 +86,7 @@ def test_alice_uploads_a_zip_watches_it_import_and_browses_the_gallery(
     expect(page.get_by_label("Name")).to_have_value("pets")  # named after the file
     expect(page.get_by_label("Validation fraction")).to_have_value("0.2")
 
-    # Hold the form back when the script sends it (the upload done), to see the finished upload.
-    page.evaluate("""() => {
-      const send = HTMLFormElement.prototype.submit;
-      HTMLFormElement.prototype.submit = function () { window.__held = this; };
-      window.__release = () => send.call(window.__held);
-    }""")
+    hold_form_submit(page)  # to see the finished upload before the form leaves
     page.get_by_role("button", name="Upload and import").click()
     page.wait_for_function("window.__held")
     expect(by_testid(page, "upload-percent")).to_have_text("100%")
@@ -154,23 +110,13 @@ def test_alice_uploads_a_zip_watches_it_import_and_browses_the_gallery(
     expect(by_testid(page, "feed-status")).to_have_attribute("data-state", "live")
     expect(by_testid(page, "import-stage")).to_have_text("waiting for a worker")
     shot(page, screenshots, "dataset-importing")
-    # What the live panel shows is recorded where a reload does not wipe it.
-    page.evaluate("""() => {
-      const seen = (what) => sessionStorage.setItem('seen', (sessionStorage.getItem('seen') || '') + what + '|');
-      new MutationObserver(() => {
-        seen('stage:' + document.querySelector('[data-testid=import-stage]').textContent);
-        seen('progress:' + document.querySelector('[data-testid=import-progress]').value);
-        seen('log:' + document.querySelectorAll('[data-testid=import-log] .line').length);
-      }).observe(document.querySelector('[data-testid=import-panel]'),
-                 {subtree: true, childList: true, attributes: true, characterData: true});
-      window.__notReloaded = true;
-    }""")
+    record_live_panel(page, "import")
     cancel_job(page, base, alice, probe_id)
 
     expect(by_testid(page, "dataset-state")).to_have_text("ready", timeout=60_000)
     expect(by_testid(page, "class-chart")).to_be_visible()
     assert page.evaluate("window.__notReloaded") is None  # the page reloaded itself for the report
-    seen = page.evaluate("sessionStorage.getItem('seen')") or ""
+    seen = seen_in_live_panel(page)
     # A small import may come in one batch: some stage, a partial bar and log lines were shown.
     assert re.search(r"stage:(unpacking|validating|publishing)\|", seen), seen
     assert re.search(r"progress:0\.[1-9]", seen), seen
@@ -339,11 +285,4 @@ def test_team_members_see_a_dataset_and_outsiders_get_404(
     thumb = page.request.get(f"{base}{pages[2]}")
     assert thumb.status == 200 and thumb.headers["content-type"] == "image/jpeg"
 
-    page.context.clear_cookies()
-    sign_in(page, base, "charlie")
-    for path in pages:
-        response = page.request.get(f"{base}{path}")
-        assert response.status == 404, (path, response.status)
-    response = page.goto(f"{base}{pages[0]}")
-    assert response.status == 404
-    expect(page.locator("body")).not_to_contain_text("grapes")
+    assert_hidden_from(page, base, charlie, pages, name="grapes")

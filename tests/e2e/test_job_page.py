@@ -10,14 +10,12 @@ Screenshots go to the test's tmp_path; with VINTNER_SCREENSHOTS=1 to docs/screen
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
-from rest_framework.authtoken.models import Token
 
-from tests.conftest import PASSWORD
+from tests.e2e.helpers import by_testid, shot, sign_in, submit_probe
 from tests.jobs_helpers import events, make_project, wait_done
 from webapp.jobs.models import Job, JobEvent, JobState
 
@@ -29,22 +27,6 @@ JOB_URL = re.compile(r"/jobs/(\d+)/$")
 @pytest.fixture
 def project(team_a):
     return make_project(team_a, "Grape classifier")
-
-
-def shot(page: Page, folder: Path, name: str) -> None:
-    page.screenshot(path=folder / f"{name}.png", full_page=True, animations="disabled", caret="hide")
-
-
-def sign_in(page: Page, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator(".user-menu summary")).to_have_text(username)
-
-
-def by_testid(page: Page, testid: str):
-    return page.locator(f"[data-testid={testid}]")
 
 
 def log_lines(page: Page):
@@ -112,17 +94,6 @@ def test_it_follows_a_probe_live_replays_it_after_a_reload_and_shows_it_succeed(
     shot(page, screenshots, "job-succeeded")
 
 
-def submit_through_api(page: Page, base: str, user, project, params: dict) -> int:
-    """POST /api/v1/projects/<id>/jobs/ with the user's API token, through daphne (not from this
-    process: its main thread runs Playwright's event loop, where a broadcast cannot be sent)."""
-    token, _ = Token.objects.get_or_create(user=user)
-    response = page.request.post(f"{base}/api/v1/projects/{project.id}/jobs/",
-                                 data={"kind": "probe", "params": params},
-                                 headers={"Authorization": f"Token {token.key}"})
-    assert response.status == 201, response.text()
-    return response.json()["id"]
-
-
 def open_project_page(page: Page, base: str, project) -> None:
     page.goto(f"{base}/projects/{project.id}/")
     expect(by_testid(page, "feed-status")).to_have_attribute("data-state", "live")
@@ -136,7 +107,7 @@ def test_it_shows_a_job_submitted_elsewhere_on_the_project_page_live(
     open_project_page(page, live_server_url, project)
     expect(by_testid(page, "no-jobs")).to_be_visible()
 
-    job_id = submit_through_api(page, live_server_url, alice, project, {"rounds": 8, "seconds_per_round": 0.2, "matrix_size": 64})
+    job_id = submit_probe(page, live_server_url, alice, project, {"rounds": 8, "seconds_per_round": 0.2, "matrix_size": 64})
     row = by_testid(page, "job-list").locator(f'tr[data-job="{job_id}"]')
     expect(row).to_be_visible()
     expect(by_testid(page, "no-jobs")).to_be_hidden()
@@ -166,7 +137,7 @@ def test_it_shows_the_newest_state_of_a_job_whose_row_was_still_loading(
     """)
     open_project_page(page, live_server_url, project)
 
-    job_id = submit_through_api(page, live_server_url, alice, project, {"rounds": 2, "seconds_per_round": 0.1, "matrix_size": 64})
+    job_id = submit_probe(page, live_server_url, alice, project, {"rounds": 2, "seconds_per_round": 0.1, "matrix_size": 64})
     assert wait_done(job_id, timeout=60).state == JobState.SUCCEEDED
     time.sleep(1)  # the last job.updated messages reach the page while its row is still loading
     page.evaluate("window.__releaseRows()")

@@ -12,7 +12,6 @@ Screenshots go to the test's tmp_path; with VINTNER_SCREENSHOTS=1 to docs/screen
 """
 
 import hashlib
-import io
 import re
 import zipfile
 from pathlib import Path
@@ -23,7 +22,8 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from tests.e2e.test_dataset_upload import api_headers, by_testid, cancel_job, shot, sign_in, start_long_probe
+from tests.e2e.helpers import (api_headers, assert_hidden_from, by_testid, cancel_job, hold_form_submit,
+                               record_live_panel, seen_in_live_panel, shot, sign_in, start_long_probe)
 from tests.jobs_helpers import make_project, wait_state
 from webapp.jobs.models import JobState
 from webapp.registry.models import Artifact, Model
@@ -102,11 +102,7 @@ def upload_model(page: Page, files, *, name: str | None = None, hold: bool = Fal
     if name is not None:
         page.get_by_label("Name", exact=True).fill(name)
     if hold:
-        page.evaluate("""() => {
-          const send = HTMLFormElement.prototype.submit;
-          HTMLFormElement.prototype.submit = function () { window.__held = this; };
-          window.__release = () => send.call(window.__held);
-        }""")
+        hold_form_submit(page)
     page.get_by_role("button", name="Upload and inspect").click()
     if not hold:
         return None
@@ -181,16 +177,7 @@ def test_alice_uploads_torchscript_watches_the_inspection_edits_the_model_and_do
     expect(by_testid(page, "inspect-stage")).to_have_text("waiting for a worker")
     expect(by_testid(page, "download")).to_have_count(0)
     shot(page, screenshots, "model-inspecting")
-    # What the live panel shows is recorded where the reload at the end does not wipe it.
-    page.evaluate("""() => {
-      const seen = (what) => sessionStorage.setItem('seen', (sessionStorage.getItem('seen') || '') + what + '|');
-      new MutationObserver(() => {
-        seen('stage:' + document.querySelector('[data-testid=inspect-stage]').textContent);
-        seen('progress:' + document.querySelector('[data-testid=inspect-progress]').value);
-      }).observe(document.querySelector('[data-testid=inspect-panel]'),
-                 {subtree: true, childList: true, attributes: true, characterData: true});
-      window.__notReloaded = true;
-    }""")
+    record_live_panel(page, "inspect")
 
     # The project page, in a second tab, shows the model waiting on its inspection.
     other = page.context.new_page()
@@ -206,7 +193,7 @@ def test_alice_uploads_torchscript_watches_the_inspection_edits_the_model_and_do
     expect(by_testid(page, "artifact-state")).to_have_text("ready", timeout=90_000)
     expect(by_testid(page, "inputs")).to_be_visible()  # rendered by the server, after the reload
     assert page.evaluate("window.__notReloaded") is None  # reloaded itself for the result
-    seen = page.evaluate("sessionStorage.getItem('seen')") or ""
+    seen = seen_in_live_panel(page)
     assert re.search(r"stage:(checking|inspecting|publishing)\|", seen), seen
     assert re.search(r"progress:0\.[1-9]", seen), seen
     job = wait_state(artifact.job_id, JobState.SUCCEEDED, timeout=5)
@@ -410,14 +397,4 @@ def test_team_members_see_a_model_and_outsiders_get_404(
     for path in api:
         assert page.request.get(f"{base}{path}", headers=api_headers(bob)).status == 200, path
 
-    page.context.clear_cookies()
-    sign_in(page, base, "charlie")
-    for path in pages:
-        response = page.request.get(f"{base}{path}")
-        assert response.status == 404, (path, response.status)
-    for path in api:
-        response = page.request.get(f"{base}{path}", headers=api_headers(charlie))
-        assert response.status == 404, (path, response.status)
-    response = page.goto(f"{base}{pages[0]}")
-    assert response.status == 404
-    expect(page.locator("body")).not_to_contain_text("grapes")
+    assert_hidden_from(page, base, charlie, pages, api=api, name="grapes")
