@@ -5,6 +5,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from PIL import Image
+
 
 def make_zip(path: Path, entries, *, method=zipfile.ZIP_DEFLATED) -> Path:
     """entries: (name or ZipInfo, bytes) pairs."""
@@ -41,3 +43,19 @@ def patch(path: Path, signature: bytes, offset: int, value: bytes) -> None:
         data[at + offset:at + offset + len(value)] = value
         at = data.find(signature, at + 1)
     path.write_bytes(bytes(data))
+
+
+def image_bytes(fmt: str, color: tuple[int, int, int], size=(12, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def class_entries(per_class: int = 6) -> list[tuple[str, bytes]]:
+    entries = []
+    for shade, label in enumerate(["cat", "dog"]):
+        for index in range(per_class):
+            fmt = ["PNG", "JPEG"][index % 2]
+            entries.append((f"pets/{label}/{index}.{fmt.lower()}", image_bytes(fmt, (100 * shade, index * 20, 50))))
+    entries.append(("pets/cat/broken.png", b"\x89PNG\r\n\x1a\n not really"))
+    return entries

@@ -2,7 +2,6 @@
 archives refused with nothing left behind; immutability and who may see what."""
 
 import hashlib
-import io
 import os
 import stat
 import tarfile
@@ -13,48 +12,19 @@ import pytest
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.test import Client
-from PIL import Image
 
-from tests.archive_builders import make_tar, make_zip, patch, tar_entry
-from tests.conftest import PASSWORD
+from tests.archive_builders import class_entries, image_bytes, make_tar, make_zip, patch, tar_entry
+from tests.helpers import signed_in, uploaded
 from tests.servers import wait_for
 from webapp.datasets.models import Dataset
 from webapp.jobs.models import Job, JobState
 from webapp.projects.models import Project
-from webapp.uploads import services as uploads
 from webapp.uploads.models import Upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 MiB = 2**20
 
 
-def image_bytes(fmt: str, color: tuple[int, int, int], size=(12, 10)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def class_entries(per_class: int = 6) -> list[tuple[str, bytes]]:
-    entries = []
-    for shade, label in enumerate(["cat", "dog"]):
-        for index in range(per_class):
-            fmt = ["PNG", "JPEG"][index % 2]
-            entries.append((f"pets/{label}/{index}.{fmt.lower()}", image_bytes(fmt, (100 * shade, index * 20, 50))))
-    entries.append(("pets/cat/broken.png", b"\x89PNG\r\n\x1a\n not really"))
-    return entries
-
-
-def uploaded(user, project: Project, path: Path) -> Upload:
-    """A finished upload, sent through the same service the tus endpoint calls."""
-    data = path.read_bytes()
-    upload = uploads.upload_create(team=project.team, user=user, filename=path.name, length=len(data), metadata={})
-    return uploads.upload_append(upload=upload, offset=0, body=io.BytesIO(data), length=len(data))
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def import_dataset(client: Client, project: Project, upload: Upload, **fields) -> Dataset:

@@ -13,27 +13,16 @@ from django.core.files.storage import default_storage
 from django.test import Client
 
 from tests import model_builders as build
-from tests.conftest import PASSWORD
+from tests.helpers import signed_in, uploaded
 from tests.servers import wait_for
 from webapp.jobs.models import Job, JobState
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact
-from webapp.uploads import services as uploads
 from webapp.uploads.models import Upload
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def uploaded(user, project: Project, path: Path) -> Upload:
-    data = path.read_bytes()
-    upload = uploads.upload_create(team=project.team, user=user, filename=path.name, length=len(data), metadata={})
-    return uploads.upload_append(upload=upload, offset=0, body=io.BytesIO(data), length=len(data))
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def register(client: Client, user, project: Project, *paths: Path, name: str = "tiny", **fields) -> Artifact:
