@@ -97,6 +97,17 @@ def live_server_url(child_env, log_dir) -> str:
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Tests run async scenarios in event loops of their own (async_to_sync); the channel layer
+    holds asyncio locks bound to the loop that first waited on them, so no test may reuse one."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 def make_user(username: str, **extra):
     from django.contrib.auth import get_user_model
 

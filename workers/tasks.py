@@ -6,16 +6,18 @@ from collections.abc import Callable
 from celery import shared_task
 from django.conf import settings
 
-from webapp.core.files import local_file
+from webapp.core.files import local_file, local_tree
 from webapp.core.quota import quota_left
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_publish
 from webapp.hosts.services import host_report
-from webapp.registry.models import Artifact
-from webapp.registry.services import artifact_publish
+from webapp.registry.models import Artifact, Origin
+from webapp.registry.services import artifact_publish, artifact_record
 from workers.pipeline.archives import ExtractLimits, extract_archive
 from workers.pipeline.data import ImportConfig, import_dataset
-from workers.pipeline.formats import InspectConfig, inspect_model, prepare_model
+from workers.pipeline.conversion import ConvertConfig
+from workers.pipeline.conversion import convert as convert_model
+from workers.pipeline.formats import InspectConfig, Prepared, inspect_model, prepare_model
 from workers.pipeline.hostinfo import probe_host
 from workers.pipeline.probe import ProbeConfig, run_probe
 from workers.pipeline.reporting import JobError, Span
@@ -106,3 +108,58 @@ def model_import(run: JobRun) -> dict:
         inspection=inspection.as_dict(),
     )
     return {"artifact": artifact.id, "format": prepared.format, "parameters": inspection.parameters}
+
+
+@job_task("convert")
+def convert(run: JobRun) -> dict:
+    """Convert a PyTorch or ONNX artifact to OpenVINO IR, check it against its source, publish it."""
+    source = Artifact.objects.select_related("model").get(id=run.params["artifact"])
+    preprocessing = source.model.preprocessing
+    height = run.params.get("input_height") or preprocessing["input_size"][0]
+    width = run.params.get("input_width") or preprocessing["input_size"][1]
+    prepared = Prepared(format=source.format, folder=local_tree(source.storage_prefix, run.scratch / "source"), primary=source.primary)
+    images = _validation_images(run.params.get("dataset"), run.scratch / "dataset")
+    config = ConvertConfig(
+        route=run.params["route"],
+        shape=run.params["shape"],
+        input_size=(height, width),
+        input_name=run.params["input_name"],
+        output_name=run.params["output_name"],
+        precision=run.params["precision"],
+        opset=run.params["opset"],
+        preprocessing=_embedded(preprocessing, (height, width)) if run.params["embed_preprocessing"] else None,
+        tolerance=run.params.get("tolerance"),
+    )
+    source_config = InspectConfig(architecture=source.architecture, num_classes=source.num_classes, input_size=height)
+    bar = Span(run.reporter, 0.0, 1.0)
+    result = convert_model(prepared, source_config, config, run.scratch / "ir", bar.child(0.0, 0.9), images=images)
+    run.reporter.stage("publishing")
+    ir = Prepared(format="openvino_ir", folder=result.folder, primary="model.xml")
+    facts = inspect_model(ir, InspectConfig(), bar.child(0.9, 0.97)).as_dict()
+    artifact = artifact_record(
+        parent=source, job=run.job, origin=Origin.CONVERTED, folder=result.folder, fmt="openvino_ir",
+        primary="model.xml", inspection=facts, metrics={"conversion": result.as_dict()},
+    )
+    equivalence = result.equivalence
+    return {"artifact": artifact.id, "route": result.route, "max_abs_diff": equivalence.max_abs_diff,
+            "within_tolerance": equivalence.within_tolerance}
+
+
+def _embedded(preprocessing: dict, size: tuple[int, int]) -> dict:
+    """The model's preprocessing, as the IR will do it: it takes u8 NHWC RGB images of any size."""
+    def three(values: list) -> list:
+        return values * 3 if len(values) == 1 else values
+
+    return {"layout": "NHWC", "color": "RGB", "model_color": preprocessing["color"], "input_size": list(size),
+            "mean": three(preprocessing["mean"]), "std": three(preprocessing["std"])}
+
+
+def _validation_images(dataset_id: int | None, scratch) -> list | None:
+    """Up to 16 validation images of a dataset, spread over its classes, for the equivalence check."""
+    if not dataset_id:
+        return None
+    dataset = Dataset.objects.get(id=dataset_id)
+    root = local_tree(dataset.storage_prefix, scratch)
+    each = max(1, 16 // max(len(dataset.classes), 1))
+    picked = [item for label in dataset.classes for item in dataset.items.filter(split="val", label=label)[:each]]
+    return [root / "images" / item.path for item in picked[:16]]

@@ -78,10 +78,20 @@
     if (data.attempt) $("job-attempts").textContent = data.attempt;
     if (data.error) { $("job-error").textContent = data.error; $("job-error").hidden = false; }
     if (data.result) { $("job-result").textContent = JSON.stringify(data.result, null, 2); $("job-result").hidden = false; }
+    if (data.result && (data.result.artifact || data.result.dataset)) showOutput(data.result);
     const cancel = $("cancel-form");
     if (cancel) cancel.hidden = TERMINAL.includes(state);
     if (TERMINAL.includes(state)) $("job-eta").textContent = "—";
     if (state === "succeeded") showProgress(1, null);
+  }
+
+  // What the job made: a link, filled from the URL patterns the page carries (ids end them).
+  function showOutput(result) {
+    const box = $("job-output"), link = box.querySelector("a");
+    const [kind, id] = result.artifact ? ["artifact", result.artifact] : ["dataset", result.dataset];
+    link.href = link.dataset[`${kind}Url`].replace(/0\/$/, `${id}/`);
+    link.textContent = `${kind} #${id}`;
+    box.hidden = false;
   }
 
   function showProgress(progress, at) {

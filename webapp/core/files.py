@@ -59,6 +59,26 @@ def local_file(key: str, scratch: Path) -> Path:
     return target
 
 
+def local_tree(prefix: str, scratch: Path) -> Path:
+    """A local folder to read `prefix/` from (never to write into): the folder itself on local
+    storage, else a download into `scratch`."""
+    if is_local():
+        return Path(default_storage.path(prefix))
+    target = scratch / Path(prefix).name
+
+    def fetch(folder: str, into: Path) -> None:
+        into.mkdir(parents=True, exist_ok=True)
+        folders, names = default_storage.listdir(folder)
+        for name in names:
+            with default_storage.open(f"{folder}/{name}", "rb") as remote, open(into / name, "wb") as local:
+                shutil.copyfileobj(remote, local, 2**20)
+        for name in folders:
+            fetch(f"{folder}/{name}", into / name)
+
+    fetch(prefix, target)
+    return target
+
+
 def delete_file(key: str) -> None:
     if default_storage.exists(key):
         default_storage.delete(key)

@@ -47,6 +47,26 @@ class ModelImportParams(serializers.Serializer):
     format = serializers.CharField(required=False, allow_blank=True, default="", help_text="As the user declared it; empty: detect.")
 
 
+class ConvertParams(serializers.Serializer):
+    artifact = serializers.IntegerField(min_value=1, help_text="The PyTorch or ONNX artifact to convert.")
+    route = serializers.ChoiceField(
+        choices=[("auto", "Direct, else via ONNX"), ("direct", "Direct"), ("onnx", "Via ONNX")], default="auto"
+    )
+    shape = serializers.ChoiceField(
+        choices=[("static", "Static"), ("dynamic_batch", "Dynamic batch"), ("dynamic", "Fully dynamic")], default="static"
+    )
+    input_height = serializers.IntegerField(min_value=8, max_value=4096, required=False, help_text="Default: the model's input size.")
+    input_width = serializers.IntegerField(min_value=8, max_value=4096, required=False)
+    input_name = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,63}$", required=False, allow_blank=True, default="")
+    output_name = serializers.RegexField(r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,63}$", required=False, allow_blank=True, default="")
+    precision = serializers.ChoiceField(choices=[("fp32", "FP32"), ("fp16", "FP16-compressed weights")], default="fp32")
+    opset = serializers.IntegerField(min_value=11, max_value=21, default=17, help_text="For the ONNX route.")
+    embed_preprocessing = serializers.BooleanField(default=False, help_text="The IR takes u8 NHWC images of any size.")
+    dataset = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None,
+                                       help_text="Check equivalence on this dataset's validation images (else random inputs).")
+    tolerance = serializers.FloatField(min_value=0, required=False, allow_null=True, default=None)
+
+
 KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in [
@@ -64,6 +84,14 @@ KINDS: dict[str, JobKind] = {
             route=lambda params: "optimize",
             resumable=True,  # nothing is published until the end: a second attempt starts over
             direct=False,
+        ),
+        JobKind(
+            name="convert",
+            label="Conversion to OpenVINO IR",
+            params=ConvertParams,
+            route=lambda params: "optimize",
+            resumable=True,  # the new artifact is published only at the end: a second attempt starts over
+            direct=False,  # submitted through the artifact (registry.services.artifact_convert)
         ),
         JobKind(
             name="model_import",

@@ -5,6 +5,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action
+from webapp.datasets.selectors import dataset_for_user
+from webapp.jobs.api import JobSerializer
+from webapp.jobs.kinds import ConvertParams
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
@@ -113,6 +116,20 @@ class ArtifactDetailView(APIView):
     def delete(self, request: Request, artifact_id: int) -> Response:
         services.artifact_delete(artifact=artifact_for_user(request.user, artifact_id, Action.WRITE))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ArtifactConvertView(APIView):
+    serializer_class = JobSerializer
+
+    @extend_schema(request=ConvertParams, responses={201: JobSerializer}, summary="Convert to OpenVINO IR (a job)")
+    def post(self, request: Request, artifact_id: int) -> Response:
+        artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
+        params = {**request.data, "artifact": artifact.id}
+        dataset = None
+        if params.get("dataset"):
+            dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
 class ArtifactDownloadView(APIView):

@@ -14,6 +14,7 @@ from django.http import FileResponse
 from django.utils import timezone
 
 from webapp.core import files
+from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Format, Model, Origin
@@ -118,6 +119,32 @@ def model_upload(
         )
         artifact.job = job
         artifact.save(update_fields=["job"])
+    return artifact
+
+
+def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) -> Job:
+    """Start converting a ready PyTorch or ONNX artifact to OpenVINO IR; the IR becomes its child."""
+    if artifact.state != "ready":
+        raise ValidationError("Only a ready artifact can be converted.")
+    if artifact.format == Format.OPENVINO_IR:
+        raise ValidationError("This artifact is already an OpenVINO IR.")
+    if dataset is not None and (dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready"):
+        raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
+    inputs = {"artifacts": [artifact.id], "datasets": [dataset.id] if dataset else []}
+    params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params, inputs=inputs)
+    return job
+
+
+def artifact_record(*, parent: Artifact, job: Job, origin: str, folder: Path, fmt: str, primary: str,
+                    inspection: dict, metrics: dict) -> Artifact:
+    """A job's output (converted, quantized, trained…) as a new artifact of the parent's model."""
+    artifact = Artifact.objects.create(
+        model=parent.model, origin=origin, parent=parent, job=job, architecture=parent.architecture,
+        num_classes=parent.num_classes, metrics=metrics, created_by=job.created_by,
+    )
+    artifact_publish(artifact=artifact, folder=folder, fmt=fmt, primary=primary, inspection=inspection)
+    artifact.refresh_from_db()
     return artifact
 
 

@@ -6,6 +6,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.datasets.selectors import dataset_for_user, ready_datasets_of_project
+from webapp.jobs.kinds import ConvertParams
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Format
@@ -121,6 +123,9 @@ def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "inspection": artifact.inspection,
         "lineage": services.artifact_lineage(artifact),
         "can_write": role_allows(role, Action.WRITE),
+        "convertible": artifact.state == "ready" and artifact.format != "openvino_ir",
+        "convert_fields": ConvertParams().fields,
+        "datasets": ready_datasets_of_project(artifact.model.project_id),
     }
     return render(request, "registry/artifact_detail.html", context)
 
@@ -132,6 +137,22 @@ def artifact_download(request: HttpRequest, artifact_id: int) -> HttpResponse:
     if artifact.state != "ready":
         raise Http404("This artifact is not ready to download.")
     return services.artifact_download(artifact)
+
+
+@login_required
+@require_POST
+def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
+    artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
+    fields = ConvertParams().fields
+    params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
+    params["embed_preprocessing"] = "embed_preprocessing" in request.POST
+    try:
+        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW) if params.get("dataset") else None
+        job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
+    except ValidationError as error:
+        _errors(request, error)
+        return redirect("artifact_detail", artifact_id=artifact.id)
+    return redirect("job_detail", job_id=job.id)
 
 
 @login_required

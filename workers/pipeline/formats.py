@@ -550,25 +550,30 @@ def _flatten(mapping: Mapping, prefix: str = "") -> Iterator[tuple[str, torch.Te
             yield f"{prefix}{key}", value
 
 
-def _build(arch: str, classes: int) -> torch.nn.Module:
+def _build(arch: str, classes: int, *, meta: bool = False) -> torch.nn.Module:
+    """`meta`: shapes only, no memory and no time spent initialising weights a state_dict replaces."""
     import torchvision  # here, not at the top: the child process for TorchScript/.pt2 never needs it
 
-    return torchvision.models.get_model(arch, weights=None, num_classes=classes)
+    with torch.device("meta" if meta else "cpu"):
+        return torchvision.models.get_model(arch, weights=None, num_classes=classes)
 
 
 def _fit(state: dict[str, torch.Tensor], arch: str, classes: int, name: str) -> torch.nn.Module:
     """torchvision `arch` with `classes` outputs, holding `state` (strict), or a JobError that says
     in plain words what does not fit."""
-    model = _build(arch, classes)
+    model = _build(arch, classes, meta=True)
     problems = _fit_problems(model, state, arch, classes)
     if problems:
         raise JobError(f"The weights in “{name}” do not fit torchvision {arch} with {classes} classes: "
                        f"{'; '.join(problems)}. Check the architecture and the number of classes.")
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
+        if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # a buffer no state_dict holds
+            model = _build(arch, classes)
+            model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise JobError(f"The weights in “{name}” do not fit torchvision {arch}: {one_line(e)}.") from None
-    return model.eval()
+    return model.float().eval()  # assign=True kept the file's dtypes; models here compute in FP32
 
 
 def _fit_problems(model: torch.nn.Module, state: dict[str, torch.Tensor], arch: str, classes: int) -> list[str]:
