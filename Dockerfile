@@ -26,8 +26,10 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY . .
-COPY --from=frontend /frontend/node_modules/uplot/dist/uPlot.iife.min.js /frontend/node_modules/uplot/dist/uPlot.min.css /frontend/node_modules/tus-js-client/dist/tus.min.js static/vendor/
+# tus.min.js and dagre.min.js name their source maps, which collectstatic's manifest needs beside them.
+COPY --from=frontend /frontend/node_modules/uplot/dist/uPlot.iife.min.js /frontend/node_modules/uplot/dist/uPlot.min.css /frontend/node_modules/tus-js-client/dist/tus.min.js /frontend/node_modules/tus-js-client/dist/tus.min.js.map static/vendor/
 COPY --from=frontend /frontend/node_modules/hash-wasm/dist/sha256.umd.min.js static/vendor/hash-wasm-sha256.umd.min.js
+COPY --from=frontend /frontend/node_modules/@dagrejs/dagre/dist/dagre.min.js /frontend/node_modules/@dagrejs/dagre/dist/dagre.min.js.map static/vendor/
 
 # Static files are collected into the image (STATIC_ROOT=/app/staticfiles) and served by WhiteNoise.
 # VINTNER_PRODUCTION=1 here only so that collectstatic writes the hashed files and the manifest that

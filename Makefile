@@ -21,8 +21,9 @@ $(VENDOR)/.installed: frontend/package.json frontend/package-lock.json
 	npm ci --prefix frontend --no-audit --no-fund --silent
 	mkdir -p $(VENDOR)
 	cp frontend/node_modules/uplot/dist/uPlot.iife.min.js frontend/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
-	cp frontend/node_modules/tus-js-client/dist/tus.min.js $(VENDOR)/
+	cp frontend/node_modules/tus-js-client/dist/tus.min.js frontend/node_modules/tus-js-client/dist/tus.min.js.map $(VENDOR)/
 	cp frontend/node_modules/hash-wasm/dist/sha256.umd.min.js $(VENDOR)/hash-wasm-sha256.umd.min.js
+	cp frontend/node_modules/@dagrejs/dagre/dist/dagre.min.js frontend/node_modules/@dagrejs/dagre/dist/dagre.min.js.map $(VENDOR)/
 	touch $@
 
 run: $(VENV)/.runtime $(VENDOR)/.installed

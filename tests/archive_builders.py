@@ -59,3 +59,19 @@ def class_entries(per_class: int = 6) -> list[tuple[str, bytes]]:
             entries.append((f"pets/{label}/{index}.{fmt.lower()}", image_bytes(fmt, (100 * shade, index * 20, 50))))
     entries.append(("pets/cat/broken.png", b"\x89PNG\r\n\x1a\n not really"))
     return entries
+
+
+def colour_classes(per_class: int = 24, size: int = 16) -> list[tuple[str, bytes]]:
+    """Three classes a tiny network learns in a few epochs: mostly red, green or blue, with noise."""
+    import random
+
+    rng = random.Random(0)
+    entries = []
+    for channel, label in enumerate(["red", "green", "blue"]):
+        for index in range(per_class):
+            image = Image.new("RGB", (size, size))
+            image.putdata([tuple(200 if c == channel else rng.randrange(0, 90) for c in range(3)) for _ in range(size * size)])
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            entries.append((f"{label}/{index}.png", buffer.getvalue()))
+    return entries

@@ -14,6 +14,7 @@ from webapp.jobs import views as jobs_views
 from webapp.projects import api as projects_api
 from webapp.projects import views as projects_views
 from webapp.registry import api as registry_api
+from webapp.registry import graph_views
 from webapp.registry import views as registry_views
 from webapp.teams import api as teams_api
 from webapp.teams import views as teams_views
@@ -38,6 +39,7 @@ api_v1 = [
     path("datasets/<int:dataset_id>/report/", datasets_api.DatasetReportView.as_view(), name="api_dataset_report"),
     path("datasets/<int:dataset_id>/items/", datasets_api.DatasetItemsView.as_view(), name="api_dataset_items"),
     path("projects/<int:project_id>/models/", registry_api.ProjectModelsView.as_view(), name="api_project_models"),
+    path("projects/<int:project_id>/train/", registry_api.ProjectTrainView.as_view(), name="api_project_train"),
     path("models/<int:model_id>/", registry_api.ModelDetailView.as_view(), name="api_model_detail"),
     path("artifacts/<int:artifact_id>/", registry_api.ArtifactDetailView.as_view(), name="api_artifact_detail"),
     path("artifacts/<int:artifact_id>/download/", registry_api.ArtifactDownloadView.as_view(), name="api_artifact_download"),
@@ -74,6 +76,8 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/import/", datasets_views.dataset_import, name="dataset_import"),
     path("datasets/<int:dataset_id>/delete/", datasets_views.dataset_delete, name="dataset_delete"),
     path("projects/<int:project_id>/models/new/", registry_views.model_new, name="model_new"),
+    path("projects/<int:project_id>/train/", registry_views.model_train, name="model_train"),
+    path("models/<int:model_id>/runs/", registry_views.model_runs, name="model_runs"),
     path("models/<int:model_id>/", registry_views.model_detail, name="model_detail"),
     path("models/<int:model_id>/edit/", registry_views.model_edit, name="model_edit"),
     path("models/<int:model_id>/delete/", registry_views.model_delete, name="model_delete"),
@@ -81,6 +85,7 @@ urlpatterns = [
     path("artifacts/<int:artifact_id>/download/", registry_views.artifact_download, name="artifact_download"),
     path("artifacts/<int:artifact_id>/delete/", registry_views.artifact_delete, name="artifact_delete"),
     path("artifacts/<int:artifact_id>/convert/", registry_views.artifact_convert, name="artifact_convert"),
+    path("artifacts/<int:artifact_id>/graph/", graph_views.artifact_graph, name="artifact_graph"),
     path("jobs/<int:job_id>/", jobs_views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/row/", jobs_views.job_row, name="job_row"),
     path("jobs/<int:job_id>/cancel/", jobs_views.job_cancel, name="job_cancel"),

@@ -61,6 +61,7 @@ class JobReporter:
         self._progress, self._progress_dirty = progress, False
         self._stage = stage
         self._windows: dict[str, _Window] = {}
+        self._summaries: list[dict] = []
         self._checkpoint: dict | None = None
         self._unwritten: tuple[list[tuple[str, dict]], dict] = ([], {})  # a batch whose write failed
         self._cancel_seen = False
@@ -89,10 +90,13 @@ class JobReporter:
                 self._stage = name
                 self._stages.append(name)
 
-    def metric(self, name: str, value: float, *, step: int | None = None) -> None:
+    def metric(self, name: str, value: float, *, step: int | None = None, summary: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
-            self._windows.setdefault(name, _Window(now)).add(float(value), step)
+            if summary:  # a point that stands for itself (an epoch's result): never averaged
+                self._summaries.append({"name": name, "value": float(value), **({"step": step} if step is not None else {})})
+            else:
+                self._windows.setdefault(name, _Window(now)).add(float(value), step)
 
     def checkpoint(self, state: dict) -> None:
         with self._lock:
@@ -174,6 +178,8 @@ class JobReporter:
                 items.append(("log", {"level": "warning", "message": note}))
             for name in [n for n, w in self._windows.items() if final or now - w.opened >= self.metric_window_seconds]:
                 items.append(("metric", self._windows.pop(name).point(name)))
+            items += [("metric", point) for point in self._summaries]
+            self._summaries = []
             fields = {"stage": self._stage} if self._stages else {}
             if self._progress_dirty:
                 items.append(("progress", {"progress": self._progress}))

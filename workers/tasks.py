@@ -6,21 +6,24 @@ from collections.abc import Callable
 from celery import shared_task
 from django.conf import settings
 
-from webapp.core.files import local_file, local_tree
+from webapp.core.files import delete_file, local_file, local_tree, store_copy
 from webapp.core.quota import quota_left
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_publish
 from webapp.hosts.services import host_report
-from webapp.registry.models import Artifact, Origin
+from webapp.registry.models import Artifact, Model, Origin
 from webapp.registry.services import artifact_publish, artifact_record
 from workers.pipeline.archives import ExtractLimits, extract_archive
 from workers.pipeline.data import ImportConfig, import_dataset
 from workers.pipeline.conversion import ConvertConfig
 from workers.pipeline.conversion import convert as convert_model
-from workers.pipeline.formats import InspectConfig, Prepared, inspect_model, prepare_model
+from workers.pipeline.formats import InspectConfig, Prepared, inspect_model, load_torch_module, one_line, prepare_model
+from workers.pipeline.graphs import model_graph
 from workers.pipeline.hostinfo import probe_host
 from workers.pipeline.probe import ProbeConfig, run_probe
 from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.training import TrainConfig, TrainingCancelled
+from workers.pipeline.training import train as train_model
 from workers.runner import JobRun, execute
 
 
@@ -105,9 +108,19 @@ def model_import(run: JobRun) -> dict:
     bar.raise_if_cancelled()
     artifact_publish(
         artifact=artifact, folder=prepared.folder, fmt=prepared.format, primary=prepared.primary,
-        inspection=inspection.as_dict(),
+        inspection=_with_graph(inspection.as_dict(), prepared, run),
     )
     return {"artifact": artifact.id, "format": prepared.format, "parameters": inspection.parameters}
+
+
+def _with_graph(facts: dict, prepared: Prepared, run: JobRun) -> dict:
+    """The graph view's data (OpenVINO IR and ONNX); a model it fails on is still published."""
+    if prepared.format in ("openvino_ir", "onnx"):
+        try:
+            facts["graph"] = model_graph(prepared)
+        except Exception as error:
+            run.reporter.log(f"No graph view for this model: {one_line(error)}", level="warning")
+    return facts
 
 
 @job_task("convert")
@@ -135,7 +148,7 @@ def convert(run: JobRun) -> dict:
     result = convert_model(prepared, source_config, config, run.scratch / "ir", bar.child(0.0, 0.9), images=images)
     run.reporter.stage("publishing")
     ir = Prepared(format="openvino_ir", folder=result.folder, primary="model.xml")
-    facts = inspect_model(ir, InspectConfig(), bar.child(0.9, 0.97)).as_dict()
+    facts = _with_graph(inspect_model(ir, InspectConfig(), bar.child(0.9, 0.97)).as_dict(), ir, run)
     artifact = artifact_record(
         parent=source, job=run.job, origin=Origin.CONVERTED, folder=result.folder, fmt="openvino_ir",
         primary="model.xml", inspection=facts, metrics={"conversion": result.as_dict()},
@@ -163,3 +176,61 @@ def _validation_images(dataset_id: int | None, scratch) -> list | None:
     each = max(1, 16 // max(len(dataset.classes), 1))
     picked = [item for label in dataset.classes for item in dataset.items.filter(split="val", label=label)[:each]]
     return [root / "images" / item.path for item in picked[:16]]
+
+
+# The job's parameters that are training settings (the rest name the data and the outcome).
+TRAIN_SETTINGS = ("architecture", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                  "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "input_size", "seed",
+                  "early_stopping_patience", "amp", "workers", "pretrained")
+
+
+@job_task("train")
+def train(run: JobRun) -> dict:
+    """Train an image classifier on a dataset; checkpoints every epoch; the best epoch becomes an artifact."""
+    params = run.params
+    dataset = Dataset.objects.get(id=params["dataset"])
+    init = Artifact.objects.select_related("model").get(id=params["init_artifact"]) if params.get("init_artifact") else None
+    checkpoint_key = f"jobs/{run.job.id}/checkpoint.pth"
+    resume = local_file(run.checkpoint["key"], run.scratch) if run.checkpoint else None
+
+    def save_checkpoint(path, summary: dict) -> None:
+        store_copy(path, checkpoint_key)
+        run.reporter.checkpoint({"key": checkpoint_key, **summary})
+
+    settings_ = {name: params[name] for name in TRAIN_SETTINGS if params.get(name) is not None}
+    config = TrainConfig(**settings_)
+    module = None
+    if init is not None:
+        source = Prepared(format=init.format, folder=local_tree(init.storage_prefix, run.scratch / "init"), primary=init.primary)
+        module = load_torch_module(source, InspectConfig(architecture=init.architecture, num_classes=init.num_classes))
+    try:
+        result = train_model(config, local_tree(dataset.storage_prefix, run.scratch / "dataset"), run.scratch / "out",
+                             run.reporter, init=module, resume=resume, save_checkpoint=save_checkpoint)
+    except TrainingCancelled as cancelled:
+        if params["keep_best_on_cancel"] and cancelled.result is not None:
+            _publish_trained(run, params, dataset, init, cancelled.result)
+            run.reporter.log(f"Kept the best epoch ({cancelled.result.best_epoch}) as an artifact.")
+        delete_file(checkpoint_key)
+        raise
+    artifact = _publish_trained(run, params, dataset, init, result)
+    delete_file(checkpoint_key)
+    return {"artifact": artifact.id, "best_epoch": result.best_epoch, "device": result.device, **result.final}
+
+
+def _publish_trained(run: JobRun, params: dict, dataset, init, result) -> Artifact:
+    model, _ = Model.objects.get_or_create(project=run.job.project, name=params["model_name"].strip(),
+                                           defaults={"created_by": run.job.created_by})
+    model.labels = result.classes
+    model.preprocessing = {"input_size": [result.input_size, result.input_size], "layout": "NCHW", "color": "RGB",
+                           "mean": list(result.mean), "std": list(result.std)}
+    model.save(update_fields=["labels", "preprocessing", "updated_at"])
+    folder = result.weights.parent / "artifact"
+    folder.mkdir()
+    result.weights.rename(folder / "weights.pth")
+    inspection = {"format": "state_dict", "inputs": [{"name": "input", "shape": [1, 3, result.input_size, result.input_size], "dtype": "f32"}],
+                  "outputs": [{"name": "output", "shape": [1, result.num_classes], "dtype": "f32"}], "precision": "fp32",
+                  "details": {"architecture": result.architecture, "device": result.device, "dataset": str(dataset)}}
+    metrics = {"training": {**{k: v for k, v in result.as_dict().items() if k != "weights"}, "dataset": dataset.id}}
+    return artifact_record(parent=init, job=run.job, origin=Origin.TRAINED, folder=folder, fmt="state_dict",
+                           primary="weights.pth", inspection=inspection, metrics=metrics, model=model,
+                           architecture=result.architecture, num_classes=result.num_classes)

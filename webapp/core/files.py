@@ -4,6 +4,7 @@ Outputs are built in a local folder and published in one step, so a reader never
 dataset. With local storage publishing is a rename (no copy); with S3 it is an upload.
 """
 
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,20 @@ def publish_file(source: Path, key: str) -> None:
     with open(source, "rb") as handle:
         default_storage.save(key, File(handle))
     source.unlink()
+
+
+def store_copy(source: Path, key: str) -> None:
+    """Copy a local file to `key`, replacing what was there (a checkpoint, saved again each epoch);
+    readers see the old file or the new one, never half of one."""
+    if is_local():
+        target = _local_target(key)
+        draft = target.with_name(f".{target.name}.part")
+        shutil.copyfile(source, draft)
+        os.replace(draft, target)
+        return
+    delete_file(key)
+    with open(source, "rb") as handle:
+        default_storage.save(key, File(handle))
 
 
 def publish_tree(source: Path, prefix: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from rest_framework import serializers
 
 from webapp.celery import QUEUES
+from workers.pipeline.architectures import TRAINABLE
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,40 @@ class ConvertParams(serializers.Serializer):
     tolerance = serializers.FloatField(min_value=0, required=False, allow_null=True, default=None)
 
 
+class TrainParams(serializers.Serializer):
+    """Training settings; empty ones take the architecture's defaults (workers/pipeline/training.py)."""
+
+    dataset = serializers.IntegerField(min_value=1)
+    model_name = serializers.CharField(max_length=100)
+    init_artifact = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None,
+                                             help_text="Fine-tune from this state_dict or TorchScript artifact.")
+    architecture = serializers.ChoiceField(choices=TRAINABLE, default="resnet18")
+    epochs = serializers.IntegerField(min_value=1, max_value=10_000, default=10)
+    batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=32)
+    lr = serializers.FloatField(min_value=1e-8, max_value=10, required=False, allow_null=True, default=None)
+    optimizer = serializers.ChoiceField(choices=["adamw", "sgd"], default="adamw")
+    momentum = serializers.FloatField(min_value=0, max_value=0.999, default=0.9)
+    weight_decay = serializers.FloatField(min_value=0, max_value=1, required=False, allow_null=True, default=None)
+    schedule = serializers.ChoiceField(choices=["cosine", "step", "constant"], default="cosine")
+    warmup_epochs = serializers.FloatField(min_value=0, default=0)
+    step_size = serializers.IntegerField(min_value=1, default=10)
+    gamma = serializers.FloatField(min_value=0.0001, max_value=1, default=0.1)
+    label_smoothing = serializers.FloatField(min_value=0, max_value=0.99, default=0)
+    augment = serializers.ChoiceField(choices=["none", "light", "standard", "strong"], default="standard")
+    input_size = serializers.IntegerField(min_value=8, max_value=1024, required=False, allow_null=True, default=None)
+    seed = serializers.IntegerField(min_value=0, default=0)
+    early_stopping_patience = serializers.IntegerField(min_value=0, default=0, help_text="0: off.")
+    amp = serializers.BooleanField(default=True, help_text="Mixed precision, on CUDA workers.")
+    workers = serializers.IntegerField(min_value=0, max_value=64, default=2, help_text="Data-loader processes.")
+    pretrained = serializers.BooleanField(default=True, help_text="torchvision weights, when the worker's cache has them.")
+    keep_best_on_cancel = serializers.BooleanField(default=False, help_text="A cancelled run keeps its best epoch as an artifact.")
+
+    def validate(self, data: dict) -> dict:
+        if data["warmup_epochs"] > data["epochs"]:
+            raise serializers.ValidationError({"warmup_epochs": f"At most the number of epochs ({data['epochs']})."})
+        return data
+
+
 KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in [
@@ -84,6 +119,14 @@ KINDS: dict[str, JobKind] = {
             route=lambda params: "optimize",
             resumable=True,  # nothing is published until the end: a second attempt starts over
             direct=False,
+        ),
+        JobKind(
+            name="train",
+            label="Training",
+            params=TrainParams,
+            route=lambda params: "train",
+            resumable=True,  # continues from the last epoch's checkpoint on another worker
+            direct=False,  # submitted through registry.services.model_train, which checks what it names
         ),
         JobKind(
             name="convert",

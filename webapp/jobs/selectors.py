@@ -1,7 +1,7 @@
 from django.db.models import QuerySet
 
 from webapp.access import Action, get_for_user
-from webapp.jobs.models import Job
+from webapp.jobs.models import Job, JobEvent
 
 
 def job_for_user(user, job_id: int, action: Action) -> Job:
@@ -15,3 +15,13 @@ def jobs_of_project(project_id: int) -> QuerySet[Job]:
 def job_log_lines(job: Job):
     """Every stored log line of a job, oldest first, without loading them all at once."""
     return job.events.filter(kind="log").order_by("seq").values_list("data", flat=True).iterator(chunk_size=2000)
+
+
+def runs_series(jobs: list[Job], prefix: str = "epoch/") -> list[dict]:
+    """Per job, its metric points whose names start with `prefix`: [{job, label, state, metrics:
+    {name: [[step, value], …]}}], for charts that compare runs."""
+    series = {job.id: {"job": job.id, "label": f"#{job.id}", "state": job.state, "metrics": {}} for job in jobs}
+    points = JobEvent.objects.filter(job_id__in=series, kind="metric", data__name__startswith=prefix).order_by("job_id", "seq")
+    for job_id, data in points.values_list("job_id", "data"):
+        series[job_id]["metrics"].setdefault(data["name"], []).append([data.get("step"), data["value"]])
+    return list(series.values())

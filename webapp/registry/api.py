@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 from webapp.access import Action
 from webapp.datasets.selectors import dataset_for_user
 from webapp.jobs.api import JobSerializer
-from webapp.jobs.kinds import ConvertParams
+from webapp.jobs.kinds import ConvertParams, TrainParams
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
@@ -31,6 +31,11 @@ class ArtifactSerializer(serializers.ModelSerializer):
 
     def get_error(self, artifact: Artifact) -> str:
         return artifact.job.error if artifact.state == "failed" and artifact.job else ""
+
+    def to_representation(self, artifact: Artifact) -> dict:
+        data = super().to_representation(artifact)
+        data["inspection"] = {k: v for k, v in data["inspection"].items() if k != "graph"}  # up to MBs; the graph page has it
+        return data
 
 
 class ModelSerializer(serializers.ModelSerializer):
@@ -116,6 +121,21 @@ class ArtifactDetailView(APIView):
     def delete(self, request: Request, artifact_id: int) -> Response:
         services.artifact_delete(artifact=artifact_for_user(request.user, artifact_id, Action.WRITE))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProjectTrainView(APIView):
+    serializer_class = JobSerializer
+
+    @extend_schema(request=TrainParams, responses={201: JobSerializer}, summary="Train an image classifier (a job on the train queue)")
+    def post(self, request: Request, project_id: int) -> Response:
+        project = project_for_user(request.user, project_id, Action.WRITE)
+        params = dict(request.data)
+        if not str(params.get("dataset", "")).isdigit():
+            raise serializers.ValidationError({"params.dataset": "Choose a dataset."})
+        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
+        job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
 class ArtifactConvertView(APIView):

@@ -136,12 +136,42 @@ def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) ->
     return job
 
 
-def artifact_record(*, parent: Artifact, job: Job, origin: str, folder: Path, fmt: str, primary: str,
-                    inspection: dict, metrics: dict) -> Artifact:
-    """A job's output (converted, quantized, trained…) as a new artifact of the parent's model."""
+def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None) -> Job:
+    """Start a training run on a ready dataset of this project's team; mismatches that can be seen
+    now are refused now, naming both values."""
+    if dataset.project.team_id != project.team_id or dataset.state != "ready":
+        raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
+    if len(dataset.classes) < 2:
+        raise ValidationError({"params.dataset": f"“{dataset}” has {len(dataset.classes)} class; training needs at least 2."})
+    existing = Model.objects.filter(project=project, name=str(params.get("model_name", "")).strip()).first()
+    if existing and existing.labels and existing.labels != dataset.classes:
+        raise ValidationError({"params.model_name": (
+            f"Model “{existing}” has the classes {', '.join(existing.labels[:8])}; dataset “{dataset}” has "
+            f"{', '.join(dataset.classes[:8])}. Train under a new model name.")})
+    inputs = {"datasets": [dataset.id], "artifacts": []}
+    if init is not None:
+        if init.model.project.team_id != project.team_id or init.state != "ready":
+            raise ValidationError({"params.init_artifact": "Choose a ready artifact of this team."})
+        if init.format not in (Format.STATE_DICT, Format.TORCHSCRIPT):
+            raise ValidationError({"params.init_artifact": f"Fine-tuning starts from a state_dict or TorchScript artifact, "
+                                                           f"not {init.get_format_display()}."})
+        if init.format == Format.STATE_DICT and init.architecture != params.get("architecture", init.architecture):
+            raise ValidationError({"params.architecture": f"The artifact is a {init.architecture}; you chose {params.get('architecture')}."})
+        inputs["artifacts"] = [init.id]
+    params = {**params, "dataset": dataset.id, "init_artifact": init.id if init else None}
+    job, _ = job_submit(project=project, user=user, kind="train", params=params, inputs=inputs)
+    return job
+
+
+def artifact_record(*, parent: Artifact | None, job: Job, origin: str, folder: Path, fmt: str, primary: str,
+                    inspection: dict, metrics: dict, model: Model | None = None, architecture: str = "",
+                    num_classes: int | None = None) -> Artifact:
+    """A job's output (converted, quantized, trained…) as a new artifact: of the parent's model,
+    or of `model` for a run that starts from scratch."""
     artifact = Artifact.objects.create(
-        model=parent.model, origin=origin, parent=parent, job=job, architecture=parent.architecture,
-        num_classes=parent.num_classes, metrics=metrics, created_by=job.created_by,
+        model=model or parent.model, origin=origin, parent=parent, job=job,
+        architecture=architecture or (parent.architecture if parent else ""),
+        num_classes=num_classes or (parent.num_classes if parent else None), metrics=metrics, created_by=job.created_by,
     )
     artifact_publish(artifact=artifact, folder=folder, fmt=fmt, primary=primary, inspection=inspection)
     artifact.refresh_from_db()

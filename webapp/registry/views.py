@@ -7,10 +7,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import dataset_for_user, ready_datasets_of_project
-from webapp.jobs.kinds import ConvertParams
+from webapp.jobs.kinds import ConvertParams, TrainParams
+from webapp.jobs.models import Job
+from webapp.jobs.selectors import runs_series
+from workers.pipeline.architectures import TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
-from webapp.registry.models import Format
+from webapp.registry.models import Artifact, Format
 from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user
 from webapp.uploads.models import Upload
 from workers.pipeline.architectures import ARCHITECTURES
@@ -53,6 +56,50 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
             return redirect("artifact_detail", artifact_id=artifact.id)
     context = {"project": project, "team": project.team, "formats": Format.choices, "architectures": ARCHITECTURES}
     return render(request, "registry/model_new.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
+    """GET: the training form, with each architecture's defaults. POST: start the run."""
+    project = project_for_user(request.user, project_id, Action.WRITE)
+    fields = TrainParams().fields
+    if request.method == "POST":
+        params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
+        for flag in ("amp", "pretrained", "keep_best_on_cancel"):
+            params[flag] = flag in request.POST
+        try:
+            if not str(params.get("dataset", "")).isdigit():
+                raise ValidationError({"params.dataset": "Choose a dataset."})
+            dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+            init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
+            job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
+        except ValidationError as error:
+            _errors(request, error)
+        else:
+            return redirect("job_detail", job_id=job.id)
+    context = {
+        "project": project,
+        "team": project.team,
+        "fields": fields,
+        "datasets": ready_datasets_of_project(project.id),
+        "init_artifacts": Artifact.objects.filter(model__project=project, ready_at__isnull=False,
+                                                  format__in=["state_dict", "torchscript"]).select_related("model"),
+        "defaults": {arch: defaults_for(arch) for arch in TRAINABLE},
+        "selected": request.POST if request.method == "POST" else request.GET,
+    }
+    return render(request, "registry/model_train.html", context)
+
+
+@login_required
+@require_GET
+def model_runs(request: HttpRequest, model_id: int) -> HttpResponse:
+    """Every training run of a model, their curves on shared charts."""
+    model = model_for_user(request.user, model_id, Action.VIEW)
+    runs = Job.objects.filter(project=model.project, kind="train", params__model_name=model.name).order_by("created_at")
+    context = {"model": model, "project": model.project, "team": model.project.team, "runs": runs,
+               "series": runs_series(list(runs))}
+    return render(request, "registry/model_runs.html", context)
 
 
 @login_required

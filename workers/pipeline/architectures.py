@@ -10,3 +10,32 @@ ARCHITECTURES: tuple[str, ...] = (
     "efficientnet_b0",
     "convnext_tiny",
 )
+
+# Training also offers a small CNN of Vintner's own, for tiny images (any input size from 8 px).
+TRAINABLE: tuple[str, ...] = ARCHITECTURES + ("small_cnn",)
+
+# Per architecture: AdamW's learning rate and weight decay, SGD's, the input size, and a batch size
+# that fits a 16 GB GPU at that size with AMP.
+DEFAULTS = {
+    "resnet18": (1e-3, 0.05, 0.05, 1e-4, 224, 64),
+    "resnet34": (1e-3, 0.05, 0.05, 1e-4, 224, 64),
+    "resnet50": (1e-3, 0.05, 0.05, 1e-4, 224, 32),
+    "mobilenet_v3_small": (2e-3, 0.01, 0.05, 4e-5, 224, 64),
+    "mobilenet_v3_large": (2e-3, 0.01, 0.05, 4e-5, 224, 64),
+    "efficientnet_b0": (1e-3, 0.01, 0.05, 1e-5, 224, 32),
+    "convnext_tiny": (5e-4, 0.05, 0.01, 5e-5, 224, 32),
+    "small_cnn": (3e-3, 5e-4, 0.05, 5e-4, 32, 64),
+}
+# Smallest input each architecture makes sense at: torchvision's nets downsample 32 times.
+MIN_INPUT_SIZE = {**{arch: 32 for arch in ARCHITECTURES}, "small_cnn": 8}
+
+
+def defaults_for(architecture: str, optimizer: str = "adamw") -> dict:
+    """What an unset lr / weight_decay / input_size become, and a batch size worth starting at."""
+    from workers.pipeline.reporting import JobError
+
+    if architecture not in DEFAULTS:
+        raise JobError(f"architecture is “{architecture}”; it is one of {', '.join(TRAINABLE)}.")
+    adamw_lr, adamw_wd, sgd_lr, sgd_wd, size, batch = DEFAULTS[architecture]
+    lr, wd = (sgd_lr, sgd_wd) if optimizer == "sgd" else (adamw_lr, adamw_wd)
+    return {"lr": lr, "weight_decay": wd, "input_size": size, "batch_size": batch}

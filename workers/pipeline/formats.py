@@ -485,7 +485,7 @@ def _inspect_state_dict(prepared: Prepared, config: InspectConfig, span: Span) -
 
 
 def _architecture(config: InspectConfig) -> tuple[str, int]:
-    if config.architecture not in ARCHITECTURES:
+    if config.architecture not in architectures.TRAINABLE:  # small_cnn: state_dicts Vintner trained
         given = f" (“{_show(config.architecture)}” is not one of them)" if config.architecture else ""
         raise JobError(f"A state_dict needs its torchvision architecture, one of {', '.join(ARCHITECTURES)}{given}.")
     if not isinstance(config.num_classes, int) or config.num_classes < 1:
@@ -552,10 +552,11 @@ def _flatten(mapping: Mapping, prefix: str = "") -> Iterator[tuple[str, torch.Te
 
 def _build(arch: str, classes: int, *, meta: bool = False) -> torch.nn.Module:
     """`meta`: shapes only, no memory and no time spent initialising weights a state_dict replaces."""
-    import torchvision  # here, not at the top: the child process for TorchScript/.pt2 never needs it
+    # here, not at the top: the child process for TorchScript/.pt2 never needs torchvision
+    from workers.pipeline.training import build_model
 
     with torch.device("meta" if meta else "cpu"):
-        return torchvision.models.get_model(arch, weights=None, num_classes=classes)
+        return build_model(arch, classes)
 
 
 def _fit(state: dict[str, torch.Tensor], arch: str, classes: int, name: str) -> torch.nn.Module:

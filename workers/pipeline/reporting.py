@@ -22,7 +22,9 @@ class Reporter(Protocol):
 
     def stage(self, name: str) -> None: ...
 
-    def metric(self, name: str, value: float, *, step: int | None = None) -> None: ...
+    def metric(self, name: str, value: float, *, step: int | None = None, summary: bool = False) -> None:
+        """Frequent points may be averaged over short windows; a `summary` point (an epoch's
+        result) is kept as it is."""
 
     def checkpoint(self, state: dict) -> None: ...
 
