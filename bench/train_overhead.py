@@ -266,7 +266,8 @@ def main() -> None:
                              "JobReporter and its database (a third more time)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the training process (default 1: with 2 loader workers on 2 cores, "
-                             "more threads oversubscribe the cores and OpenMP's waiting makes numbers swing 5x)")
+                             "more threads oversubscribe the cores and OpenMP's waiting makes numbers swing 5x; "
+                             "train() itself uses at most cores - loader workers on CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the data folder (database, checkpoints)")
     args = parser.parse_args()

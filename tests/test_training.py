@@ -95,6 +95,16 @@ def dataset32(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("colours32"), size=32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared machine two threads wait on each other whenever
+    anything else runs, and these tests take several times longer."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def empty_hub(tmp_path, monkeypatch) -> Path:
     """torch hub's cache is an empty folder: no test depends on what this machine downloaded."""
@@ -110,8 +120,9 @@ def without_timing(history: list[dict]) -> list[dict]:
 # --- learning and reporting ---------------------------------------------------------------------
 
 def test_learns_and_reports_every_step_and_epoch(dataset, tmp_path):
-    reporter = RecordingReporter()
+    reporter, threads = RecordingReporter(), torch.get_num_threads()
     result = train(SMALL, dataset, tmp_path / "out", reporter)
+    assert torch.get_num_threads() == threads  # as it was
 
     history = result.history
     assert [entry["epoch"] for entry in history] == [1, 2, 3, 4] and result.epochs_run == 4

@@ -368,6 +368,22 @@ def _loader_processes_allowed(workers: int):
         process._config["daemon"] = True
 
 
+@contextmanager
+def _cpu_threads(device: torch.device, workers: int):
+    """On CPU, leave a core to each loader worker: more compute threads than free cores wait on
+    each other whenever anything else runs, and a step can take several times longer."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, min(before, cores - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _shutdown(loader: DataLoader) -> None:
     iterator = getattr(loader, "_iterator", None)
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
@@ -421,7 +437,7 @@ def train(config: TrainConfig, dataset: Path, out: Path, reporter: Reporter, *,
     if where.type == "cuda" and not torch.cuda.is_available():
         raise JobError(f"Training was asked to run on {device}, but this worker has no usable CUDA GPU.")
     run = _Run(config, data, out, reporter, where, save_checkpoint)
-    with _loader_processes_allowed(config.workers):
+    with _loader_processes_allowed(config.workers), _cpu_threads(where, config.workers):
         try:
             run.prepare(init, resume)
             return run.loop()
@@ -482,7 +498,9 @@ class _Run:
             name = torch.cuda.get_device_name(self.device)
             reporter.log(f"training on {self.device} ({name}){', mixed precision (fp16)' if self.amp else ''}")
         else:
-            reporter.log(f"training on cpu ({torch.get_num_threads()} threads)")
+            threads = torch.get_num_threads()
+            reporter.log(f"training on cpu ({threads} thread{'s' if threads > 1 else ''}, "
+                         f"{self.config.workers} loader processes)")
         reporter.log(
             f"{self.classes} classes, {len(self.data.train)} train / {len(self.data.val)} val images; "
             f"{config.architecture} at {config.input_size} px, batch {config.batch_size}, {config.optimizer} "
