@@ -1,8 +1,177 @@
+// A training run's view on its job page: the strip (epoch k/N, best val top-1, ETA, device) and
+// four charts sharing an x axis in epochs: loss (per-step train loss, thin, with the per-epoch
+// train and val losses), accuracy in %, learning rate and throughput. Step metrics are placed
+// at step / steps per epoch; the run's log says how many steps an epoch has ("… N epochs of S
+// steps"), else it is derived from the last step seen when an epoch's metrics arrive.
+// The charts are rebuilt from every point kept, so a replay after a reload draws them whole.
+window.Vintner = window.Vintner || {};
+window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
+  const $ = (id) => document.querySelector(`[data-testid=${id}]`);
+  const percent = (v) => (v == null ? "—" : `${v.toFixed(1)} %`);
+  const plain = (digits) => (v) => (v == null ? "—" : Number(v.toFixed(digits)).toString());
+  function small(v) {
+    if (v == null) return "—";
+    if (v === 0) return "0";
+    return Math.abs(v) < 0.01 ? v.toExponential(1) : Number(v.toPrecision(3)).toString();
+  }
+  const fromZero = (u, min, max) => [0, max > 0 ? max * 1.08 : 1];
+  const GROUPS = [
+    { id: "loss", range: fromZero, format: plain(3), series: [
+      { name: "train/loss", label: "train loss (steps)", stroke: "rgba(109, 40, 217, .35)", width: 1, perStep: true },
+      { name: "epoch/train_loss", label: "train loss", stroke: "#6d28d9", width: 2, points: true },
+      { name: "epoch/val_loss", label: "val loss", stroke: "#f59e0b", width: 2, points: true },
+    ] },
+    { id: "accuracy", range: [0, 100], factor: 100, format: percent, series: [
+      { name: "epoch/val_top1", label: "val top-1", stroke: "#15803d", width: 2.5, points: true },
+      { name: "epoch/val_top5", label: "val top-5", stroke: "#0ea5e9", width: 1.5, dash: [6, 4], points: true },
+      { name: "epoch/train_top1", label: "train top-1", stroke: "#6d28d9", width: 1.5, points: true },
+    ] },
+    { id: "lr", range: fromZero, format: small, series: [
+      { name: "train/lr", label: "learning rate", stroke: "#0ea5e9", width: 1.5, perStep: true },
+    ] },
+    { id: "throughput", range: fromZero, format: plain(0), series: [
+      { name: "train/img_per_s", label: "images/s", stroke: "#15803d", width: 1.5, perStep: true },
+    ] },
+  ];
+  const IGNORED = new Set(["epoch/lr", "epoch/epoch"]); // the lr chart has it per step already
+  const groupOf = new Map();
+  for (const group of GROUPS) for (const s of group.series) groupOf.set(s.name, group);
+
+  const points = new Map(); // metric name -> Map(step or epoch -> value); a resumed run overwrites
+  let stepsPerEpoch = null, derivedSteps = null, lastStep = 0;
+  let epoch = 0, best = null, eta = null, device = null, finished = false, stoppedEarly = false;
+  const dirty = new Set();
+  let stripDirty = true;
+
+  // uPlot takes one x array per chart: the union of its series' x, the gaps null (spanned).
+  function build(group) {
+    const spe = stepsPerEpoch || derivedSteps;
+    const perSeries = group.series.map((s) => {
+      const stored = points.get(s.name);
+      if (!stored) return [];
+      const out = [];
+      for (const [x, y] of stored) out.push([s.perStep ? (spe ? x / spe : x) : x, y * (group.factor || 1)]);
+      return out;
+    });
+    const xs = [...new Set(perSeries.flatMap((pairs) => pairs.map(([x]) => x)))].sort((a, b) => a - b);
+    const index = new Map(xs.map((x, i) => [x, i]));
+    let count = 0;
+    const columns = perSeries.map((pairs) => {
+      const column = new Array(xs.length).fill(null);
+      for (const [x, y] of pairs) column[index.get(x)] = y;
+      count += pairs.length;
+      return column;
+    });
+    return { data: [xs, ...columns], count };
+  }
+
+  function makePlot(group) {
+    const box = $(`chart-${group.id}`);
+    const holder = box.querySelector(".plot");
+    const width = () => Math.max(260, holder.clientWidth || 480);
+    const plot = new uPlot({
+      width: width(), height: 230,
+      scales: { x: { time: false }, y: { range: group.range } },
+      axes: [
+        { label: "epoch", labelSize: 20, size: 36 },
+        { size: 58, values: (u, splits) => splits.map((v) => (v == null ? "" : group.format === percent ? `${v}` : group.format(v))) },
+      ],
+      series: [
+        { label: "epoch", value: (u, v) => (v == null ? "—" : Number(v.toFixed(2)).toString()) },
+        ...group.series.map((s) => ({
+          label: s.label, stroke: s.stroke, width: s.width, dash: s.dash, spanGaps: true,
+          points: { show: !!s.points, size: 6, fill: s.stroke, stroke: s.stroke },
+          value: (u, v) => group.format(v),
+        })),
+      ],
+    }, [[], ...group.series.map(() => [])], holder);
+    if (window.ResizeObserver) {
+      new ResizeObserver(() => {
+        const w = width();
+        if (Math.abs(w - plot.width) > 2) plot.setSize({ width: w, height: 230 });
+      }).observe(holder);
+    }
+    return { box, plot };
+  }
+  const plots = new Map(GROUPS.map((group) => [group.id, makePlot(group)]));
+
+  function duration(seconds) {
+    if (seconds == null || !isFinite(seconds)) return "—";
+    if (seconds < 90) return `${Math.max(0, Math.round(seconds))} s`;
+    if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
+    const h = Math.floor(seconds / 3600), m = Math.round((seconds % 3600) / 60);
+    return `${h} h ${String(m).padStart(2, "0")} min`;
+  }
+
+  return {
+    // true when the metric is this view's (charted or shown in the strip).
+    metric(data) {
+      const { name, value } = data;
+      const step = data.step ?? 0;
+      if (name === "time/eta_s") { eta = value; stripDirty = true; return true; }
+      if (IGNORED.has(name)) return true;
+      if (name.startsWith("epoch/") && step > epoch) {
+        epoch = step;
+        stripDirty = true;
+        if (!stepsPerEpoch && lastStep && !derivedSteps) {
+          derivedSteps = Math.max(1, Math.round(lastStep / step));
+          GROUPS.forEach((group) => dirty.add(group));
+        }
+      }
+      if (name === "epoch/val_top1" && (!best || value > best.value)) { best = { value, epoch: step }; stripDirty = true; }
+      if (name === "train/loss") lastStep = Math.max(lastStep, step);
+      const group = groupOf.get(name);
+      if (!group) return false; // a metric of its own: the generic chart
+      if (!points.has(name)) points.set(name, new Map());
+      points.get(name).set(step, value);
+      dirty.add(group);
+      return true;
+    },
+    log(message) {
+      if (typeof message !== "string") return;
+      let match = /^training on (.+)$/.exec(message);
+      if (match) { device = match[1]; stripDirty = true; }
+      match = /(\d+) epochs of (\d+) steps/.exec(message);
+      if (match) {
+        epochs = Number(match[1]);
+        if (Number(match[2]) !== stepsPerEpoch) { stepsPerEpoch = Number(match[2]); GROUPS.forEach((group) => dirty.add(group)); }
+        stripDirty = true;
+      }
+      if (/^stopping early after epoch/.test(message)) { stoppedEarly = true; stripDirty = true; }
+    },
+    state(state, result) {
+      finished = terminal.includes(state);
+      if (result && result.device && !device) device = result.device;
+      if (result && result.val_top1 != null && result.best_epoch != null) best = { value: result.val_top1, epoch: result.best_epoch };
+      stripDirty = true;
+    },
+    render() {
+      for (const group of dirty) {
+        const { box, plot } = plots.get(group.id);
+        const { data, count } = build(group);
+        plot.setData(data);
+        box.dataset.points = String(count);
+      }
+      dirty.clear();
+      if (!stripDirty) return;
+      stripDirty = false;
+      $("train-epoch").textContent = `${epoch}/${epochs ?? "?"}${stoppedEarly ? " (stopped early)" : ""}`;
+      $("train-best").textContent = best ? percent(best.value * 100) : "—";
+      $("train-best-epoch").textContent = best ? `epoch ${best.epoch}` : "";
+      const left = finished ? "—" : duration(eta);
+      $("train-eta").textContent = left;
+      $("job-eta").textContent = left;
+      if (device) $("train-device").textContent = device;
+    },
+  };
+};
+
 // Job page: replays the stored events, then follows live ones. Keeps the page responsive with
 // 100k log lines: lines are rendered once per animation frame and only the newest MAX_LINES
 // stay in the page (the full log is a download away).
 (function () {
-  const jobId = document.currentScript.dataset.job;
+  const script = document.currentScript;
+  const jobId = script.dataset.job;
   const $ = (id) => document.querySelector(`[data-testid=${id}]`);
   const MAX_LINES = 5000;
   const TERMINAL = ["succeeded", "failed", "cancelled"];
@@ -13,6 +182,9 @@
   const charts = new Map(); // metric name -> {plot, xs, ys}
   const dirtyCharts = new Set();
   let frameRequested = false;
+  // Training runs group their metrics on a few charts (window.Vintner.trainingView, above).
+  const training = script.dataset.kind === "train"
+    ? window.Vintner.trainingView({ epochs: Number(script.dataset.epochs) || null, terminal: TERMINAL }) : null;
 
   const log = $("log");
   const follow = $("follow");
@@ -50,6 +222,7 @@
       chart.plot.setData([chart.xs, chart.ys]);
     }
     dirtyCharts.clear();
+    if (training) training.render();
   }
 
   function chartFor(name) {
@@ -77,12 +250,18 @@
     if (data.host) $("job-host").textContent = data.host;
     if (data.attempt) $("job-attempts").textContent = data.attempt;
     if (data.error) { $("job-error").textContent = data.error; $("job-error").hidden = false; }
-    if (data.result) { $("job-result").textContent = JSON.stringify(data.result, null, 2); $("job-result").hidden = false; }
+    if (data.result) {
+      $("job-result").textContent = JSON.stringify(data.result, null, 2);
+      $("job-result").hidden = false;
+      const folded = $("job-result").closest("details");
+      if (folded) folded.hidden = false;
+    }
     if (data.result && (data.result.artifact || data.result.dataset)) showOutput(data.result);
     const cancel = $("cancel-form");
     if (cancel) cancel.hidden = TERMINAL.includes(state);
     if (TERMINAL.includes(state)) $("job-eta").textContent = "—";
     if (state === "succeeded") showProgress(1, null);
+    if (training) training.state(state, data.result);
   }
 
   // What the job made: a link, filled from the URL patterns the page carries (ids end them).
@@ -97,7 +276,7 @@
   function showProgress(progress, at) {
     $("job-progress").value = progress;
     $("job-percent").textContent = `${Math.floor(progress * 100)}%`;
-    if (at === null) return;
+    if (at === null || training) return; // a training run says its own ETA (time/eta_s)
     if (!firstProgress || progress < firstProgress.progress) firstProgress = { progress, at };
     const done = progress - firstProgress.progress;
     if (done > 0 && progress < 1) {
@@ -109,10 +288,14 @@
   function apply(event) {
     const data = event.data;
     switch (event.kind) {
-      case "log": pendingLines.push(data); break;
+      case "log":
+        pendingLines.push(data);
+        if (training) training.log(data.message);
+        break;
       case "progress": showProgress(data.progress, event.at); break;
       case "stage": $("job-stage").textContent = data.stage; break;
       case "metric": {
+        if (training && training.metric(data)) break;
         const chart = chartFor(data.name);
         chart.xs.push(data.step ?? chart.xs.length + 1);
         chart.ys.push(data.value);

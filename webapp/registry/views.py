@@ -23,7 +23,8 @@ def _errors(request: HttpRequest, error: ValidationError) -> None:
     problems = error.message_dict.items() if hasattr(error, "error_dict") else [("", error.messages)]
     for field, messages_ in problems:
         for message in messages_:
-            messages.error(request, f"{field.removeprefix('preprocessing.')}: {message}" if field and field != "__all__" else message)
+            name = field.removeprefix("params.").removeprefix("preprocessing.")
+            messages.error(request, f"{name}: {message}" if field and field != "__all__" else message)
 
 
 @login_required
@@ -85,7 +86,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         "datasets": ready_datasets_of_project(project.id),
         "init_artifacts": Artifact.objects.filter(model__project=project, ready_at__isnull=False,
                                                   format__in=["state_dict", "torchscript"]).select_related("model"),
-        "defaults": {arch: defaults_for(arch) for arch in TRAINABLE},
+        "defaults": {arch: {opt: defaults_for(arch, opt) for opt in ("adamw", "sgd")} for arch in TRAINABLE},
         "selected": request.POST if request.method == "POST" else request.GET,
     }
     return render(request, "registry/model_train.html", context)

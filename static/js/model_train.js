@@ -1,0 +1,98 @@
+// The training form: the chosen architecture's defaults as the placeholders of the fields left
+// empty, settings shown only where they apply (momentum for SGD, step size and gamma for step
+// decay), the architecture of a state_dict to fine-tune, and the server's per-field messages
+// pinned to their fields.
+(function () {
+  const form = document.querySelector("[data-testid=train-form]");
+  if (!form) return;
+  const defaults = JSON.parse(document.getElementById("train-defaults").textContent);
+  const field = (name) => form.querySelector(`[data-field=${name}]`);
+  const architecture = field("architecture");
+  const optimizer = field("optimizer");
+  // torchvision's networks downsample 32 times; the small CNN works from 8 px.
+  const minInputSize = (arch) => (arch === "small_cnn" ? 8 : 32);
+
+  function number(value) {
+    if (typeof value !== "number") return String(value);
+    return Math.abs(value) > 0 && Math.abs(value) < 1e-3 ? value.toExponential() : String(value);
+  }
+
+  // {lr, weight_decay, input_size, batch_size} of an architecture with an optimizer; the view may
+  // give them per optimizer ({adamw: {...}, sgd: {...}}) or flat (AdamW's).
+  function defaultsFor(arch, opt) {
+    const entry = defaults[arch];
+    if (!entry) return {};
+    if (entry[opt]) return entry[opt];
+    if ("lr" in entry) {
+      if (opt === "adamw") return entry;
+      return { input_size: entry.input_size, batch_size: entry.batch_size }; // the optimizer's rate is the worker's to pick
+    }
+    return {};
+  }
+
+  function showDefaults() {
+    const arch = architecture.value;
+    const values = defaultsFor(arch, optimizer.value);
+    for (const input of form.querySelectorAll("[data-default]")) {
+      const value = values[input.dataset.default];
+      input.placeholder = value === undefined ? "architecture's default" : `default ${number(value)}`;
+    }
+    const size = field("input_size");
+    size.min = String(minInputSize(arch));
+    const note = form.querySelector("[data-testid=train-arch-note]");
+    const batch = values.batch_size ? ` For ${arch}, a batch of ${values.batch_size} fits a 16 GB GPU with mixed precision.` : "";
+    note.textContent = "Empty fields take the architecture's default, shown in grey." + batch +
+      " Step decay multiplies the rate by gamma every step size epochs; the warm-up rises linearly from 0.";
+  }
+
+  // <label data-show-when="optimizer=sgd">: shown (and sent) only while that select has that value.
+  function showApplicable() {
+    for (const box of form.querySelectorAll("[data-show-when]")) {
+      const [name, value] = box.dataset.showWhen.split("=");
+      const applies = field(name).value === value;
+      box.hidden = !applies;
+      for (const input of box.querySelectorAll("input, select")) input.disabled = !applies;
+    }
+  }
+
+  // A state_dict is weights of one architecture: training must build that one.
+  function followInit() {
+    const option = field("init_artifact").selectedOptions[0];
+    if (option && option.dataset.format === "state_dict" && option.dataset.architecture) {
+      if ([...architecture.options].some((o) => o.value === option.dataset.architecture)) {
+        architecture.value = option.dataset.architecture;
+      }
+    }
+    showDefaults();
+  }
+
+  // The server answers a refused form with messages "field: problem" (maybe "params.field").
+  function markErrors() {
+    let first = null;
+    for (const message of document.querySelectorAll(".messages .message.error")) {
+      const match = /^(?:params\.)?([a-z_]+): /.exec(message.textContent.trim());
+      const input = match && field(match[1]);
+      if (!input) continue;
+      input.setAttribute("aria-invalid", "true");
+      (input.closest(".field") || input.closest("label")).classList.add("has-error");
+      first = first || input;
+      input.addEventListener("input", () => {
+        input.removeAttribute("aria-invalid");
+        (input.closest(".field") || input.closest("label")).classList.remove("has-error");
+      }, { once: true });
+    }
+    if (first) first.focus({ preventScroll: false });
+  }
+
+  architecture.addEventListener("change", showDefaults);
+  optimizer.addEventListener("change", showDefaults);
+  field("init_artifact").addEventListener("change", followInit);
+  for (const select of form.querySelectorAll("select")) select.addEventListener("change", showApplicable);
+  showDefaults();
+  showApplicable();
+  markErrors();
+  form.addEventListener("submit", () => {
+    const button = form.querySelector("[data-testid=train-submit]");
+    setTimeout(() => { button.disabled = true; button.textContent = "Starting…"; }, 0);
+  });
+})();
