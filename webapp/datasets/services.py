@@ -13,7 +13,7 @@ from webapp.datasets.selectors import active_jobs_using, next_version
 from webapp.jobs.services import job_submit
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
-from webapp.uploads.services import upload_claim, upload_delete
+from webapp.uploads.services import upload_check, upload_claim, upload_delete
 
 
 def dataset_create(
@@ -31,17 +31,7 @@ def dataset_create(
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the dataset a name."})
-    if upload.team_id != project.team_id or upload.created_by_id != user.id:
-        raise ValidationError({"upload": "No such upload."})
-    if not upload.complete:
-        raise ValidationError({"upload": f"“{upload.filename}” has not finished uploading ({upload.offset} of {upload.length} bytes)."})
-    if upload.claimed:
-        raise ValidationError({"upload": f"“{upload.filename}” is already used by another dataset or model."})
-    if sha256 and sha256.lower() != upload.sha256:
-        raise ValidationError(
-            {"sha256": f"“{upload.filename}” arrived damaged: the server got SHA-256 {upload.sha256}, your browser "
-             f"computed {sha256.lower()}. Upload it again."}
-        )
+    upload_check(upload=upload, team_id=project.team_id, user=user, sha256=sha256)
     if not 0.0 <= val_fraction < 1.0:
         raise ValidationError({"val_fraction": "Use a fraction from 0 up to (not including) 1."})
     with transaction.atomic():

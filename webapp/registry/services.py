@@ -20,7 +20,7 @@ from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Format, Model, Origin
 from webapp.registry.selectors import active_jobs_using
 from webapp.uploads.models import Upload
-from webapp.uploads.services import upload_claim, upload_delete
+from webapp.uploads.services import upload_check, upload_claim, upload_delete
 
 LAYOUTS, COLORS = ("NCHW", "NHWC"), ("RGB", "BGR")
 
@@ -85,16 +85,8 @@ def model_upload(
     if not 1 <= len(uploads) <= 2:
         raise ValidationError({"uploads": "Upload one file, a zip, or an IR's .xml and .bin."})
     for upload in uploads:
-        if upload.team_id != project.team_id or upload.created_by_id != user.id:
-            raise ValidationError({"uploads": "No such upload."})
-        if not upload.complete:
-            raise ValidationError({"uploads": f"“{upload.filename}” has not finished uploading."})
-        if upload.claimed:
-            raise ValidationError({"uploads": f"“{upload.filename}” is already used by a dataset or model."})
-        expected = (sha256s or {}).get(str(upload.id), "").lower()
-        if expected and expected != upload.sha256:
-            raise ValidationError({"sha256": f"“{upload.filename}” arrived damaged: the server got SHA-256 {upload.sha256}, "
-                                             f"your browser computed {expected}. Upload it again."})
+        upload_check(upload=upload, team_id=project.team_id, user=user, sha256=(sha256s or {}).get(str(upload.id), ""),
+                     field="uploads")
     if declared_format and declared_format not in Format.values:
         raise ValidationError({"format": f"Format is one of {', '.join(Format.values)}."})
     if declared_format == Format.STATE_DICT or architecture:

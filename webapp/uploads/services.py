@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from webapp.core import files
@@ -141,6 +142,20 @@ def _finish(upload: Upload, sha256: str) -> Upload:
     Upload.objects.filter(id=upload.id).update(sha256=sha256, completed_at=timezone.now())
     upload.refresh_from_db()
     return upload
+
+
+def upload_check(*, upload: Upload, team_id: int, user, sha256: str = "", field: str = "upload") -> None:
+    """A finished upload of this user in this team that nothing uses yet, and, when the client sent
+    its checksum, the same bytes: else a ValidationError on `field` (or "sha256")."""
+    if upload.team_id != team_id or upload.created_by_id != user.id:
+        raise ValidationError({field: "No such upload."})
+    if not upload.complete:
+        raise ValidationError({field: f"“{upload.filename}” has not finished uploading ({upload.offset} of {upload.length} bytes)."})
+    if upload.claimed:
+        raise ValidationError({field: f"“{upload.filename}” is already used by a dataset or model."})
+    if sha256 and sha256.lower() != upload.sha256:
+        raise ValidationError({"sha256": f"“{upload.filename}” arrived damaged: the server got SHA-256 {upload.sha256}, "
+                                         f"your browser computed {sha256.lower()}. Upload it again."})
 
 
 def upload_claim(*, upload: Upload) -> None:
