@@ -47,7 +47,7 @@ def test_a_run_learns_and_its_best_epoch_becomes_an_artifact_that_converts(worke
     assert (artifact.origin, artifact.format, artifact.architecture, artifact.num_classes) == ("trained", "state_dict", "small_cnn", 3)
     assert artifact.model.labels == ["blue", "green", "red"] and artifact.model.preprocessing["input_size"] == [16, 16]
     assert len(artifact.metrics["training"]["confusion"]) == 3
-    assert not default_storage.exists(f"jobs/{job.id}/checkpoint.pth")
+    assert not default_storage.exists(f"jobs/{job.id}")  # no checkpoints left
     client = signed_in(alice)
     response = client.post(f"/api/v1/artifacts/{artifact.id}/convert/", {}, content_type="application/json")
     converted = wait_done(response.json()["id"], timeout=120)
@@ -65,4 +65,4 @@ def test_cancel_stops_within_seconds_and_can_keep_the_best_epoch(worker_host, al
     assert done.state == JobState.CANCELLED
     kept = Artifact.objects.get(job=done)
     assert kept.state == "ready" and kept.origin == "trained"
-    assert not default_storage.exists(f"jobs/{job.id}/checkpoint.pth")
+    assert not default_storage.exists(f"jobs/{job.id}")  # no checkpoints left

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from celery import shared_task
 from django.conf import settings
 
-from webapp.core.files import delete_file, local_file, local_tree, store_copy
+from webapp.core.files import delete_file, delete_tree, local_file, local_tree, store_copy
 from webapp.core.quota import quota_left
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_publish
@@ -190,12 +190,17 @@ def train(run: JobRun) -> dict:
     params = run.params
     dataset = Dataset.objects.get(id=params["dataset"])
     init = Artifact.objects.select_related("model").get(id=params["init_artifact"]) if params.get("init_artifact") else None
-    checkpoint_key = f"jobs/{run.job.id}/checkpoint.pth"
+    checkpoints = f"jobs/{run.job.id}"
     resume = local_file(run.checkpoint["key"], run.scratch) if run.checkpoint else None
 
     def save_checkpoint(path, summary: dict) -> None:
-        store_copy(path, checkpoint_key)
-        run.reporter.checkpoint({"key": checkpoint_key, **summary})
+        # One file per epoch: a resumed run starts from the epoch the job row names, whose metrics
+        # were written before it, never from a newer file whose epoch the events lack.
+        epoch = summary["epoch"]
+        store_copy(path, f"{checkpoints}/checkpoint-{epoch}.pth")
+        run.reporter.checkpoint({"key": f"{checkpoints}/checkpoint-{epoch}.pth", **summary})
+        if epoch > 3:  # the row has moved past it long since
+            delete_file(f"{checkpoints}/checkpoint-{epoch - 3}.pth")
 
     settings_ = {name: params[name] for name in TRAIN_SETTINGS if params.get(name) is not None}
     config = TrainConfig(**settings_)
@@ -210,10 +215,10 @@ def train(run: JobRun) -> dict:
         if params["keep_best_on_cancel"] and cancelled.result is not None:
             _publish_trained(run, params, dataset, init, cancelled.result)
             run.reporter.log(f"Kept the best epoch ({cancelled.result.best_epoch}) as an artifact.")
-        delete_file(checkpoint_key)
+        delete_tree(checkpoints)
         raise
     artifact = _publish_trained(run, params, dataset, init, result)
-    delete_file(checkpoint_key)
+    delete_tree(checkpoints)
     return {"artifact": artifact.id, "best_epoch": result.best_epoch, "device": result.device, **result.final}
 
 
