@@ -10,7 +10,6 @@ from webapp.access import Action
 from webapp.datasets import services
 from webapp.datasets.models import Dataset, DatasetItem
 from webapp.datasets.selectors import dataset_for_user, datasets_of_project, items_of_dataset
-from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
 
@@ -49,17 +48,15 @@ class DatasetItemSerializer(serializers.ModelSerializer):
 class ProjectDatasetsView(APIView):
     serializer_class = DatasetSerializer
 
-    def _project(self, request: Request, project_id: int, action: Action) -> Project:
-        return project_for_user(request.user, project_id, action)
 
     @extend_schema(responses=DatasetSerializer(many=True))
     def get(self, request: Request, project_id: int) -> Response:
-        project = self._project(request, project_id, Action.VIEW)
+        project = project_for_user(request.user, project_id, Action.VIEW)
         return Response(DatasetSerializer(datasets_of_project(project.id), many=True).data)
 
     @extend_schema(request=DatasetCreateSerializer, responses={201: DatasetSerializer}, summary="Import a finished upload as a dataset")
     def post(self, request: Request, project_id: int) -> Response:
-        project = self._project(request, project_id, Action.WRITE)
+        project = project_for_user(request.user, project_id, Action.WRITE)
         form = DatasetCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data

@@ -10,7 +10,6 @@ from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_for_user, jobs_of_project
-from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user
 
 
@@ -42,15 +41,13 @@ class JobEventSerializer(serializers.Serializer):
 class ProjectJobsView(APIView):
     serializer_class = JobSerializer
 
-    def _project(self, request: Request, project_id: int, action: Action) -> Project:
-        return project_for_user(request.user, project_id, action)
 
     def get(self, request: Request, project_id: int) -> Response:
-        project = self._project(request, project_id, Action.VIEW)
+        project = project_for_user(request.user, project_id, Action.VIEW)
         return Response(JobSerializer(jobs_of_project(project.id)[:200], many=True).data)
 
     def post(self, request: Request, project_id: int) -> Response:
-        project = self._project(request, project_id, Action.WRITE)
+        project = project_for_user(request.user, project_id, Action.WRITE)
         submit = JobSubmitSerializer(data=request.data)
         submit.is_valid(raise_exception=True)
         data = submit.validated_data

@@ -27,10 +27,6 @@ class ProjectUpdateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
 
 
-def _project(request: Request, project_id: int, action: Action) -> Project:
-    return project_for_user(request.user, project_id, action)
-
-
 class ProjectListView(APIView):
     serializer_class = ProjectSerializer
 
@@ -60,15 +56,15 @@ class ProjectDetailView(APIView):
     serializer_class = ProjectSerializer
 
     def get(self, request: Request, project_id: int) -> Response:
-        return Response(ProjectSerializer(_project(request, project_id, Action.VIEW)).data)
+        return Response(ProjectSerializer(project_for_user(request.user, project_id, Action.VIEW)).data)
 
     def patch(self, request: Request, project_id: int) -> Response:
-        project = _project(request, project_id, Action.WRITE)
+        project = project_for_user(request.user, project_id, Action.WRITE)
         serializer = ProjectUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         project = services.project_update(project=project, **serializer.validated_data)
         return Response(ProjectSerializer(project).data)
 
     def delete(self, request: Request, project_id: int) -> Response:
-        services.project_delete(project=_project(request, project_id, Action.MANAGE))
+        services.project_delete(project=project_for_user(request.user, project_id, Action.MANAGE))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -12,13 +12,8 @@ from webapp.registry.selectors import models_of_project
 from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
 from webapp.projects.forms import ProjectForm
-from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user
 from webapp.teams.models import Team
-
-
-def _project(request: HttpRequest, project_id: int, action: Action) -> Project:
-    return project_for_user(request.user, project_id, action)
 
 
 def _form_errors(form: ProjectForm, error: ValidationError) -> None:
@@ -49,7 +44,7 @@ def project_create(request: HttpRequest, team_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id, Action.VIEW)
+    project = project_for_user(request.user, project_id, Action.VIEW)
     role = authorize(request.user, project.team_id, Action.VIEW)
     context = {
         "project": project,
@@ -67,7 +62,7 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id, Action.WRITE)
+    project = project_for_user(request.user, project_id, Action.WRITE)
     initial = {"name": project.name, "description": project.description}
     form = ProjectForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -84,7 +79,7 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def project_delete(request: HttpRequest, project_id: int) -> HttpResponse:
-    project = _project(request, project_id, Action.MANAGE)
+    project = project_for_user(request.user, project_id, Action.MANAGE)
     team_id, name = project.team_id, project.name
     services.project_delete(project=project)
     messages.success(request, f"Project {name} deleted.")

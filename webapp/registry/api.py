@@ -8,7 +8,6 @@ from webapp.access import Action
 from webapp.datasets.selectors import dataset_for_user
 from webapp.jobs.api import JobSerializer
 from webapp.jobs.kinds import ConvertParams, TrainParams
-from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Model
@@ -67,17 +66,15 @@ class ModelUpdateSerializer(serializers.Serializer):
 class ProjectModelsView(APIView):
     serializer_class = ModelSerializer
 
-    def _project(self, request: Request, project_id: int, action: Action) -> Project:
-        return project_for_user(request.user, project_id, action)
 
     @extend_schema(responses=ModelSerializer(many=True))
     def get(self, request: Request, project_id: int) -> Response:
-        project = self._project(request, project_id, Action.VIEW)
+        project = project_for_user(request.user, project_id, Action.VIEW)
         return Response(ModelSerializer(models_of_project(project.id), many=True).data)
 
     @extend_schema(request=ModelUploadSerializer, responses={201: ArtifactSerializer}, summary="Register uploaded model files")
     def post(self, request: Request, project_id: int) -> Response:
-        project = self._project(request, project_id, Action.WRITE)
+        project = project_for_user(request.user, project_id, Action.WRITE)
         form = ModelUploadSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
