@@ -20,7 +20,10 @@ from workers.pipeline.conversion import convert as convert_model
 from workers.pipeline.formats import InspectConfig, Prepared, inspect_model, load_torch_module, one_line, prepare_model
 from workers.pipeline.graphs import model_graph
 from workers.pipeline.hostinfo import probe_host
+from workers.pipeline.feeding import InputSpec
 from workers.pipeline.probe import ProbeConfig, run_probe
+from workers.pipeline.qat import quantization_aware_training
+from workers.pipeline.quantization import QuantizeConfig, QuantizeData, quantize_ir
 from workers.pipeline.reporting import JobError, Span
 from workers.pipeline.training import TrainConfig, TrainingCancelled
 from workers.pipeline.training import train as train_model
@@ -178,6 +181,98 @@ def _validation_images(dataset_id: int | None, scratch) -> list | None:
     return [root / "images" / item.path for item in picked[:16]]
 
 
+@job_task("quantize")
+def quantize(run: JobRun) -> dict:
+    """INT8 quantization (post-training, with accuracy control, or quantization-aware training)
+    on a dataset; the INT8 IR becomes a child of its source with accuracy before and after."""
+    params = run.params
+    source = Artifact.objects.select_related("model").get(id=params["artifact"])
+    dataset = Dataset.objects.get(id=params["dataset"])
+    model = source.model
+    method = params["method"]
+    folder = local_tree(dataset.storage_prefix, run.scratch / "dataset")
+    data, note = _quantize_data(dataset, model, folder, source.num_classes)
+    if note:
+        run.reporter.log(note, level="warning")
+    names = tuple(line for line in params["ignored_scope"] if not line.startswith("re:"))
+    patterns = tuple(line[3:] for line in params["ignored_scope"] if line.startswith("re:"))
+    config = QuantizeConfig(
+        method="ptq" if method == "qat" else method, subset_size=params["subset_size"], preset=params["preset"],
+        fast_bias_correction=params["fast_bias_correction"], model_type=params["model_type"], ignored_names=names,
+        ignored_patterns=patterns, max_drop=params["max_drop"] / 100, drop_type=params["drop_type"], seed=params["seed"],
+    )
+    embedded = source.format == "openvino_ir" and (source.inspection.get("inputs") or [{}])[0].get("dtype") == "u8"
+    spec = InputSpec.of(model.preprocessing, embedded=embedded)
+    prepared = Prepared(format=source.format, folder=local_tree(source.storage_prefix, run.scratch / "source"),
+                        primary=source.primary)
+    source_config = InspectConfig(architecture=source.architecture, num_classes=source.num_classes,
+                                  input_size=spec.size[0])
+    training = None
+    if method == "qat":
+        result, training = _quantization_aware(run, prepared, source_config, dataset, folder, data, spec, config)
+    else:
+        bar = Span(run.reporter, 0.0, 1.0)
+        xml = prepared.folder / prepared.primary
+        if source.format != "openvino_ir":  # NNCF's OpenVINO flow is the reference one: convert first
+            run.reporter.stage("converting")
+            run.reporter.log("Converting to an FP32 OpenVINO IR first (kept only inside this job).")
+            converted = convert_model(prepared, source_config, ConvertConfig(input_size=spec.size),
+                                      run.scratch / "fp32", bar.child(0.0, 0.2))
+            xml, bar = converted.folder / "model.xml", bar.child(0.2, 1.0)
+        result = quantize_ir(source=xml, data=data, spec=spec, config=config, out=run.scratch / "int8",
+                             span=bar.child(0.0, 0.97))
+    run.reporter.stage("publishing")
+    ir = Prepared(format="openvino_ir", folder=result.folder, primary="model.xml")
+    facts = _with_graph(inspect_model(ir, InspectConfig(), Span(run.reporter, 0.97, 0.99)).as_dict(), ir, run)
+    metrics = {"quantization": {**result.as_dict(), "dataset": dataset.id, "dataset_name": str(dataset),
+                                "settings": {k: v for k, v in params.items() if k not in ("artifact", "dataset")}}}
+    if training is not None:
+        metrics["training"] = {**{k: v for k, v in training.as_dict().items() if k != "weights"}, "dataset": dataset.id}
+    artifact = artifact_record(parent=source, job=run.job, origin=Origin.QUANTIZED, folder=result.folder,
+                               fmt="openvino_ir", primary="model.xml", inspection=facts, metrics=metrics)
+    summary = {"artifact": artifact.id, "fp32_top1": result.fp32.top1, "int8_top1": result.int8.top1,
+               "drop": result.drop}
+    if result.target is not None:
+        summary["target_met"] = result.target["met"]
+    return summary
+
+
+def _quantize_data(dataset: Dataset, model: Model, folder, outputs: int | None) -> tuple[QuantizeData, str]:
+    """The dataset's train files (calibration) and val files with the model's output index of each."""
+    classes = list(dataset.classes)
+    note = ""
+    if model.labels:
+        index = {name: i for i, name in enumerate(model.labels)}
+    else:
+        index = {name: i for i, name in enumerate(classes)}
+        note = (f"Model “{model}” has no class labels: its outputs are taken to be the dataset's classes in "
+                f"its order ({', '.join(classes[:8])}{' …' if len(classes) > 8 else ''}).")
+    images = folder / "images"
+    train = [images / item.path for item in dataset.items.filter(split="train").order_by("index")]
+    val = list(dataset.items.filter(split="val").order_by("index"))
+    data = QuantizeData(calibration=train, validation=[images / item.path for item in val],
+                        labels=[index[item.label] for item in val], classes=outputs or len(index))
+    return data, note
+
+
+def _quantization_aware(run: JobRun, prepared: Prepared, source_config: InspectConfig, dataset: Dataset, folder,
+                        data: QuantizeData, spec: InputSpec, config: QuantizeConfig):
+    """QAT: the training pipeline's loop and checkpoints, resumed like a training run."""
+    params = run.params
+    resume, save_checkpoint = _epoch_checkpoints(run)
+    module = load_torch_module(prepared, source_config)
+    train_config = TrainConfig(
+        architecture=source_config.architecture, epochs=params["epochs"], batch_size=params["batch_size"],
+        lr=params.get("lr"), augment=params["augment"], input_size=spec.size[0], seed=params["seed"],
+        workers=params["workers"], mean=spec.mean, std=spec.std,
+    )
+    try:
+        return quantization_aware_training(module, train_config, folder, data, spec, config, run.scratch / "qat",
+                                           run.reporter, resume=resume, save_checkpoint=save_checkpoint)
+    finally:  # a lost worker's process never gets here: its checkpoints stay for the next attempt
+        delete_tree(f"jobs/{run.job.id}")
+
+
 # The job's parameters that are training settings (the rest name the data and the outcome).
 TRAIN_SETTINGS = ("architecture", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
                   "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "input_size", "seed",
@@ -191,17 +286,7 @@ def train(run: JobRun) -> dict:
     dataset = Dataset.objects.get(id=params["dataset"])
     init = Artifact.objects.select_related("model").get(id=params["init_artifact"]) if params.get("init_artifact") else None
     checkpoints = f"jobs/{run.job.id}"
-    resume = local_file(run.checkpoint["key"], run.scratch) if run.checkpoint else None
-
-    def save_checkpoint(path, summary: dict) -> None:
-        # One file per epoch: a resumed run starts from the epoch the job row names, whose metrics
-        # were written before it, never from a newer file whose epoch the events lack.
-        epoch = summary["epoch"]
-        store_copy(path, f"{checkpoints}/checkpoint-{epoch}.pth")
-        run.reporter.checkpoint({"key": f"{checkpoints}/checkpoint-{epoch}.pth", **summary})
-        if epoch > 3:  # the row has moved past it long since
-            delete_file(f"{checkpoints}/checkpoint-{epoch - 3}.pth")
-
+    resume, save_checkpoint = _epoch_checkpoints(run)
     settings_ = {name: params[name] for name in TRAIN_SETTINGS if params.get(name) is not None}
     config = TrainConfig(**settings_)
     module = None
@@ -220,6 +305,24 @@ def train(run: JobRun) -> dict:
     artifact = _publish_trained(run, params, dataset, init, result)
     delete_tree(checkpoints)
     return {"artifact": artifact.id, "best_epoch": result.best_epoch, "device": result.device, **result.final}
+
+
+def _epoch_checkpoints(run: JobRun) -> tuple:
+    """A training loop's checkpoints in storage under jobs/<id>/: the file to resume from (a lost
+    worker's last epoch), and the callback that stores each epoch's."""
+    checkpoints = f"jobs/{run.job.id}"
+    resume = local_file(run.checkpoint["key"], run.scratch) if run.checkpoint else None
+
+    def save_checkpoint(path, summary: dict) -> None:
+        # One file per epoch: a resumed run starts from the epoch the job row names, whose metrics
+        # were written before it, never from a newer file whose epoch the events lack.
+        epoch = summary["epoch"]
+        store_copy(path, f"{checkpoints}/checkpoint-{epoch}.pth")
+        run.reporter.checkpoint({"key": f"{checkpoints}/checkpoint-{epoch}.pth", **summary})
+        if epoch > 3:  # the row has moved past it long since
+            delete_file(f"{checkpoints}/checkpoint-{epoch - 3}.pth")
+
+    return resume, save_checkpoint
 
 
 def _publish_trained(run: JobRun, params: dict, dataset, init, result) -> Artifact:

@@ -3,6 +3,7 @@
 A kind's Celery task is `jobs.<name>` (workers/tasks.py); the web side only needs its name.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,6 +103,45 @@ class TrainParams(serializers.Serializer):
         return data
 
 
+class QuantizeParams(serializers.Serializer):
+    """INT8 quantization with NNCF (workers/pipeline/quantization.py and qat.py)."""
+
+    artifact = serializers.IntegerField(min_value=1, help_text="The FP32/FP16 model to quantize.")
+    dataset = serializers.IntegerField(min_value=1, help_text="Calibration from its train split, accuracy on its val split.")
+    method = serializers.ChoiceField(choices=[
+        ("ptq", "Post-training (INT8)"),
+        ("accuracy", "Post-training with accuracy control"),
+        ("qat", "Quantization-aware training"),
+    ], default="ptq")
+    subset_size = serializers.IntegerField(min_value=10, max_value=10_000, default=300, help_text="Calibration images.")
+    preset = serializers.ChoiceField(choices=[("performance", "Performance"), ("mixed", "Mixed")], default="performance")
+    fast_bias_correction = serializers.BooleanField(default=True)
+    model_type = serializers.ChoiceField(choices=[("", "Any"), ("transformer", "Transformer")], default="", allow_blank=True)
+    ignored_scope = serializers.ListField(
+        child=serializers.CharField(max_length=500), max_length=500, default=list,
+        help_text="Layers kept in floating point: node names, or regular expressions written re:<pattern>.")
+    max_drop = serializers.FloatField(min_value=0.01, max_value=50, default=1.0,
+                                      help_text="Accuracy control: top-1 points (absolute) or percent of FP32 top-1 (relative).")
+    drop_type = serializers.ChoiceField(choices=[("absolute", "Absolute"), ("relative", "Relative")], default="absolute")
+    epochs = serializers.IntegerField(min_value=1, max_value=1000, default=3, help_text="Quantization-aware training.")
+    batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=32)
+    lr = serializers.FloatField(min_value=1e-8, max_value=10, required=False, allow_null=True, default=None,
+                                help_text="Default: a tenth of the architecture's training rate.")
+    augment = serializers.ChoiceField(choices=["none", "light", "standard", "strong"], default="light")
+    workers = serializers.IntegerField(min_value=0, max_value=64, default=2, help_text="Data-loader processes.")
+    seed = serializers.IntegerField(min_value=0, default=0)
+
+    def validate_ignored_scope(self, value: list[str]) -> list[str]:
+        lines = [line.strip() for line in value if line.strip()]
+        for line in lines:
+            if line.startswith("re:"):
+                try:
+                    re.compile(line[3:])
+                except re.error as error:
+                    raise serializers.ValidationError(f"“{line[3:]}” is not a regular expression: {error}.") from None
+        return lines
+
+
 KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in [
@@ -135,6 +175,15 @@ KINDS: dict[str, JobKind] = {
             route=lambda params: "optimize",
             resumable=True,  # the new artifact is published only at the end: a second attempt starts over
             direct=False,  # submitted through the artifact (registry.services.artifact_convert)
+        ),
+        JobKind(
+            name="quantize",
+            label="Quantization",
+            params=QuantizeParams,
+            # quantization-aware training trains: it goes where training goes
+            route=lambda params: "train" if params["method"] == "qat" else "optimize",
+            resumable=True,  # QAT continues from its last epoch; the others start over
+            direct=False,  # submitted through the artifact (registry.services.artifact_quantize)
         ),
         JobKind(
             name="model_import",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import models, transaction
 from django.http import FileResponse
 from django.utils import timezone
 
@@ -126,6 +126,86 @@ def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) ->
     params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params, inputs=inputs)
     return job
+
+
+QUANTIZABLE = {
+    "ptq": (Format.OPENVINO_IR, Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.ONNX),
+    "accuracy": (Format.OPENVINO_IR, Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.ONNX),
+    "qat": (Format.STATE_DICT,),  # NNCF needs the module's Python code: a torchvision architecture
+}
+
+
+def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict) -> Job:
+    """Start an INT8 quantization of a ready FP32/FP16 artifact on a dataset of this team; whatever
+    would make the job fail on the data (classes, channels, splits) is refused now, in words."""
+    method = params.get("method", "ptq")
+    if artifact.state != "ready":
+        raise ValidationError("Only a ready artifact can be quantized.")
+    if artifact.precision == "int8" or artifact.origin == Origin.QUANTIZED:
+        raise ValidationError("This artifact is INT8 already; quantize the FP32 artifact it came from.")
+    if method in QUANTIZABLE and artifact.format not in QUANTIZABLE[method]:  # another method: the params' 400
+        allowed = ", ".join(Format(f).label for f in QUANTIZABLE[method])
+        raise ValidationError({"params.method": f"{artifact.get_format_display()} artifacts cannot be quantized this way; "
+                                                f"it takes {allowed}."})
+    if dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready":
+        raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
+    _check_fit(artifact, dataset, method)
+    inputs = {"artifacts": [artifact.id], "datasets": [dataset.id]}
+    params = {**params, "artifact": artifact.id, "dataset": dataset.id}
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="quantize", params=params, inputs=inputs)
+    return job
+
+
+def _check_fit(artifact: Artifact, dataset, method: str) -> None:
+    """The dataset fits the model: its classes are the model's outputs, its images the model's input."""
+    model, classes = artifact.model, list(dataset.classes)
+    splits = {row["split"]: row["n"] for row in dataset.items.order_by().values("split").annotate(n=models.Count("id"))}
+    if not splits.get("val"):
+        raise ValidationError({"params.dataset": f"“{dataset}” has no validation images to measure accuracy on; "
+                                                 f"import it with a val split."})
+    if splits.get("train", 0) < 10:
+        raise ValidationError({"params.dataset": f"“{dataset}” has {splits.get('train', 0)} training images; "
+                                                 f"calibration needs at least 10."})
+    outputs = artifact.num_classes or _output_count(artifact)
+    if model.labels:
+        if sorted(model.labels) != sorted(classes):
+            raise ValidationError({"params.dataset": (
+                f"Model “{model}” has the classes {_few(model.labels)}; dataset “{dataset}” has {_few(classes)}. "
+                f"Quantize on a dataset of the same classes.")})
+        if method == "qat" and model.labels != classes:
+            raise ValidationError({"params.dataset": (
+                f"Quantization-aware training trains in the dataset's class order ({_few(classes)}), which is "
+                f"not the model's ({_few(model.labels)}).")})
+    elif outputs and outputs != len(classes):
+        raise ValidationError({"params.dataset": (
+            f"The model gives {outputs} scores per image; dataset “{dataset}” has {len(classes)} classes.")})
+    channels = _input_channels(artifact)
+    if channels not in (None, 3):
+        raise ValidationError({"params.dataset": (
+            f"The model takes {channels}-channel input; dataset images are fed as 3-channel RGB.")})
+    size = model.preprocessing["input_size"]
+    if method == "qat" and size[0] != size[1]:
+        raise ValidationError({"params.method": f"Quantization-aware training takes square inputs; the model's is "
+                                                f"{size[0]}×{size[1]}."})
+
+
+def _output_count(artifact: Artifact) -> int | None:
+    outputs = artifact.inspection.get("outputs") or []
+    shape = outputs[0].get("shape") if outputs else None
+    return shape[-1] if shape and isinstance(shape[-1], int) and shape[-1] > 0 else None
+
+
+def _input_channels(artifact: Artifact) -> int | None:
+    inputs = artifact.inspection.get("inputs") or []
+    if not inputs or len(inputs[0].get("shape") or []) != 4:
+        return None
+    shape = inputs[0]["shape"]
+    channels = shape[3] if inputs[0].get("dtype") == "u8" else shape[1]  # u8 input: embedded NHWC preprocessing
+    return channels if isinstance(channels, int) and channels > 0 else None
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (f" … ({len(names)} in all)" if len(names) > 8 else "")
 
 
 def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None) -> Job:

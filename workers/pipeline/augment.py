@@ -47,8 +47,10 @@ def train_transform(preset: str, size: int, mean: Sequence[float]) -> v2.Transfo
     return v2.Compose(ops)
 
 
-def val_transform(size: int) -> v2.Transform:
-    return v2.Compose([v2.Resize(round(size / VAL_CROP), antialias=True), v2.CenterCrop(size), v2.PILToTensor()])
+def val_transform(size: int | tuple[int, int]) -> v2.Transform:
+    """PIL RGB image -> uint8 [3, H, W]: the short side resized to size / VAL_CROP, the centre cropped."""
+    short = min(size) if isinstance(size, tuple) else size
+    return v2.Compose([v2.Resize(round(short / VAL_CROP), antialias=True), v2.CenterCrop(size), v2.PILToTensor()])
 
 
 @dataclass(frozen=True)
