@@ -11,6 +11,7 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TORCH_EXTENSIONS_DIR=/opt/torch-extensions \
     VINTNER_DATA_DIR=/data \
     STATIC_ROOT=/app/staticfiles
 
@@ -21,9 +22,18 @@ RUN groupadd --system vintner \
 
 WORKDIR /app
 
+# A C++ compiler: NNCF builds its PyTorch quantization kernels (quantization-aware training).
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, so that code changes do not reinstall torch.
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
+# Built once here rather than on each worker's first quantization-aware job (about 20 s); the
+# telemetry opt-out first (only that module: the rest of the code comes later, to keep this layer).
+COPY workers/pipeline/telemetry.py /tmp/vintner_telemetry.py
+RUN python -c "import sys; sys.path.insert(0, '/tmp'); from vintner_telemetry import telemetry_opt_out; \
+    telemetry_opt_out(); import nncf.torch; nncf.torch.force_build_cpu_extensions()" \
+    && chmod -R a+rX /opt/torch-extensions && rm /tmp/vintner_telemetry.py
 
 COPY . .
 # tus.min.js and dagre.min.js name their source maps, which collectstatic's manifest needs beside them.
