@@ -2,6 +2,7 @@
 the pipeline and returns the result summary; workers/runner.py does the rest."""
 
 from collections.abc import Callable
+from dataclasses import asdict
 
 from celery import shared_task
 from django.conf import settings
@@ -12,7 +13,7 @@ from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_publish
 from webapp.hosts.services import host_report
 from webapp.registry.models import Artifact, Model, Origin
-from webapp.registry.services import artifact_publish, artifact_record
+from webapp.registry.services import TORCH_FORMATS, artifact_publish, artifact_record
 from workers.pipeline.archives import ExtractLimits, extract_archive
 from workers.pipeline.data import ImportConfig, import_dataset
 from workers.pipeline.conversion import ConvertConfig
@@ -20,6 +21,9 @@ from workers.pipeline.conversion import convert as convert_model
 from workers.pipeline.formats import InspectConfig, Prepared, inspect_model, load_torch_module, one_line, prepare_model
 from workers.pipeline.graphs import model_graph
 from workers.pipeline.hostinfo import probe_host
+from workers.pipeline.benchmark import BenchmarkConfig, benchmark_ir, benchmark_summary, host_facts, measure_torch
+from workers.pipeline.evaluation import Pictures, model_runner
+from workers.pipeline.evaluation import evaluate as evaluate_model
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.probe import ProbeConfig, run_probe
 from workers.pipeline.qat import quantization_aware_training
@@ -271,6 +275,68 @@ def _quantization_aware(run: JobRun, prepared: Prepared, source_config: InspectC
                                            run.reporter, resume=resume, save_checkpoint=save_checkpoint)
     finally:  # a lost worker's process never gets here: its checkpoints stay for the next attempt
         delete_tree(f"jobs/{run.job.id}")
+
+
+@job_task("benchmark")
+def benchmark(run: JobRun) -> dict:
+    """Measure an artifact's speed on this worker (and torch eager of its PyTorch source)."""
+    params = run.params
+    artifact = Artifact.objects.select_related("model").get(id=params["artifact"])
+    height, width = artifact.model.preprocessing["input_size"]
+    embedded = (artifact.inspection.get("inputs") or [{}])[0].get("dtype") == "u8"
+    shape = [1, height, width, 3] if embedded else [1, 3, height, width]
+    reference = Artifact.objects.get(id=params["reference"]) if params.get("reference") else None
+    config = BenchmarkConfig(shape=shape, device=params["device"], seconds=params["seconds"], hints=tuple(params["hints"]),
+                             matrix=tuple((point["batch"], point["streams"]) for point in params["matrix"]),
+                             layer_runs=30 if params["layer_counters"] else 0)
+    bar = Span(run.reporter, 0.0, 1.0)
+    result = {"host": host_facts(config.device), "shape": shape, "measurements": [], "layers": [], "layer_types": []}
+    if artifact.format not in TORCH_FORMATS:
+        run.reporter.stage("measuring OpenVINO")
+        folder = local_tree(artifact.storage_prefix, run.scratch / "artifact")
+        part = bar.child(0.0, 0.8 if reference else 1.0)
+        result.update(benchmark_ir(folder / artifact.primary, config, part).as_dict())
+    if reference is not None:
+        run.reporter.stage("measuring torch eager")
+        source = Prepared(format=reference.format, folder=local_tree(reference.storage_prefix, run.scratch / "reference"),
+                          primary=reference.primary)
+        module = load_torch_module(source, InspectConfig(architecture=reference.architecture,
+                                                         num_classes=reference.num_classes, input_size=height))
+        torch_shape = [1, 3, height, width]
+        part = bar.child(0.8, 1.0) if artifact.format not in TORCH_FORMATS else bar
+        result["torch"] = asdict(measure_torch(module, torch_shape, params["seconds"], part))
+    return {**result, "artifact": artifact.id, "reference": reference.id if reference else None,
+            **benchmark_summary(result)}
+
+
+@job_task("evaluate")
+def evaluate(run: JobRun) -> dict:
+    """Top-1, top-5 and the confusion matrix of an artifact on a dataset split."""
+    params = run.params
+    artifact = Artifact.objects.select_related("model").get(id=params["artifact"])
+    dataset = Dataset.objects.get(id=params["dataset"])
+    model = artifact.model
+    labels = model.labels or list(dataset.classes)
+    index = {name: i for i, name in enumerate(labels)}
+    items = list(dataset.items.filter(split=params["split"]).order_by("index"))
+    images = local_tree(dataset.storage_prefix, run.scratch / "dataset") / "images"
+    embedded = (artifact.inspection.get("inputs") or [{}])[0].get("dtype") == "u8"
+    spec = InputSpec.of(model.preprocessing, embedded=embedded)
+    bar = Span(run.reporter, 0.0, 1.0)
+    run.reporter.stage("loading")
+    prepared = Prepared(format=artifact.format, folder=local_tree(artifact.storage_prefix, run.scratch / "artifact"),
+                        primary=artifact.primary)
+    runner = model_runner(prepared, InspectConfig(architecture=artifact.architecture, num_classes=artifact.num_classes,
+                                                  input_size=spec.size[0]))
+    run.reporter.stage("reading images")
+    pictures = Pictures([images / item.path for item in items], [index[item.label] for item in items], spec,
+                        bar.child(0.0, 0.3))
+    run.reporter.stage("evaluating")
+    scores = evaluate_model(runner, pictures, artifact.num_classes or len(labels), bar.child(0.3, 1.0))
+    run.reporter.log(f"top-1 {100 * scores.top1:.1f} %, top-5 {100 * scores.top5:.1f} % on {scores.images} "
+                     f"{params['split']} images of {dataset}.")
+    return {"artifact": artifact.id, "dataset": dataset.id, "dataset_name": str(dataset), "split": params["split"],
+            "labels": labels, **scores.as_dict()}
 
 
 # The job's parameters that are training settings (the rest name the data and the outcome).

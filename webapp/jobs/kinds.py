@@ -118,7 +118,7 @@ class QuantizeParams(serializers.Serializer):
     fast_bias_correction = serializers.BooleanField(default=True)
     model_type = serializers.ChoiceField(choices=[("", "Any"), ("transformer", "Transformer")], default="", allow_blank=True)
     ignored_scope = serializers.ListField(
-        child=serializers.CharField(max_length=500), max_length=500, default=list,
+        child=serializers.CharField(max_length=500, allow_blank=True), max_length=500, default=list,  # blank lines: dropped
         help_text="Layers kept in floating point: node names, or regular expressions written re:<pattern>.")
     max_drop = serializers.FloatField(min_value=0.01, max_value=50, default=1.0,
                                       help_text="Accuracy control: top-1 points (absolute) or percent of FP32 top-1 (relative).")
@@ -140,6 +140,42 @@ class QuantizeParams(serializers.Serializer):
                 except re.error as error:
                     raise serializers.ValidationError(f"“{line[3:]}” is not a regular expression: {error}.") from None
         return lines
+
+
+class MatrixPoint(serializers.Serializer):
+    batch = serializers.IntegerField(min_value=1, max_value=256)
+    streams = serializers.IntegerField(min_value=1, max_value=64)
+
+
+class BenchmarkParams(serializers.Serializer):
+    """Speed of one artifact on one worker (workers/pipeline/benchmark.py)."""
+
+    artifact = serializers.IntegerField(min_value=1)
+    device = serializers.ChoiceField(choices=[("CPU", "CPU"), ("GPU", "GPU (a worker whose OpenVINO sees one)")], default="CPU")
+    seconds = serializers.FloatField(min_value=1, max_value=300, default=10, help_text="Per measurement.")
+    hints = serializers.MultipleChoiceField(choices=[("latency", "Latency"), ("throughput", "Throughput")],
+                                            default=["latency", "throughput"])
+    matrix = MatrixPoint(many=True, required=False, default=list, help_text="Batch × streams points, measured too.")
+    layer_counters = serializers.BooleanField(default=True, help_text="Time and precision per layer (IR).")
+    torch_reference = serializers.BooleanField(default=True, help_text="Also torch eager of the PyTorch source.")
+    reference = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None,
+                                         help_text="Set by the service: the PyTorch artifact measured beside it.")
+
+    def validate(self, data: dict) -> dict:
+        data["hints"] = sorted(data["hints"])
+        if len(data["matrix"]) > 16:
+            raise serializers.ValidationError({"matrix": "At most 16 batch × streams points."})
+        if not data["hints"] and not data["matrix"]:
+            raise serializers.ValidationError({"hints": "Choose a hint or a batch × streams point to measure."})
+        return data
+
+
+class EvaluateParams(serializers.Serializer):
+    """Top-1, top-5 and the confusion matrix of one artifact on a dataset split."""
+
+    artifact = serializers.IntegerField(min_value=1)
+    dataset = serializers.IntegerField(min_value=1)
+    split = serializers.ChoiceField(choices=[("val", "Validation"), ("test", "Test"), ("train", "Train")], default="val")
 
 
 KINDS: dict[str, JobKind] = {
@@ -184,6 +220,22 @@ KINDS: dict[str, JobKind] = {
             route=lambda params: "train" if params["method"] == "qat" else "optimize",
             resumable=True,  # QAT continues from its last epoch; the others start over
             direct=False,  # submitted through the artifact (registry.services.artifact_quantize)
+        ),
+        JobKind(
+            name="benchmark",
+            label="Benchmark",
+            params=BenchmarkParams,
+            route=lambda params: "train" if params["device"] == "GPU" else "optimize",  # GPU hosts take train
+            resumable=True,  # measuring again is the only way on
+            direct=False,  # submitted through the artifact (registry.services.artifact_benchmark)
+        ),
+        JobKind(
+            name="evaluate",
+            label="Evaluation",
+            params=EvaluateParams,
+            route=lambda params: "optimize",
+            resumable=True,
+            direct=False,  # submitted through the artifact (registry.services.artifact_evaluate)
         ),
         JobKind(
             name="model_import",

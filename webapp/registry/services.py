@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
-from django.db import models, transaction
+from django.db import transaction
 from django.http import FileResponse
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Format, Model, Origin
+from webapp.registry.fit import dataset_fits, few, split_counts
 from webapp.registry.selectors import active_jobs_using
 from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
@@ -156,56 +157,62 @@ def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict) -> Job
     return job
 
 
+TORCH_FORMATS = (Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT)
+
+
+def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
+    """Start measuring a ready artifact's speed; a PyTorch artifact, or an IR with a PyTorch
+    ancestor, also gets torch eager measured in the same job, so speedups come from one host."""
+    if artifact.state != "ready":
+        raise ValidationError("Only a ready artifact can be benchmarked.")
+    reference = torch_ancestor(artifact) if params.get("torch_reference", True) else None
+    inputs = {"artifacts": [artifact.id] + ([reference.id] if reference and reference.id != artifact.id else []),
+              "datasets": []}
+    params = {**params, "artifact": artifact.id, "reference": reference.id if reference else None}
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params, inputs=inputs)
+    return job
+
+
+def torch_ancestor(artifact: Artifact) -> Artifact | None:
+    """The artifact itself if it is PyTorch, else the nearest ready PyTorch artifact it came from."""
+    seen = set()
+    while artifact is not None and artifact.id not in seen:
+        if artifact.format in TORCH_FORMATS and artifact.state == "ready":
+            return artifact
+        seen.add(artifact.id)
+        artifact = artifact.parent
+    return None
+
+
+def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job:
+    """Start scoring a ready artifact (PyTorch, ONNX or IR) on a split of a dataset of this team."""
+    if artifact.state != "ready":
+        raise ValidationError("Only a ready artifact can be evaluated.")
+    if dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready":
+        raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
+    split = params.get("split", "val")
+    dataset_fits(artifact, dataset, split=split, purpose="to evaluate on")
+    inputs = {"artifacts": [artifact.id], "datasets": [dataset.id]}
+    params = {**params, "artifact": artifact.id, "dataset": dataset.id}
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params, inputs=inputs)
+    return job
+
+
 def _check_fit(artifact: Artifact, dataset, method: str) -> None:
-    """The dataset fits the model: its classes are the model's outputs, its images the model's input."""
+    """What quantization needs of the dataset beyond fitting the model (fit.dataset_fits)."""
+    dataset_fits(artifact, dataset, split="val", purpose="to measure accuracy on")
+    train = split_counts(dataset).get("train", 0)
+    if train < 10:
+        raise ValidationError({"params.dataset": f"“{dataset}” has {train} training images; calibration needs at least 10."})
     model, classes = artifact.model, list(dataset.classes)
-    splits = {row["split"]: row["n"] for row in dataset.items.order_by().values("split").annotate(n=models.Count("id"))}
-    if not splits.get("val"):
-        raise ValidationError({"params.dataset": f"“{dataset}” has no validation images to measure accuracy on; "
-                                                 f"import it with a val split."})
-    if splits.get("train", 0) < 10:
-        raise ValidationError({"params.dataset": f"“{dataset}” has {splits.get('train', 0)} training images; "
-                                                 f"calibration needs at least 10."})
-    outputs = artifact.num_classes or _output_count(artifact)
-    if model.labels:
-        if sorted(model.labels) != sorted(classes):
-            raise ValidationError({"params.dataset": (
-                f"Model “{model}” has the classes {_few(model.labels)}; dataset “{dataset}” has {_few(classes)}. "
-                f"Quantize on a dataset of the same classes.")})
-        if method == "qat" and model.labels != classes:
-            raise ValidationError({"params.dataset": (
-                f"Quantization-aware training trains in the dataset's class order ({_few(classes)}), which is "
-                f"not the model's ({_few(model.labels)}).")})
-    elif outputs and outputs != len(classes):
+    if method == "qat" and model.labels and model.labels != classes:
         raise ValidationError({"params.dataset": (
-            f"The model gives {outputs} scores per image; dataset “{dataset}” has {len(classes)} classes.")})
-    channels = _input_channels(artifact)
-    if channels not in (None, 3):
-        raise ValidationError({"params.dataset": (
-            f"The model takes {channels}-channel input; dataset images are fed as 3-channel RGB.")})
+            f"Quantization-aware training trains in the dataset's class order ({few(classes)}), which is "
+            f"not the model's ({few(model.labels)}).")})
     size = model.preprocessing["input_size"]
     if method == "qat" and size[0] != size[1]:
         raise ValidationError({"params.method": f"Quantization-aware training takes square inputs; the model's is "
                                                 f"{size[0]}×{size[1]}."})
-
-
-def _output_count(artifact: Artifact) -> int | None:
-    outputs = artifact.inspection.get("outputs") or []
-    shape = outputs[0].get("shape") if outputs else None
-    return shape[-1] if shape and isinstance(shape[-1], int) and shape[-1] > 0 else None
-
-
-def _input_channels(artifact: Artifact) -> int | None:
-    inputs = artifact.inspection.get("inputs") or []
-    if not inputs or len(inputs[0].get("shape") or []) != 4:
-        return None
-    shape = inputs[0]["shape"]
-    channels = shape[3] if inputs[0].get("dtype") == "u8" else shape[1]  # u8 input: embedded NHWC preprocessing
-    return channels if isinstance(channels, int) and channels > 0 else None
-
-
-def _few(names: list[str]) -> str:
-    return ", ".join(names[:8]) + (f" … ({len(names)} in all)" if len(names) > 8 else "")
 
 
 def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None) -> Job:

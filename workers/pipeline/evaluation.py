@@ -62,6 +62,29 @@ def ir_runner(model: ov.Model | Path, *, config: dict | None = None) -> Runner:
     return run
 
 
+def model_runner(prepared, config) -> Runner:
+    """A runner for any artifact: an IR or ONNX file through OpenVINO, a PyTorch one through torch
+    (`formats.load_torch_module`: weights_only loads; TorchScript and .pt2 are code, as uploaded)."""
+    from workers.pipeline.formats import load_torch_module
+
+    path = prepared.folder / prepared.primary
+    if prepared.format in ("openvino_ir", "onnx"):
+        try:
+            return ir_runner(path)
+        except Exception as error:
+            raise JobError(f"OpenVINO could not load the model: {error}") from None
+    import torch
+
+    module = load_torch_module(prepared, config)  # in eval mode already (an exported program has no other)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            output = module(torch.from_numpy(batch))
+        return (output[0] if isinstance(output, (tuple, list)) else output).numpy()
+
+    return run
+
+
 def evaluate(run: Runner, pictures: Pictures, classes: int, span: Span) -> Scores:
     """Score every picture; progress goes to `span`, cancel is polled every 16 images."""
     if not len(pictures):
