@@ -1,12 +1,18 @@
 """Benchmark and evaluation through real workers, on the variants of a model trained in the test:
 its PyTorch weights, the FP32 IR and the INT8 IR."""
 
+import subprocess
+import sys
+import zipfile
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 
+from tests.helpers import signed_in
 from tests.jobs_helpers import events, make_project, wait_done
 from tests.test_train_job import colours_dataset, start_training
-from webapp.jobs.models import JobState
+from webapp.jobs.models import Job, JobState
 from webapp.registry import services as registry
 from webapp.registry.models import Artifact
 
@@ -76,3 +82,46 @@ def test_evaluation_scores_every_format_on_a_split(variants, alice):
     with pytest.raises(ValidationError, match="has no test images to evaluate on"):
         registry.artifact_evaluate(artifact=trained, user=alice, dataset=dataset, params={"split": "test"})
 
+
+
+def test_compare_shows_every_variant_and_the_downloaded_snippet_names_the_right_label(variants, alice, charlie, tmp_path):
+    dataset, trained, fp32, int8 = variants
+    client = signed_in(alice)
+    for artifact in (trained, fp32, int8):
+        response = client.post(f"/api/v1/artifacts/{artifact.id}/benchmark/", {"seconds": 1, "layer_counters": False},
+                               content_type="application/json")
+        assert response.status_code == 201, response.content
+        done(Job.objects.get(id=response.json()["id"]))
+    response = client.post(f"/api/v1/artifacts/{fp32.id}/evaluate/", {"dataset": dataset.id}, content_type="application/json")
+    assert response.status_code == 201, response.content
+    done(Job.objects.get(id=response.json()["id"]))
+
+    comparison = client.get(f"/api/v1/models/{trained.model_id}/compare/?dataset={dataset.id}").json()
+    rows = {row["artifact"]: row for row in comparison["rows"]}
+    assert set(rows) == {trained.id, fp32.id, int8.id}
+    assert rows[fp32.id]["top1_from"].startswith("evaluation on") and rows[int8.id]["top1_from"].startswith("quantization")
+    assert rows[trained.id]["top1_from"] == "training (val)" and rows[trained.id]["speedup_latency"] == 1.0
+    assert all(row["latency_ms"] > 0 and row["fps"] > 0 and row["cpu"] for row in rows.values())
+    assert rows[int8.id]["speedup_latency"] > 0 and rows[int8.id]["size_bytes"] < rows[fp32.id]["size_bytes"]
+    best = min((r for r in rows.values() if r["top1"] >= max(x["top1"] for x in rows.values()) - 0.01),
+               key=lambda r: r["latency_ms"])
+    assert comparison["best_latency"] == best["artifact"] and rows[best["artifact"]]["best_latency"]
+
+    # the IR zip and its snippet, run as a user would
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(b"".join(client.get(f"/api/v1/artifacts/{int8.id}/download/").streaming_content))
+    folder = tmp_path / "deploy"
+    zipfile.ZipFile(archive).extractall(folder)
+    (folder / "classify.py").write_text(client.get(f"/api/v1/artifacts/{int8.id}/snippet/").content.decode())
+    for label in ("red", "green", "blue"):
+        item = dataset.items.filter(split="val", label=label).first()
+        image = default_storage.path(f"{dataset.storage_prefix}/images/{item.path}")
+        printed = subprocess.run([sys.executable, "classify.py", image], cwd=folder, capture_output=True, text=True,
+                                 timeout=120, check=True).stdout.splitlines()
+        assert printed[0].split("\t")[0] == label and len(printed) == 3
+
+    outsider = signed_in(charlie)
+    for url in (f"/api/v1/models/{trained.model_id}/compare/", f"/api/v1/artifacts/{int8.id}/snippet/"):
+        assert outsider.get(url).status_code == 404
+    for url in (f"/api/v1/artifacts/{int8.id}/benchmark/", f"/api/v1/artifacts/{int8.id}/evaluate/"):
+        assert outsider.post(url, {"dataset": dataset.id}, content_type="application/json").status_code == 404

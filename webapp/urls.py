@@ -14,7 +14,7 @@ from webapp.jobs import views as jobs_views
 from webapp.projects import api as projects_api
 from webapp.projects import views as projects_views
 from webapp.registry import api as registry_api
-from webapp.registry import graph_views
+from webapp.registry import graph_views, measure_api
 from webapp.registry import views as registry_views
 from webapp.teams import api as teams_api
 from webapp.teams import views as teams_views
@@ -44,6 +44,10 @@ api_v1 = [
     path("artifacts/<int:artifact_id>/", registry_api.ArtifactDetailView.as_view(), name="api_artifact_detail"),
     path("artifacts/<int:artifact_id>/download/", registry_api.ArtifactDownloadView.as_view(), name="api_artifact_download"),
     path("artifacts/<int:artifact_id>/convert/", registry_api.ArtifactConvertView.as_view(), name="api_artifact_convert"),
+    path("artifacts/<int:artifact_id>/benchmark/", measure_api.ArtifactBenchmarkView.as_view(), name="api_artifact_benchmark"),
+    path("artifacts/<int:artifact_id>/evaluate/", measure_api.ArtifactEvaluateView.as_view(), name="api_artifact_evaluate"),
+    path("artifacts/<int:artifact_id>/snippet/", measure_api.ArtifactSnippetView.as_view(), name="api_artifact_snippet"),
+    path("models/<int:model_id>/compare/", measure_api.ModelCompareView.as_view(), name="api_model_compare"),
     path("jobs/<int:job_id>/", jobs_api.JobDetailView.as_view(), name="api_job_detail"),
     path("jobs/<int:job_id>/events/", jobs_api.JobEventsView.as_view(), name="api_job_events"),
     path("jobs/<int:job_id>/cancel/", jobs_api.JobCancelView.as_view(), name="api_job_cancel"),

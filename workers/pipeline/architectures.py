@@ -26,6 +26,10 @@ DEFAULTS = {
     "convnext_tiny": (5e-4, 0.05, 0.01, 5e-5, 224, 32),
     "small_cnn": (3e-3, 5e-4, 0.05, 5e-4, 32, 64),
 }
+# Validation, evaluation and deployment crop: the short side resized to size / VAL_CROP, then the
+# centre cut out (torchvision's reference evaluation).
+VAL_CROP = 0.875
+
 # Smallest input each architecture makes sense at: torchvision's nets downsample 32 times.
 MIN_INPUT_SIZE = {**{arch: 32 for arch in ARCHITECTURES}, "small_cnn": 8}
 

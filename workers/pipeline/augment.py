@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 from torchvision.transforms import v2
 
+from workers.pipeline.architectures import VAL_CROP
 from workers.pipeline.data import open_image
 from workers.pipeline.reporting import JobError
 
 AUGMENTS = ("none", "light", "standard", "strong")
-VAL_CROP = 0.875  # validation: resize the short side to size / 0.875, then crop the centre
 GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "La"}
 
 

@@ -1,0 +1,145 @@
+"""Every artifact of a model side by side: format, precision, size, top-1, latency, throughput and
+the speedup over its PyTorch source, with the best choice for a latency and a throughput goal.
+
+Figures come from the latest succeeded job of each kind for each artifact (benchmark, evaluate):
+jobs are the record, nothing is copied. Top-1 is an evaluation's when there is one (on the chosen
+dataset split, else the latest of any), else what the job that made the artifact measured on its
+validation split (training, quantization). A speedup is only ever a ratio of two figures from one
+host: the benchmark's own torch eager measurement of the PyTorch source, or the source's benchmark
+when it ran on the same CPU.
+"""
+
+from dataclasses import dataclass, field
+
+from webapp.jobs.models import Job, JobState
+from webapp.registry.models import Artifact, Model
+
+DEFAULT_MAX_DROP = 0.01  # a variant is a candidate while its top-1 is within 1 point of the best
+
+
+@dataclass
+class Row:
+    artifact: Artifact
+    top1: float | None = None
+    top1_from: str = ""  # where the figure comes from, in words
+    latency_ms: float | None = None  # p50 under the latency hint
+    fps: float | None = None  # under the throughput hint
+    cpu: str = ""
+    isa: list[str] = field(default_factory=list)
+    speedup_latency: float | None = None
+    speedup_throughput: float | None = None
+    benchmark: Job | None = None
+    evaluation: Job | None = None
+    best_latency: bool = False
+    best_throughput: bool = False
+
+    def as_dict(self) -> dict:
+        a = self.artifact
+        return {
+            "artifact": a.id, "parent": a.parent_id, "origin": a.origin, "format": a.format, "precision": a.precision,
+            "size_bytes": a.size_bytes, "top1": self.top1, "top1_from": self.top1_from, "latency_ms": self.latency_ms,
+            "fps": self.fps, "cpu": self.cpu, "isa": self.isa, "speedup_latency": self.speedup_latency,
+            "speedup_throughput": self.speedup_throughput, "benchmark_job": self.benchmark.id if self.benchmark else None,
+            "evaluation_job": self.evaluation.id if self.evaluation else None, "best_latency": self.best_latency,
+            "best_throughput": self.best_throughput,
+        }
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    max_drop: float
+    best_latency: Row | None
+    best_throughput: Row | None
+    hosts: list[str]  # the CPUs the figures come from; more than one: compare with care
+
+    def as_dict(self) -> dict:
+        return {"rows": [row.as_dict() for row in self.rows], "max_drop": self.max_drop,
+                "best_latency": self.best_latency.artifact.id if self.best_latency else None,
+                "best_throughput": self.best_throughput.artifact.id if self.best_throughput else None,
+                "hosts": self.hosts}
+
+
+def compare(model: Model, *, dataset_id: int | None = None, split: str = "val",
+            max_drop: float = DEFAULT_MAX_DROP) -> Comparison:
+    artifacts = [a for a in model.artifacts.select_related("job").order_by("created_at", "id") if a.state == "ready"]
+    benchmarks = _latest(model, "benchmark", [a.id for a in artifacts])
+    evaluations = _latest(model, "evaluate", [a.id for a in artifacts], dataset_id=dataset_id, split=split)
+    rows = {a.id: _row(a, benchmarks.get(a.id), evaluations.get(a.id)) for a in artifacts}
+    for row in rows.values():
+        _speedups(row, rows)
+    candidates = _candidates(list(rows.values()), max_drop)
+    best_latency = min((r for r in candidates if r.latency_ms), key=lambda r: r.latency_ms, default=None)
+    best_throughput = max((r for r in candidates if r.fps), key=lambda r: r.fps, default=None)
+    if best_latency:
+        best_latency.best_latency = True
+    if best_throughput:
+        best_throughput.best_throughput = True
+    hosts = sorted({row.cpu for row in rows.values() if row.cpu})
+    return Comparison(rows=list(rows.values()), max_drop=max_drop, best_latency=best_latency,
+                      best_throughput=best_throughput, hosts=hosts)
+
+
+def _latest(model: Model, kind: str, ids: list[int], **match) -> dict[int, Job]:
+    jobs = Job.objects.filter(project_id=model.project_id, kind=kind, state=JobState.SUCCEEDED,
+                              params__artifact__in=ids).order_by("-finished_at", "-id")
+    latest: dict[int, Job] = {}
+    for job in jobs:
+        if match.get("dataset_id") and (job.params.get("dataset"), job.params.get("split")) != (
+                match["dataset_id"], match["split"]):
+            continue
+        latest.setdefault(job.params["artifact"], job)
+    return latest
+
+
+def _row(artifact: Artifact, benchmark: Job | None, evaluation: Job | None) -> Row:
+    row = Row(artifact=artifact, benchmark=benchmark, evaluation=evaluation)
+    if evaluation is not None:
+        result = evaluation.result
+        row.top1, row.top1_from = result["top1"], f"evaluation on {result['dataset_name']} ({result['split']})"
+    elif "quantization" in artifact.metrics:
+        facts = artifact.metrics["quantization"]
+        row.top1, row.top1_from = facts["int8"]["top1"], f"quantization, on {facts.get('dataset_name', 'its dataset')} (val)"
+    elif "training" in artifact.metrics:
+        row.top1, row.top1_from = artifact.metrics["training"]["final"]["val_top1"], "training (val)"
+    if benchmark is not None:
+        result = benchmark.result
+        row.latency_ms, row.fps = result.get("latency_ms"), result.get("fps")
+        row.cpu, row.isa = result["host"]["cpu"], result["host"].get("isa", [])
+    return row
+
+
+def _speedups(row: Row, rows: dict[int, Row]) -> None:
+    """Against the PyTorch source, from one host only."""
+    if row.benchmark is None:
+        return
+    result = row.benchmark.result
+    if result.get("torch") and result.get("measurements"):  # torch eager measured in the same job
+        row.speedup_latency, row.speedup_throughput = result.get("speedup_latency"), result.get("speedup_throughput")
+        return
+    source = _root(row.artifact, rows)
+    if source is row or source.cpu != row.cpu or not source.latency_ms:
+        if source is row:
+            row.speedup_latency = row.speedup_throughput = 1.0
+        return
+    if row.latency_ms:
+        row.speedup_latency = source.latency_ms / row.latency_ms
+    if row.fps and source.fps:
+        row.speedup_throughput = row.fps / source.fps
+
+
+def _root(artifact: Artifact, rows: dict[int, Row]) -> Row:
+    seen = set()
+    while artifact.parent_id in rows and artifact.id not in seen:
+        seen.add(artifact.id)
+        artifact = rows[artifact.parent_id].artifact
+    return rows[artifact.id]
+
+
+def _candidates(rows: list[Row], max_drop: float) -> list[Row]:
+    """Rows whose accuracy is known and within `max_drop` of the best known top-1."""
+    known = [row for row in rows if row.top1 is not None]
+    if not known:
+        return []
+    best = max(row.top1 for row in known)
+    return [row for row in known if row.top1 >= best - max_drop - 1e-9]

@@ -1,0 +1,79 @@
+"""REST for measuring and delivering: benchmark and evaluate an artifact (jobs), compare a model's
+variants, and the deployment snippet of an IR."""
+
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from webapp.access import Action
+from webapp.datasets.selectors import dataset_for_user
+from webapp.jobs.api import JobSerializer
+from webapp.jobs.kinds import BenchmarkParams, EvaluateParams
+from webapp.registry import services
+from webapp.registry.comparison import DEFAULT_MAX_DROP, compare
+from webapp.registry.deploy import snippet
+from webapp.registry.selectors import artifact_for_user, model_for_user
+
+
+class ArtifactBenchmarkView(APIView):
+    serializer_class = JobSerializer
+
+    @extend_schema(request=BenchmarkParams, responses={201: JobSerializer}, summary="Benchmark an artifact (a job)")
+    def post(self, request: Request, artifact_id: int) -> Response:
+        artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
+        job = services.artifact_benchmark(artifact=artifact, user=request.user, params={**request.data})
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class ArtifactEvaluateView(APIView):
+    serializer_class = JobSerializer
+
+    @extend_schema(request=EvaluateParams, responses={201: JobSerializer}, summary="Evaluate an artifact on a dataset split (a job)")
+    def post(self, request: Request, artifact_id: int) -> Response:
+        artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
+        if not request.data.get("dataset"):
+            raise ValidationError({"params.dataset": "Choose a dataset to evaluate on."})
+        dataset = dataset_for_user(request.user, int(request.data["dataset"]), Action.VIEW)
+        job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset, params={**request.data})
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class ModelCompareView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("dataset", int, description="Top-1 from evaluations on this dataset"),
+                    OpenApiParameter("split", str, description="…and this split (default val)"),
+                    OpenApiParameter("max_drop", float, description="Top-1 points a candidate may lose (default 1)")],
+        responses={200: dict}, summary="Every artifact of a model side by side, with the best for each goal",
+    )
+    def get(self, request: Request, model_id: int) -> Response:
+        model = model_for_user(request.user, model_id, Action.VIEW)
+        dataset_id, split, max_drop = comparison_query(request.query_params)
+        return Response(compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop).as_dict())
+
+
+class ArtifactSnippetView(APIView):
+    @extend_schema(responses={(200, "text/x-python"): str}, summary="A Python program that runs the IR on an image")
+    def get(self, request: Request, artifact_id: int) -> HttpResponse:
+        artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
+        try:
+            text = snippet(artifact)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+        return HttpResponse(text, content_type="text/x-python; charset=utf-8")
+
+
+def comparison_query(query) -> tuple[int | None, str, float]:
+    """dataset, split and max_drop (points in the query, a fraction here) from a query string."""
+    try:
+        dataset = int(query["dataset"]) if query.get("dataset") else None
+        max_drop = float(query["max_drop"]) / 100 if query.get("max_drop") else DEFAULT_MAX_DROP
+    except ValueError:
+        raise ValidationError("dataset is a number, max_drop a number of points.") from None
+    split = query.get("split") or "val"
+    if split not in ("val", "test", "train"):
+        raise ValidationError({"split": "One of val, test, train."})
+    return dataset, split, max(0.0, max_drop)
