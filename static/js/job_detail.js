@@ -138,6 +138,9 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
         stripDirty = true;
       }
       if (/^stopping early after epoch/.test(message)) { stoppedEarly = true; stripDirty = true; }
+      // The run's own choice (ties go to the lower val loss), for runs whose result does not say it.
+      match = /^best epoch (\d+): val top-1 ([\d.]+) %/.exec(message);
+      if (match) { best = { value: Number(match[2]) / 100, epoch: Number(match[1]) }; stripDirty = true; }
     },
     state(state, result) {
       finished = terminal.includes(state);
@@ -182,9 +185,23 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
   const charts = new Map(); // metric name -> {plot, xs, ys}
   const dirtyCharts = new Set();
   let frameRequested = false;
-  // Training runs group their metrics on a few charts (window.Vintner.trainingView, above).
-  const training = script.dataset.kind === "train"
-    ? window.Vintner.trainingView({ epochs: Number(script.dataset.epochs) || null, terminal: TERMINAL }) : null;
+  // Runs that train (a training job, quantization-aware training) group their metrics on a few
+  // charts (window.Vintner.trainingView, above). The page says so for the kinds it knows; any other
+  // job gets the charts at its first training metric, with the log lines they read kept until then.
+  const TRAINING_METRIC = /^(epoch|train)\//;
+  const TRAINING_LOG = /^training on |\d+ epochs of \d+ steps|^stopping early after epoch|^best epoch \d+: /;
+  let training = null;
+  const trainingLines = [];
+  function startTraining() {
+    const card = $("train-card");
+    if (!training && card) {
+      card.hidden = false;
+      training = window.Vintner.trainingView({ epochs: Number(script.dataset.epochs) || null, terminal: TERMINAL });
+      trainingLines.splice(0).forEach((message) => training.log(message));
+    }
+    return training;
+  }
+  if (script.dataset.training === "1") startTraining();
 
   const log = $("log");
   const follow = $("follow");
@@ -291,10 +308,12 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
       case "log":
         pendingLines.push(data);
         if (training) training.log(data.message);
+        else if (typeof data.message === "string" && TRAINING_LOG.test(data.message)) trainingLines.push(data.message);
         break;
       case "progress": showProgress(data.progress, event.at); break;
       case "stage": $("job-stage").textContent = data.stage; break;
       case "metric": {
+        if (!training && (TRAINING_METRIC.test(data.name) || data.name === "time/eta_s")) startTraining();
         if (training && training.metric(data)) break;
         const chart = chartFor(data.name);
         chart.xs.push(data.step ?? chart.xs.length + 1);

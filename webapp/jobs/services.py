@@ -27,8 +27,16 @@ def params_validate(kind: str, params: dict) -> dict:
         raise ValidationError({"kind": f"Unknown job kind “{kind}”. Known kinds: {', '.join(sorted(KINDS))}."})
     serializer = KINDS[kind].params(data=params)
     if not serializer.is_valid():
-        raise ValidationError({f"params.{field}": [str(e) for e in errors] for field, errors in serializer.errors.items()})
+        raise ValidationError({f"params.{field}": _messages(errors) for field, errors in serializer.errors.items()})
     return dict(serializer.validated_data)
+
+
+def _messages(errors) -> list[str]:
+    """A field's messages; a list field's are keyed by position ({1: [...]}), said as "entry 2: …"."""
+    if isinstance(errors, dict):
+        return [f"entry {key + 1 if isinstance(key, int) else key}: {message}"
+                for key, value in errors.items() for message in _messages(value)]
+    return [str(error) for error in errors]
 
 
 def job_submit(

@@ -48,6 +48,8 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         "job": job,
         "project": job.project,
         "can_write": role_allows(role, Action.WRITE),
+        # runs that train show the training strip and charts from the start (QAT: a quantize job)
+        "trains": job.kind == "train" or (job.kind == "quantize" and job.params.get("method") == "qat"),
     }
     return render(request, "jobs/job_detail.html", context)
 

@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -7,7 +8,7 @@ from rest_framework.views import APIView
 from webapp.access import Action
 from webapp.datasets.selectors import dataset_for_user
 from webapp.jobs.api import JobSerializer
-from webapp.jobs.kinds import ConvertParams, TrainParams
+from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Model
@@ -146,6 +147,25 @@ class ArtifactConvertView(APIView):
         if params.get("dataset"):
             dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
         job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class ArtifactQuantizeView(APIView):
+    serializer_class = JobSerializer
+
+    @extend_schema(request=QuantizeParams, responses={201: JobSerializer},
+                   summary="Quantize to INT8 with NNCF on a dataset (a job; QAT goes to the train queue)")
+    def post(self, request: Request, artifact_id: int) -> Response:
+        artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
+        if hasattr(request.data, "getlist"):  # a form-encoded body: one value a name, one ignored_scope per layer
+            params = {**request.data.dict(), "ignored_scope": request.data.getlist("ignored_scope")}
+        else:
+            params = dict(request.data)
+        params["artifact"] = artifact.id
+        if not str(params.get("dataset", "")).isdigit():  # Django's error: answered like the service's, as a list
+            raise ValidationError({"params.dataset": "Choose a dataset."})
+        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

@@ -6,14 +6,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import dataset_for_user, ready_datasets_of_project
-from webapp.jobs.kinds import ConvertParams, TrainParams
+from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
-from webapp.registry.models import Artifact, Format
+from webapp.registry.models import Artifact, Format, Origin
+from webapp.registry.quantization import quantization_figures
 from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user
 from webapp.uploads.models import Upload
 from workers.pipeline.architectures import ARCHITECTURES
@@ -109,6 +111,8 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
     model = model_for_user(request.user, model_id, Action.VIEW)
     role = authorize(request.user, model.project.team_id, Action.VIEW)
     artifacts = list(artifacts_of_model(model))
+    for artifact in artifacts:  # an INT8 artifact's row says its top-1 after quantization
+        artifact.quantization = quantization_figures(artifact.metrics)
     context = {
         "model": model,
         "project": model.project,
@@ -162,6 +166,9 @@ def model_delete(request: HttpRequest, model_id: int) -> HttpResponse:
 def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
     role = authorize(request.user, artifact.model.project.team_id, Action.VIEW)
+    datasets = list(ready_datasets_of_project(artifact.model.project_id))
+    quantization = quantization_figures(artifact.metrics)
+    fitting = [(dataset, _fits(artifact, dataset)) for dataset in datasets]
     context = {
         "artifact": artifact,
         "model": artifact.model,
@@ -173,9 +180,30 @@ def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "can_write": role_allows(role, Action.WRITE),
         "convertible": artifact.state == "ready" and artifact.format != "openvino_ir",
         "convert_fields": ConvertParams().fields,
-        "datasets": ready_datasets_of_project(artifact.model.project_id),
+        "datasets": datasets,
+        "quantizable": _quantizable(artifact),
+        "quantize_fields": QuantizeParams().fields,
+        "quantize_datasets": fitting,
+        "quantize_dataset": next((dataset.id for dataset, fits in fitting if fits), None),
+        "quantization": quantization,
+        "quantization_dataset": bool(quantization and quantization["dataset"] and Dataset.objects.filter(
+            id=quantization["dataset"], project__team_id=artifact.model.project.team_id).exists()),  # a link, if kept
     }
     return render(request, "registry/artifact_detail.html", context)
+
+
+def _quantizable(artifact: Artifact) -> bool:
+    """Ready and not INT8 already: the form is offered (the service has the last word)."""
+    return (artifact.state == "ready" and artifact.precision != "int8" and artifact.origin != Origin.QUANTIZED
+            and artifact.format in services.QUANTIZABLE["ptq"])
+
+
+def _fits(artifact: Artifact, dataset) -> bool:
+    """Whether the dataset has the model's classes (any order), so the form can say which do."""
+    labels = artifact.model.labels
+    if labels:
+        return sorted(labels) == sorted(dataset.classes)
+    return not artifact.num_classes or artifact.num_classes == len(dataset.classes)
 
 
 @login_required
@@ -197,6 +225,25 @@ def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
     try:
         dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW) if params.get("dataset") else None
         job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
+    except ValidationError as error:
+        _errors(request, error)
+        return redirect("artifact_detail", artifact_id=artifact.id)
+    return redirect("job_detail", job_id=job.id)
+
+
+@login_required
+@require_POST
+def artifact_quantize(request: HttpRequest, artifact_id: int) -> HttpResponse:
+    artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
+    fields = QuantizeParams().fields
+    params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
+    params["fast_bias_correction"] = "fast_bias_correction" in request.POST  # unchecked: not sent at all
+    params["ignored_scope"] = request.POST.get("ignored_scope", "").splitlines()  # one layer or re:pattern a line
+    try:
+        if not str(params.get("dataset", "")).isdigit():
+            raise ValidationError({"params.dataset": "Choose a dataset."})
+        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
     except ValidationError as error:
         _errors(request, error)
         return redirect("artifact_detail", artifact_id=artifact.id)
