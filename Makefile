@@ -5,10 +5,14 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test lint clean
 
-$(VENV)/.runtime: requirements.txt
+# The last pip line installs the `vintner` command (docs/cli.md) in editable mode, so it runs this
+# checkout's vintner_cli/. It needs no network: torch's requirements bring setuptools >= 77, which
+# builds editable installs without `wheel`.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Vintner needs Python 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt

@@ -1,4 +1,5 @@
-"""HTTP and websockets in one process (daphne); websockets need a signed-in user and our host."""
+"""HTTP and websockets in one process (daphne). Websockets need a signed-in user: a browser's
+session from our own origin, or an API token (the command line; see webapp/core/ws_auth.py)."""
 
 import os
 
@@ -7,15 +8,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
+from webapp.core.ws_auth import TokenOrSessionAuth  # noqa: E402
 from webapp.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # The session path keeps AllowedHostsOriginValidator(AuthMiddlewareStack(...)) as it was.
+        "websocket": TokenOrSessionAuth(URLRouter(websocket_urlpatterns)),
     }
 )
