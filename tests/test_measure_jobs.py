@@ -62,7 +62,8 @@ def test_benchmark_measures_hints_matrix_layers_and_torch_eager_on_one_host(vari
     assert [m["hint"] for m in plain.result["measurements"]] == ["latency"] and plain.result["layers"] == []
     assert "torch" not in plain.result and plain.result["reference"] is None
 
-    eager = done(registry.artifact_benchmark(artifact=trained, user=alice, params={"seconds": 1}))
+    # a PyTorch artifact's measurement is torch eager, asked for or not
+    eager = done(registry.artifact_benchmark(artifact=trained, user=alice, params={"seconds": 1, "torch_reference": False}))
     assert eager.result["measurements"] == [] and eager.result["latency_ms"] == eager.result["torch"]["latency_ms"]["p50"]
 
 
@@ -92,6 +93,13 @@ def test_compare_shows_every_variant_and_the_downloaded_snippet_names_the_right_
                                content_type="application/json")
         assert response.status_code == 201, response.content
         done(Job.objects.get(id=response.json()["id"]))
+    before = {row["artifact"]: row for row in client.get(f"/api/v1/models/{trained.model_id}/compare/").json()["rows"]}
+    # the unevaluated IR has its source's top-1: its conversion was checked equivalent
+    assert before[fp32.id]["top1"] == before[trained.id]["top1"]
+    assert before[fp32.id]["top1_from"] == "its source's training (val), checked equivalent"
+    bad = client.post(f"/api/v1/artifacts/{fp32.id}/benchmark/", {"matrix": [{"batch": 2, "streams": 1}, {"batch": 999, "streams": 1}]},
+                      content_type="application/json")
+    assert bad.status_code == 400 and "entry 2: batch: Ensure this value is less than or equal to 256." in bad.content.decode()
     response = client.post(f"/api/v1/artifacts/{fp32.id}/evaluate/", {"dataset": dataset.id}, content_type="application/json")
     assert response.status_code == 201, response.content
     done(Job.objects.get(id=response.json()["id"]))

@@ -14,7 +14,7 @@ from webapp.jobs import views as jobs_views
 from webapp.projects import api as projects_api
 from webapp.projects import views as projects_views
 from webapp.registry import api as registry_api
-from webapp.registry import graph_views, measure_api
+from webapp.registry import graph_views, measure_api, measure_views
 from webapp.registry import views as registry_views
 from webapp.teams import api as teams_api
 from webapp.teams import views as teams_views
@@ -92,6 +92,12 @@ urlpatterns = [
     path("artifacts/<int:artifact_id>/convert/", registry_views.artifact_convert, name="artifact_convert"),
     path("artifacts/<int:artifact_id>/quantize/", registry_views.artifact_quantize, name="artifact_quantize"),
     path("artifacts/<int:artifact_id>/graph/", graph_views.artifact_graph, name="artifact_graph"),
+    path("artifacts/<int:artifact_id>/benchmark/", measure_views.artifact_benchmark, name="artifact_benchmark"),
+    path("artifacts/<int:artifact_id>/evaluate/", measure_views.artifact_evaluate, name="artifact_evaluate"),
+    path("artifacts/<int:artifact_id>/performance/", measure_views.artifact_performance, name="artifact_performance"),
+    path("artifacts/<int:artifact_id>/deploy/", measure_views.artifact_deploy, name="artifact_deploy"),
+    path("artifacts/<int:artifact_id>/classify.py", measure_views.artifact_classify, name="artifact_classify"),
+    path("models/<int:model_id>/compare/", measure_views.model_compare, name="model_compare"),
     path("jobs/<int:job_id>/", jobs_views.job_detail, name="job_detail"),
     path("jobs/<int:job_id>/row/", jobs_views.job_row, name="job_row"),
     path("jobs/<int:job_id>/cancel/", jobs_views.job_cancel, name="job_cancel"),

@@ -284,6 +284,12 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
   // What the job made: a link, filled from the URL patterns the page carries (ids end them).
   function showOutput(result) {
     const box = $("job-output"), link = box.querySelector("a");
+    if (link.dataset.performanceUrl) { // a benchmark or evaluation: the measured artifact's figures
+      link.href = link.dataset.performanceUrl.replace("/0/", `/${result.artifact}/`);
+      link.textContent = `performance of artifact #${result.artifact}`;
+      box.hidden = false;
+      return;
+    }
     const [kind, id] = result.artifact ? ["artifact", result.artifact] : ["dataset", result.dataset];
     link.href = link.dataset[`${kind}Url`].replace(/0\/$/, `${id}/`);
     link.textContent = `${kind} #${id}`;

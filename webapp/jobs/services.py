@@ -32,10 +32,14 @@ def params_validate(kind: str, params: dict) -> dict:
 
 
 def _messages(errors) -> list[str]:
-    """A field's messages; a list field's are keyed by position ({1: [...]}), said as "entry 2: …"."""
+    """A field's messages. A list field's are keyed by position ({1: [...]}), said as "entry 2: …";
+    a list of objects gives one dict per entry ({} when it is fine), said as "entry 2: batch: …"."""
     if isinstance(errors, dict):
-        return [f"entry {key + 1 if isinstance(key, int) else key}: {message}"
+        return [f"{f'entry {key + 1}' if isinstance(key, int) else key}: {message}"
                 for key, value in errors.items() for message in _messages(value)]
+    if any(isinstance(error, dict) for error in errors):
+        return [f"entry {index + 1}: {message}"
+                for index, error in enumerate(errors) if error for message in _messages(error)]
     return [str(error) for error in errors]
 
 

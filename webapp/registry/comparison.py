@@ -65,7 +65,9 @@ def compare(model: Model, *, dataset_id: int | None = None, split: str = "val",
     artifacts = [a for a in model.artifacts.select_related("job").order_by("created_at", "id") if a.state == "ready"]
     benchmarks = _latest(model, "benchmark", [a.id for a in artifacts])
     evaluations = _latest(model, "evaluate", [a.id for a in artifacts], dataset_id=dataset_id, split=split)
-    rows = {a.id: _row(a, benchmarks.get(a.id), evaluations.get(a.id)) for a in artifacts}
+    rows = {a.id: row_for(a, benchmarks.get(a.id), evaluations.get(a.id)) for a in artifacts}
+    for row in rows.values():  # parents come first: created before their children
+        _inherit_top1(row, rows)
     for row in rows.values():
         _speedups(row, rows)
     candidates = _candidates(list(rows.values()), max_drop)
@@ -92,7 +94,7 @@ def _latest(model: Model, kind: str, ids: list[int], **match) -> dict[int, Job]:
     return latest
 
 
-def _row(artifact: Artifact, benchmark: Job | None, evaluation: Job | None) -> Row:
+def row_for(artifact: Artifact, benchmark: Job | None, evaluation: Job | None) -> Row:
     row = Row(artifact=artifact, benchmark=benchmark, evaluation=evaluation)
     if evaluation is not None:
         result = evaluation.result
@@ -107,6 +109,16 @@ def _row(artifact: Artifact, benchmark: Job | None, evaluation: Job | None) -> R
         row.latency_ms, row.fps = result.get("latency_ms"), result.get("fps")
         row.cpu, row.isa = result["host"]["cpu"], result["host"].get("isa", [])
     return row
+
+
+def _inherit_top1(row: Row, rows: dict[int, Row]) -> None:
+    """A converted IR that was checked equivalent to its source (every check within tolerance, the
+    same top-1 on every sample) has its source's top-1, and says so."""
+    check = row.artifact.metrics.get("conversion", {}).get("equivalence", {})
+    parent = rows.get(row.artifact.parent_id)
+    if (row.top1 is None and parent is not None and parent.top1 is not None and check.get("within_tolerance")
+            and check.get("top1_agreement") == 1.0):
+        row.top1, row.top1_from = parent.top1, f"its source's {parent.top1_from}, checked equivalent"
 
 
 def _speedups(row: Row, rows: dict[int, Row]) -> None:

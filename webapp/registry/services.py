@@ -165,7 +165,9 @@ def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
     ancestor, also gets torch eager measured in the same job, so speedups come from one host."""
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be benchmarked.")
-    reference = torch_ancestor(artifact) if params.get("torch_reference", True) else None
+    # A PyTorch artifact's only measurement is torch eager: it is always its own reference.
+    wanted = params.get("torch_reference", True) or artifact.format in TORCH_FORMATS
+    reference = torch_ancestor(artifact) if wanted else None
     inputs = {"artifacts": [artifact.id] + ([reference.id] if reference and reference.id != artifact.id else []),
               "datasets": []}
     params = {**params, "artifact": artifact.id, "reference": reference.id if reference else None}
@@ -368,14 +370,14 @@ def artifact_download(artifact: Artifact) -> FileResponse:
     if len(artifact.files) == 1:
         name = artifact.files[0]["name"]
         handle = default_storage.open(f"{artifact.storage_prefix}/{name}", "rb")
-        return FileResponse(handle, as_attachment=True, filename=f"{_stem(artifact)}{Path(name).suffix}")
+        return FileResponse(handle, as_attachment=True, filename=f"{download_stem(artifact)}{Path(name).suffix}")
     path = _bundle(artifact)
     handle = open(path, "rb")
     path.unlink()  # the open handle keeps it readable until the response is sent
-    return FileResponse(handle, as_attachment=True, filename=f"{_stem(artifact)}.zip")
+    return FileResponse(handle, as_attachment=True, filename=f"{download_stem(artifact)}.zip")
 
 
-def _stem(artifact: Artifact) -> str:
+def download_stem(artifact: Artifact) -> str:
     parts = [artifact.model.name, artifact.format, artifact.precision or "model", str(artifact.id)]
     return "-".join(parts).replace(" ", "_").replace("/", "_")
 

@@ -16,6 +16,7 @@ from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Origin
 from webapp.registry.quantization import quantization_figures
+from webapp.registry.measure_views import measure_context
 from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user
 from webapp.uploads.models import Upload
 from workers.pipeline.architectures import ARCHITECTURES
@@ -188,6 +189,7 @@ def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "quantization": quantization,
         "quantization_dataset": bool(quantization and quantization["dataset"] and Dataset.objects.filter(
             id=quantization["dataset"], project__team_id=artifact.model.project.team_id).exists()),  # a link, if kept
+        "measure": measure_context(artifact),  # benchmark and evaluate forms, latest figures (measure_views)
     }
     return render(request, "registry/artifact_detail.html", context)
 

@@ -4,13 +4,15 @@ batch × streams matrix, per-layer counters, and torch eager for PyTorch sources
     result = benchmark_ir(Path("model.xml"), BenchmarkConfig(shape=[1, 3, 224, 224]), span)
 
 Each OpenVINO measurement is what OpenVINO's own benchmark_app does, so the figures can be
-compared with it (bench/benchmark_parity.py): compile with the hint (or the streams), as many
-requests as the device calls optimal in an AsyncInferQueue, random input tensors set once per
-request, one first inference not counted, then requests started as fast as they come back for
-`seconds`. Throughput = images / wall time from the first start to the last completion; latency
-percentiles over every request's own latency (the runtime's measurement). Every result carries the
-host it was measured on (CPU model and the ISA extensions that decide INT8 speed): a figure without
-its host means nothing.
+compared with it (bench/benchmark_parity.py): compile with the hint (or the streams), random input
+tensors set once per request, one first inference not counted, then for `seconds`: under the
+latency hint one request run synchronously, inference after inference (benchmark_app's default
+API for that hint), otherwise as many requests as the device calls optimal in an AsyncInferQueue,
+each started again as soon as it comes back (and at the end until all have run equally often).
+Throughput = images / wall time from the first start to the last completion; latency percentiles
+over every request's own latency (the runtime's measurement). Every result carries the host it was
+measured on (CPU model and the ISA extensions that decide INT8 speed): a figure without its host
+means nothing.
 """
 
 import contextlib
@@ -132,7 +134,42 @@ def _measure(core: ov.Core, model: ov.Model, config: BenchmarkConfig, span: Span
         raise
     except Exception as error:
         raise JobError(f"OpenVINO could not compile the model for {label}: {one_line(error)}") from None
-    requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+    if hint == "latency":  # benchmark_app's -api sync, its default under this hint
+        requests = 1
+        latencies, iterations, total = _run_sync(compiled, config.seconds, span)
+    else:
+        requests = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        latencies, iterations, total = _run_async(compiled, requests, config.seconds, span)
+    measurement = Measurement(label=label, engine="openvino", hint=hint, batch=batch, streams=streams or
+                              _streams(compiled), requests=requests, iterations=iterations, seconds=total,
+                              fps=iterations * batch / total, latency_ms=_percentiles(latencies))
+    span.reporter.log(_said(measurement))
+    return measurement
+
+
+def _run_sync(compiled: ov.CompiledModel, seconds: float, span: Span) -> tuple[list[float], int, float]:
+    """One request, infer() after infer() for `seconds`: (latencies in ms, inferences, wall seconds)."""
+    request = compiled.create_infer_request()
+    for port, tensor in _random_inputs(compiled, 0).items():
+        request.set_input_tensor(port, ov.Tensor(tensor))
+    request.infer()  # the first inference pays for lazy initialisation: not counted
+    latencies = []
+    start = time.perf_counter()
+    elapsed = 0.0
+    while elapsed < seconds:
+        request.infer()
+        latencies.append(request.latency)
+        elapsed = time.perf_counter() - start
+        if len(latencies) % 64 == 0:
+            span.raise_if_cancelled()
+            span.progress(elapsed / seconds)
+    return latencies, len(latencies), time.perf_counter() - start
+
+
+def _run_async(compiled: ov.CompiledModel, requests: int, seconds: float,
+               span: Span) -> tuple[list[float], int, float]:
+    """`requests` requests in an AsyncInferQueue, each restarted as soon as it is idle, for
+    `seconds` and then until all have run equally often: (latencies in ms, inferences, wall seconds)."""
     queue = ov.AsyncInferQueue(compiled, requests)
     for index, request in enumerate(queue):
         for port, tensor in _random_inputs(compiled, index).items():
@@ -144,7 +181,7 @@ def _measure(core: ov.Core, model: ov.Model, config: BenchmarkConfig, span: Span
     iterations = 0
     start = time.perf_counter()
     elapsed = 0.0
-    while elapsed < config.seconds:
+    while elapsed < seconds or iterations % requests:
         idle = queue.get_idle_request_id()
         if idle in in_flight:
             latencies.append(queue[idle].latency)
@@ -155,15 +192,11 @@ def _measure(core: ov.Core, model: ov.Model, config: BenchmarkConfig, span: Span
         elapsed = time.perf_counter() - start
         if iterations % 64 == 0:
             span.raise_if_cancelled()
-            span.progress(elapsed / config.seconds)
+            span.progress(elapsed / seconds)
     queue.wait_all()
     total = time.perf_counter() - start
     latencies += [queue[index].latency for index in in_flight]
-    measurement = Measurement(label=label, engine="openvino", hint=hint, batch=batch, streams=streams or
-                              _streams(compiled), requests=requests, iterations=iterations, seconds=total,
-                              fps=iterations * batch / total, latency_ms=_percentiles(latencies))
-    span.reporter.log(_said(measurement))
-    return measurement
+    return latencies, iterations, total
 
 
 def _streams(compiled: ov.CompiledModel) -> int:
