@@ -1,3 +1,5 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
@@ -8,3 +10,12 @@ def healthz(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return HttpResponse("ok", content_type="text/plain")
+
+
+def form_errors(request, error: ValidationError) -> None:
+    """A service's refusal as messages on the next page, each named by its field."""
+    problems = error.message_dict.items() if hasattr(error, "error_dict") else [("", error.messages)]
+    for field, texts in problems:
+        name = field.removeprefix("params.").removeprefix("preprocessing.")
+        for text in texts:
+            messages.error(request, f"{name}: {text}" if field and field != "__all__" else text)

@@ -7,7 +7,6 @@ import re
 import shlex
 from importlib.metadata import version
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -21,6 +20,7 @@ from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import dataset_for_user, ready_datasets_of_project
 from webapp.jobs.kinds import BenchmarkParams, MatrixPoint
 from webapp.jobs.models import ACTIVE_STATES, Job, JobState
+from webapp.core.views import form_errors
 from webapp.registry import services
 from webapp.registry.comparison import row_for as comparison_row
 from webapp.registry.comparison import compare
@@ -48,7 +48,7 @@ def artifact_benchmark(request: HttpRequest, artifact_id: int) -> HttpResponse:
     try:
         job = services.artifact_benchmark(artifact=artifact, user=request.user, params=benchmark_params(request.POST))
     except ValidationError as error:
-        _say(request, error)
+        form_errors(request, error)
         return _back(request, artifact, "benchmark")
     return redirect("job_detail", job_id=job.id)
 
@@ -64,7 +64,7 @@ def artifact_evaluate(request: HttpRequest, artifact_id: int) -> HttpResponse:
         job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset,
                                          params={"split": request.POST.get("split") or "val"})
     except ValidationError as error:
-        _say(request, error)
+        form_errors(request, error)
         return _back(request, artifact, "evaluate")
     return redirect("job_detail", job_id=job.id)
 
@@ -101,15 +101,6 @@ def matrix_points(text: str) -> list[dict]:
                                                     f"streams {low_streams} to {high_streams}."})
         points.append({"batch": batch, "streams": streams})
     return points
-
-
-def _say(request: HttpRequest, error: ValidationError) -> None:
-    """The service's refusal as messages, each named by its field (as the other registry forms do)."""
-    problems = error.message_dict.items() if hasattr(error, "error_dict") else [("", error.messages)]
-    for field, texts in problems:
-        name = field.removeprefix("params.")
-        for text in texts:
-            messages.error(request, f"{name}: {text}" if field and field != "__all__" else text)
 
 
 def _back(request: HttpRequest, artifact: Artifact, form: str) -> HttpResponse:
@@ -241,7 +232,7 @@ def model_compare(request: HttpRequest, model_id: int) -> HttpResponse:
     try:
         dataset_id, split, max_drop = comparison_query(request.GET)
     except ValidationError as error:
-        _say(request, error)
+        form_errors(request, error)
         dataset_id, split, max_drop = comparison_query({})
     comparison = compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop)
     fields = BenchmarkParams().fields

@@ -16,18 +16,11 @@ from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Origin
 from webapp.registry.quantization import quantization_figures
+from webapp.core.views import form_errors
 from webapp.registry.measure_views import measure_context
 from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user
 from webapp.uploads.models import Upload
 from workers.pipeline.architectures import ARCHITECTURES
-
-
-def _errors(request: HttpRequest, error: ValidationError) -> None:
-    problems = error.message_dict.items() if hasattr(error, "error_dict") else [("", error.messages)]
-    for field, messages_ in problems:
-        for message in messages_:
-            name = field.removeprefix("params.").removeprefix("preprocessing.")
-            messages.error(request, f"{name}: {message}" if field and field != "__all__" else message)
 
 
 @login_required
@@ -55,7 +48,7 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
         except ValueError:
             messages.error(request, "The class count must be a whole number.")
         except ValidationError as error:
-            _errors(request, error)
+            form_errors(request, error)
         else:
             return redirect("artifact_detail", artifact_id=artifact.id)
     context = {"project": project, "team": project.team, "formats": Format.choices, "architectures": ARCHITECTURES}
@@ -79,7 +72,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
             init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
             job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
         except ValidationError as error:
-            _errors(request, error)
+            form_errors(request, error)
         else:
             return redirect("job_detail", job_id=job.id)
     context = {
@@ -143,7 +136,7 @@ def model_edit(request: HttpRequest, model_id: int) -> HttpResponse:
             preprocessing=preprocessing,
         )
     except ValidationError as error:
-        _errors(request, error)
+        form_errors(request, error)
     else:
         messages.success(request, "Saved. Jobs started from now on use these labels and preprocessing.")
     return redirect("model_detail", model_id=model.id)
@@ -156,7 +149,7 @@ def model_delete(request: HttpRequest, model_id: int) -> HttpResponse:
     try:
         services.model_delete(model=model)
     except ValidationError as error:
-        _errors(request, error)
+        form_errors(request, error)
         return redirect("model_detail", model_id=model.id)
     messages.success(request, f"Model {model.name} deleted.")
     return redirect("project_detail", project_id=model.project_id)
@@ -228,7 +221,7 @@ def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
         dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW) if params.get("dataset") else None
         job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
     except ValidationError as error:
-        _errors(request, error)
+        form_errors(request, error)
         return redirect("artifact_detail", artifact_id=artifact.id)
     return redirect("job_detail", job_id=job.id)
 
@@ -247,7 +240,7 @@ def artifact_quantize(request: HttpRequest, artifact_id: int) -> HttpResponse:
         dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
         job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
     except ValidationError as error:
-        _errors(request, error)
+        form_errors(request, error)
         return redirect("artifact_detail", artifact_id=artifact.id)
     return redirect("job_detail", job_id=job.id)
 
@@ -259,7 +252,7 @@ def artifact_delete(request: HttpRequest, artifact_id: int) -> HttpResponse:
     try:
         services.artifact_delete(artifact=artifact)
     except ValidationError as error:
-        _errors(request, error)
+        form_errors(request, error)
         return redirect("artifact_detail", artifact_id=artifact.id)
     messages.success(request, "Artifact deleted.")
     return redirect("model_detail", model_id=artifact.model_id)
