@@ -47,7 +47,6 @@ import json
 import math
 import re
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,7 +57,7 @@ import openvino as ov
 import torch
 
 from workers.pipeline.formats import LABELS, InspectConfig, Prepared, TensorInfo, load_torch_module, one_line
-from workers.pipeline.reporting import Cancelled, JobError, Span
+from workers.pipeline.reporting import Cancelled, JobError, Span, timed
 
 ROUTES = ("auto", "direct", "onnx")
 SHAPES = ("static", "dynamic_batch", "dynamic")
@@ -175,18 +174,10 @@ class _Job:
         self.warnings.append(message)
         self.reporter.log(message, level="warning")
 
-    @contextlib.contextmanager
-    def timed(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
     def run(self, images: list[Path] | None) -> ConversionResult:
         config = self.config
         self.stage("loading")
-        with self.timed("loading"):
+        with timed(self.seconds, "loading"):
             self.load()
             if self.preprocessing and not (config.preprocessing or {}).get("model_color"):
                 self.preprocessing["model_color"] = self.model_color
@@ -200,12 +191,12 @@ class _Job:
             with tempfile.TemporaryDirectory(dir=self.out.parent, prefix=f".{self.out.name}-convert-") as tmp:
                 model, route, reason = self.convert_by_route(Path(tmp))
                 self.stage("saving")
-                with self.timed("saving"):
+                with timed(self.seconds, "saving"):
                     model = self.finish_model(model, route)
                     self.save(model)
                 del model
             self.stage("verifying")
-            with self.timed("verifying"):
+            with timed(self.seconds, "verifying"):
                 inputs, outputs, equivalence = self.verify(cases, source, self.pending)
         self.progress(1.0)
         self.reporter.log(f"Converted {LABELS[self.prepared.format]} to an OpenVINO IR ({route} route, "
@@ -351,7 +342,7 @@ class _Job:
             arguments["example_input"] = _example(shape, self.size)
         if self.program is not None:
             self.settle()
-        with self.timed("converting"), _quiet() as caught:
+        with timed(self.seconds, "converting"), _quiet() as caught:
             if not isinstance(source, (torch.jit.ScriptModule, torch.export.ExportedProgram)):
                 source = self.trace(source, arguments["example_input"])
             try:
@@ -383,7 +374,7 @@ class _Job:
         self.settle()
         path = tmp / "model.onnx"
         shape = self.network_shape()
-        with self.timed("exporting"):
+        with timed(self.seconds, "exporting"):
             how = self.export_onnx(path, shape)
         self.stage("converting")
         return self.convert_onnx_file(path, onnx_source=False), how
@@ -443,7 +434,7 @@ class _Job:
             self.stage("converting")
         shape = self.network_shape()
         self.reporter.log(f"Converting the ONNX model with OpenVINO's ONNX frontend, input {_shape_text(shape)}.")
-        with self.timed("converting"), _quiet():
+        with timed(self.seconds, "converting"), _quiet():
             try:
                 model = ov.convert_model(str(path), input=[ov.PartialShape(shape)])
             except Exception as e:

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import random
 import re
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ import openvino as ov
 from workers.pipeline.evaluation import Pictures, Scores, evaluate, ir_runner
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.formats import one_line
-from workers.pipeline.reporting import Cancelled, JobError, Span
+from workers.pipeline.reporting import Cancelled, JobError, Span, timed
 
 METHODS = ("ptq", "accuracy")
 PRESETS = ("performance", "mixed")
@@ -166,14 +165,6 @@ class _Run:
         self.seconds: dict[str, float] = {}
         self.nncf_log: list[str] = []
 
-    @contextlib.contextmanager
-    def timed(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.reporter.log(message, level="warning")
@@ -181,17 +172,17 @@ class _Run:
     def go(self, source: Path, out: Path) -> QuantizeResult:
         config, reporter, span = self.config, self.reporter, self.span
         reporter.stage("reading")
-        with self.timed("reading"):
+        with timed(self.seconds, "reading"):
             model = self.read(source)
             calibration = calibration_subset(self.data, config, self.warn)
             validation = Pictures(self.data.validation, self.data.labels, self.spec, span.child(0.0, 0.1))
         reporter.stage("measuring FP32")
-        with self.timed("measuring FP32"):
+        with timed(self.seconds, "measuring FP32"):
             fp32 = evaluate(ir_runner(model), validation, self.data.classes, span.child(0.1, 0.2))
         reporter.log(f"FP32 top-1 {_pct(fp32.top1)}, top-5 {_pct(fp32.top5)} on {fp32.images} validation images.")
 
         reporter.stage("quantizing")
-        with self.timed("quantizing"), self.nncf_messages():
+        with timed(self.seconds, "quantizing"), self.nncf_messages():
             if config.method == "ptq":
                 quantized = self.ptq(model, calibration, span.child(0.2, 0.8))
             else:
@@ -199,7 +190,7 @@ class _Run:
         del model
 
         reporter.stage("saving")
-        with self.timed("saving"):
+        with timed(self.seconds, "saving"):
             out.mkdir(parents=True, exist_ok=True)
             try:
                 ov.save_model(quantized, out / "model.xml", compress_to_fp16=False)
@@ -209,7 +200,7 @@ class _Run:
         del quantized
 
         reporter.stage("measuring INT8")
-        with self.timed("measuring INT8"):
+        with timed(self.seconds, "measuring INT8"):
             int8 = evaluate(ir_runner(out / "model.xml"), validation, self.data.classes, span.child(0.85, 1.0))
         return self.result(out, len(calibration), fp32, int8, layers)
 

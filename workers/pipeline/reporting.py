@@ -4,6 +4,8 @@ A pipeline function gets a `Reporter` and polls `reporter.cancelled()` between u
 `Span` hands a child step its own slice of the progress bar.
 """
 
+import contextlib
+import time
 from typing import Protocol
 
 
@@ -48,3 +50,13 @@ class Span:
     def raise_if_cancelled(self) -> None:
         if self.reporter.cancelled():
             raise Cancelled()
+
+
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], name: str):
+    """Add the wall time of the block to seconds[name] (a stage's time in a result's breakdown)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
