@@ -55,7 +55,6 @@ def quantization_aware_training(module: nn.Module, config: TrainConfig, dataset:
         raise JobError("Quantization-aware training needs the PyTorch model, whose input is a float tensor.")
     out = Path(out)
     bar = Span(reporter, 0.0, 1.0)
-    seconds: dict[str, float] = {}
     warnings: list[str] = []
 
     reporter.stage("measuring FP32")
@@ -103,7 +102,7 @@ def quantization_aware_training(module: nn.Module, config: TrainConfig, dataset:
                  f"quantization-aware training; {layers} quantized layers.")
     reporter.progress(1.0)
     summary = QuantizeResult(folder=folder, method="qat", calibration_images=len(files), fp32=fp32, int8=int8,
-                             drop=drop, quantized_layers=layers, warnings=warnings, seconds=seconds)
+                             drop=drop, quantized_layers=layers, warnings=warnings)
     return summary, result
 
 
