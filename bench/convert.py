@@ -1,6 +1,6 @@
 """Model conversion: Vintner's pipeline against a bare OpenVINO conversion script, same process.
 
-    .venv/bin/python bench/convert.py [--runs 3] [--samples 8]
+    .venv/bin/python bench/convert.py [--runs 5] [--samples N]
 
 Model: torchvision resnet18, random weights, 1000 classes, input [1,3,224,224], FP32.
 
@@ -13,7 +13,7 @@ Vintner's path: the same model saved as a state_dict (resnet18.pth) in a tempora
 what a conversion job runs: prepare_model (sniff, scan the pickle, place it) and
 convert(route="direct", shape="static", precision="fp32"), which loads the state_dict into
 torchvision resnet18, converts, saves, and checks the IR against the module on `--samples`
-generated inputs (compiled on CPU with FP32 inference precision).
+generated inputs (compiled on CPU with FP32 inference precision; default: the job's default, 4).
 
 Both are run once to warm up (the first convert_model imports and initialises a lot), then
 alternately `--runs` times; medians are reported. ratio = vintner_s / bare_s. max_abs_diff is the
@@ -78,8 +78,9 @@ def vintner(weights: Path, folder: Path, samples: int) -> tuple[float, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3, help="timed runs of each (default 3)")
-    parser.add_argument("--samples", type=int, default=8, help="inputs the pipeline's check runs (default 8)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs of each (default 5)")
+    parser.add_argument("--samples", type=int, default=ConvertConfig.samples,
+                        help=f"inputs the pipeline's check runs (default {ConvertConfig.samples}, as in a job)")
     args = parser.parse_args()
 
     torch.manual_seed(0)

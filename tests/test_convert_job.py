@@ -41,7 +41,7 @@ def source_artifact(client, alice, project, path) -> Artifact:
 def test_a_torchscript_model_converts_to_a_checked_ir_in_its_lineage(worker_host, alice, project, tmp_path):
     client = signed_in(alice)
     source = source_artifact(client, alice, project, build.torchscript(tmp_path / "tiny.pt"))
-    response = client.post(f"/api/v1/artifacts/{source.id}/convert/", {"shape": "dynamic_batch", "input_name": "image"},
+    response = client.post(f"/api/v1/artifacts/{source.id}/convert/", {"shape": "dynamic_batch", "input_name": "image", "samples": 6},
                            content_type="application/json")
     assert response.status_code == 201, response.content
     job = finished(response.json()["id"])
@@ -52,6 +52,7 @@ def test_a_torchscript_model_converts_to_a_checked_ir_in_its_lineage(worker_host
     assert (ir.origin, ir.format, ir.parent_id, ir.job_id, ir.precision) == ("converted", "openvino_ir", source.id, job.id, "fp32")
     equivalence = ir.metrics["conversion"]["equivalence"]
     assert equivalence["within_tolerance"] and equivalence["max_abs_diff"] <= 1e-4 and equivalence["top1_agreement"] == 1.0
+    assert equivalence["samples"] == 6 and equivalence["shapes"] == [[1, 3, 32, 32], [5, 3, 32, 32]]
     assert ir.inspection["inputs"][0]["name"] == "image" and ir.inspection["inputs"][0]["shape"] == [None, 3, 32, 32]
     model = ov.Core().read_model(default_storage.path(f"{ir.storage_prefix}/model.xml"))
     assert model.input(0).get_partial_shape()[0].is_dynamic
@@ -88,6 +89,7 @@ def test_an_ir_cannot_be_converted_and_outsiders_cannot_convert(worker_host, ali
 def test_bad_parameters_are_refused_per_field(worker_host, alice, project, tmp_path):
     client = signed_in(alice)
     source = source_artifact(client, alice, project, build.onnx_file(tmp_path / "tiny.onnx"))
-    response = client.post(f"/api/v1/artifacts/{source.id}/convert/", {"shape": "round", "opset": 3}, content_type="application/json")
+    response = client.post(f"/api/v1/artifacts/{source.id}/convert/", {"shape": "round", "opset": 3, "samples": 0},
+                           content_type="application/json")
     assert response.status_code == 400
-    assert {"params.shape", "params.opset"} <= set(response.json())
+    assert {"params.shape", "params.opset", "params.samples"} <= set(response.json())

@@ -149,6 +149,7 @@ def convert(run: JobRun) -> dict:
         opset=run.params["opset"],
         preprocessing=_embedded(preprocessing, (height, width)) if run.params["embed_preprocessing"] else None,
         tolerance=run.params.get("tolerance"),
+        samples=run.params.get("samples", ConvertConfig.samples),  # jobs queued before it was a setting
     )
     source_config = InspectConfig(architecture=source.architecture, num_classes=source.num_classes, input_size=height)
     bar = Span(run.reporter, 0.0, 1.0)

@@ -32,6 +32,7 @@ def test_alice_converts_a_torchscript_model_and_reads_the_equivalence_report(
     form = by_testid(page, "convert-form")
     form.get_by_label("Input shape").select_option("dynamic_batch")
     form.get_by_label("Input name").fill("image")
+    form.get_by_label("Check inputs").fill("6")
     shot(page, screenshots, "convert-form")
     by_testid(page, "convert-submit").click()
 
@@ -42,6 +43,7 @@ def test_alice_converts_a_torchscript_model_and_reads_the_equivalence_report(
     expect(by_testid(page, "artifact-format")).to_have_text("OpenVINO IR")
     expect(by_testid(page, "equivalence-verdict")).to_contain_text("Matches its source")
     expect(by_testid(page, "top1-agreement")).to_have_text("100 %")
+    expect(by_testid(page, "check-samples")).to_contain_text("6 · generated inputs")
     expect(by_testid(page, "conversion-route")).to_contain_text("direct")
     expect(by_testid(page, "inputs")).to_contain_text("image")
     expect(by_testid(page, "inputs")).to_contain_text("[?, 3, 32, 32]")

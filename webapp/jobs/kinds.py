@@ -66,6 +66,8 @@ class ConvertParams(serializers.Serializer):
     embed_preprocessing = serializers.BooleanField(default=False, help_text="The IR takes u8 NHWC images of any size.")
     dataset = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None,
                                        help_text="Check equivalence on this dataset's validation images (else random inputs).")
+    samples = serializers.IntegerField(min_value=1, max_value=256, default=4,
+                                       help_text="How many inputs the IR and its source both run on in the check.")
     tolerance = serializers.FloatField(min_value=0, required=False, allow_null=True, default=None)
 
 
