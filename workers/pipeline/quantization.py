@@ -34,6 +34,7 @@ import openvino as ov
 from workers.pipeline.evaluation import Pictures, Scores, evaluate, ir_runner
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.formats import one_line
+from workers.pipeline.processes import run_isolated
 from workers.pipeline.reporting import Cancelled, JobError, Span, timed
 
 METHODS = ("ptq", "accuracy")
@@ -151,10 +152,20 @@ def nncf_settings(config: QuantizeConfig) -> dict:
 
 def quantize_ir(*, source: Path, data: QuantizeData, spec: InputSpec, config: QuantizeConfig, out: Path,
                 span: Span) -> QuantizeResult:
-    """Quantize the IR at `source` (model.xml) into `out`; see the module docstring."""
+    """Quantize the IR at `source` (model.xml) into `out`; see the module docstring. Accuracy
+    control runs in a process of its own: it leaves OpenVINO's signal stacks broken behind it
+    (workers/pipeline/processes.py says how)."""
     check_config(config)
-    run = _Run(data, spec, config, span)
-    return run.go(source, Path(out))
+    if config.method == "accuracy":
+        span.reporter.log("Accuracy control runs in a process of its own; starting it takes a few seconds.")
+        return run_isolated(_quantize, span, "accuracy control", source=source, data=data, spec=spec,
+                            config=config, out=out)
+    return _quantize(source=source, data=data, spec=spec, config=config, out=out, span=span)
+
+
+def _quantize(*, source: Path, data: QuantizeData, spec: InputSpec, config: QuantizeConfig, out: Path,
+              span: Span) -> QuantizeResult:
+    return _Run(data, spec, config, span).go(source, Path(out))
 
 
 class _Run:

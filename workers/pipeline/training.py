@@ -19,7 +19,6 @@ Accuracies (top-1, top-5) are fractions in 0..1 everywhere except the log lines 
 
 import copy
 import math
-import multiprocessing
 import os
 import random
 import time
@@ -35,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
 from workers.pipeline.augment import AUGMENTS, EpochSampler, ImageDataset, read_index, train_transform, val_transform
+from workers.pipeline.processes import children_allowed
 from workers.pipeline.reporting import Cancelled, JobError, Reporter
 
 ARCHS: tuple[str, ...] = TRAINABLE  # torchvision's ARCHITECTURES and small_cnn
@@ -354,21 +354,6 @@ def _set_rng_state(state: dict) -> None:
 
 
 @contextmanager
-def _loader_processes_allowed(workers: int):
-    """Celery's prefork pool runs tasks in daemonic processes, which multiprocessing forbids to
-    start children. DataLoader workers watch their parent and exit with it, so let them start."""
-    process = multiprocessing.current_process()
-    if not workers or not process.daemon:
-        yield
-        return
-    process._config["daemon"] = False
-    try:
-        yield
-    finally:
-        process._config["daemon"] = True
-
-
-@contextmanager
 def _cpu_threads(device: torch.device, workers: int):
     """On CPU, leave a core to each loader worker: more compute threads than free cores wait on
     each other whenever anything else runs, and a step can take several times longer."""
@@ -437,7 +422,7 @@ def train(config: TrainConfig, dataset: Path, out: Path, reporter: Reporter, *,
     if where.type == "cuda" and not torch.cuda.is_available():
         raise JobError(f"Training was asked to run on {device}, but this worker has no usable CUDA GPU.")
     run = _Run(config, data, out, reporter, where, save_checkpoint)
-    with _loader_processes_allowed(config.workers), _cpu_threads(where, config.workers):
+    with children_allowed(), _cpu_threads(where, config.workers):
         try:
             run.prepare(init, resume)
             return run.loop()
