@@ -11,17 +11,14 @@ import pytest
 from django.utils import timezone
 
 from tests.conftest import make_user
-from tests.helpers import signed_in
+from tests.helpers import COLOURS, make_artifact, make_dataset, make_model, signed_in
 from tests.jobs_helpers import make_project
-from webapp.datasets.models import Dataset, DatasetItem
 from webapp.jobs.models import Job, JobState
 from webapp.registry.deploy import snippet
-from webapp.registry.models import Artifact, Model, Origin
+from webapp.registry.models import Artifact, Origin
 from webapp.teams.models import Membership, Role
 
 pytestmark = pytest.mark.django_db
-COLOURS = ["blue", "green", "red"]
-SMALL = {"input_size": [16, 16], "layout": "NCHW", "color": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 XEON = "Intel(R) Xeon(R) Platinum 8480+"
 EPYC = "AMD EPYC 7R13 Processor"
 HOSTS = {
@@ -33,35 +30,6 @@ HOSTS = {
 
 
 # --- rows ----------------------------------------------------------------------------------------
-
-
-def make_dataset(project, classes=COLOURS, *, name="colours", per_split=3) -> Dataset:
-    """A ready dataset with `per_split` train and val items per class."""
-    dataset = Dataset.objects.create(project=project, name=name, archive_name=f"{name}.zip", archive_sha256="0" * 64,
-                                     imported_at=timezone.now(), classes=list(classes),
-                                     image_count=2 * per_split * len(classes))
-    items = [DatasetItem(dataset=dataset, index=index, path=f"{split}/{label}/{index}.png", thumb=f"thumbs/{index}.jpg",
-                         label=label, split=split, width=16, height=16, mode="RGB", format="PNG")
-             for index, (label, split) in enumerate((label, split) for label in classes for split in ("train", "val")
-                                                    for _ in range(per_split))]
-    DatasetItem.objects.bulk_create(items)
-    return dataset
-
-
-def make_artifact(model, *, fmt="openvino_ir", precision="fp32", origin=Origin.CONVERTED, parent=None,
-                  metrics=None) -> Artifact:
-    """A ready artifact of a 3-class classifier taking [1, 3, 16, 16]."""
-    ir = fmt == "openvino_ir"
-    files = ([{"name": "model.xml", "size": 2000, "sha256": "1" * 64}, {"name": "model.bin", "size": 9000, "sha256": "2" * 64}]
-             if ir else [{"name": "model.pth", "size": 12000, "sha256": "3" * 64}])
-    inspection = {"inputs": [{"name": "x", "shape": [1, 3, 16, 16], "dtype": "f32"}],
-                  "outputs": [{"name": "logits", "shape": [1, 3], "dtype": "f32"}], "precision": precision}
-    return Artifact.objects.create(
-        model=model, origin=origin, format=fmt, precision=precision, parent=parent,
-        architecture="small_cnn" if fmt == "state_dict" else "", num_classes=3, ready_at=timezone.now(), files=files,
-        primary=files[0]["name"], sha256=files[0]["sha256"], size_bytes=sum(f["size"] for f in files),
-        inspection=inspection, metrics=metrics or {},
-    )
 
 
 def measurement(label: str, *, p50: float, fps: float, hint: str = "", engine: str = "openvino", batch: int = 1,
@@ -139,7 +107,7 @@ def project(team_a):
 
 @pytest.fixture
 def model(project, alice):
-    return Model.objects.create(project=project, name="colours", labels=COLOURS, preprocessing=SMALL, created_by=alice)
+    return make_model(project, alice)
 
 
 @pytest.fixture

@@ -2,48 +2,14 @@
 is refused before a job exists, who may ask, and what the INT8 artifact's pages say."""
 
 import pytest
-from django.utils import timezone
 
-from tests.helpers import signed_in
+from tests.helpers import make_artifact, make_dataset, make_model, signed_in
 from tests.jobs_helpers import make_project
-from webapp.datasets.models import Dataset, DatasetItem
 from webapp.jobs.models import Job, JobState
-from webapp.registry.models import Artifact, Model, Origin
+from webapp.registry.models import Origin
 from webapp.teams.models import Membership, Role
 
 pytestmark = pytest.mark.django_db
-COLOURS = ["blue", "green", "red"]
-SMALL = {"input_size": [16, 16], "layout": "NCHW", "color": "RGB", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-
-
-def make_dataset(project, classes=COLOURS, *, name="colours", train=12, val=3) -> Dataset:
-    """A ready dataset (imported_at set) with `train` and `val` items per class."""
-    dataset = Dataset.objects.create(project=project, name=name, archive_name=f"{name}.zip", archive_sha256="0" * 64,
-                                     imported_at=timezone.now(), classes=list(classes),
-                                     image_count=len(classes) * (train + val))
-    items, index = [], 0
-    for label in classes:
-        for split, count in (("train", train), ("val", val)):
-            for _ in range(count):
-                items.append(DatasetItem(dataset=dataset, index=index, path=f"{split}/{label}/{index}.png",
-                                         thumb=f"thumbs/{index}.jpg", label=label, split=split, width=16, height=16,
-                                         mode="RGB", format="PNG"))
-                index += 1
-    DatasetItem.objects.bulk_create(items)
-    return dataset
-
-
-def make_artifact(model, *, fmt="state_dict", precision="fp32", origin=Origin.TRAINED, parent=None, metrics=None,
-                  job=None) -> Artifact:
-    """A ready artifact of a 3-class classifier taking [1, 3, 16, 16]."""
-    inspection = {"inputs": [{"name": "x", "shape": [1, 3, 16, 16], "dtype": "f32"}],
-                  "outputs": [{"name": "logits", "shape": [1, 3], "dtype": "f32"}], "precision": precision}
-    return Artifact.objects.create(
-        model=model, origin=origin, format=fmt, precision=precision, parent=parent, job=job,
-        architecture="small_cnn" if fmt == "state_dict" else "", num_classes=3, ready_at=timezone.now(),
-        files=[{"name": "model.pth", "size": 10, "sha256": "0" * 64}], primary="model.pth", sha256="0" * 64,
-        size_bytes=10, inspection=inspection, metrics=metrics or {},
-    )
 
 
 @pytest.fixture
@@ -53,12 +19,12 @@ def project(team_a):
 
 @pytest.fixture
 def model(project, alice):
-    return Model.objects.create(project=project, name="colours", labels=COLOURS, preprocessing=SMALL, created_by=alice)
+    return make_model(project, alice)
 
 
 @pytest.fixture
 def fp32(model):
-    return make_artifact(model)
+    return make_artifact(model, fmt="state_dict", origin=Origin.TRAINED)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from vintner_cli.config import ConfigError, forget, resolve, save
 from vintner_cli.follow import follow
 from vintner_cli.output import duration, flatten, print_fields, print_json, print_table, when
 from vintner_cli.progress import JobView, Transfer, human_bytes, human_seconds, note
-from vintner_cli.upload import DEFAULT_CHUNK, parse_size, upload_file
+from vintner_cli.upload import DEFAULT_CHUNK, Finished, parse_size, upload_file
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 ARTIFACT_KINDS = ("convert", "quantize", "benchmark", "evaluate")  # POST artifacts/<id>/<kind>/
@@ -114,6 +114,35 @@ def submitted(client: Client, job: dict, args) -> int:
     code, job = follow_job(client, job["id"], args)
     if args.json:
         print_json(job)
+    return code
+
+
+def create_from_uploads(client: Client, args, finished: list[Finished], kind: str, body: dict) -> dict:
+    """POST projects/<id>/<kind>/ with the uploads in `body`; a used upload leaves the local cache."""
+    try:
+        created = client.post(f"projects/{args.project}/{kind}/", body, what=f"Project {args.project}")
+    except ApiError as error:
+        if "already used" in str(error):  # a stale cache entry: the next run uploads anew
+            for upload in finished:
+                upload.forget()
+        raise
+    for upload in finished:
+        upload.forget()
+    return created
+
+
+def follow_created(client: Client, args, created: dict, job_id: int, path: str, show) -> int:
+    """After an upload became a dataset or artifact: follow the job that checks it, then print it as asked."""
+    code = EXIT_OK
+    if not args.no_follow:
+        code, _ = follow_job(client, job_id, args, show_result=False)
+        created = client.get(path)
+    if args.json:
+        print_json(created)
+    elif args.no_follow:
+        print(created["id"])
+    elif code == EXIT_OK:
+        show(created)
     return code
 
 
@@ -211,26 +240,10 @@ def cmd_datasets_upload(args) -> int:
     finished = upload_file(client, project=args.project, path=Path(args.file), chunk_size=args.chunk_size)
     body = {"name": args.name, "upload": finished.id, "description": args.description, "val_fraction": args.val_fraction,
             "seed": args.seed}
-    try:
-        dataset = client.post(f"projects/{args.project}/datasets/", body, what=f"Project {args.project}")
-    except ApiError as error:
-        if "already used" in str(error):  # a stale cache entry: the next run uploads anew
-            finished.forget()
-        raise
-    finished.forget()
+    dataset = create_from_uploads(client, args, [finished], "datasets", body)
     note(f"Dataset #{dataset['id']} “{dataset['name']}” version {dataset['version']} created; "
          f"import job #{dataset['import_job']}.")
-    code = EXIT_OK
-    if not args.no_follow:
-        code, _ = follow_job(client, dataset["import_job"], args, show_result=False)
-        dataset = client.get(f"datasets/{dataset['id']}/")
-    if args.json:
-        print_json(dataset)
-    elif args.no_follow:
-        print(dataset["id"])
-    elif code == EXIT_OK:
-        show_dataset(dataset)
-    return code
+    return follow_created(client, args, dataset, dataset["import_job"], f"datasets/{dataset['id']}/", show_dataset)
 
 
 def cmd_models_list(args) -> int:
@@ -274,28 +287,10 @@ def cmd_models_upload(args) -> int:
     body = {"name": args.name, "uploads": [upload.id for upload in finished], "format": args.format,
             "architecture": args.architecture, "num_classes": args.num_classes,
             "labels": [label.strip() for label in args.labels.split(",")] if args.labels else []}
-    try:
-        artifact = client.post(f"projects/{args.project}/models/", body, what=f"Project {args.project}")
-    except ApiError as error:
-        if "already used" in str(error):
-            for upload in finished:
-                upload.forget()
-        raise
-    for upload in finished:
-        upload.forget()
+    artifact = create_from_uploads(client, args, finished, "models", body)
     note(f"Artifact #{artifact['id']} of model #{artifact['model']} “{args.name}” created; "
          f"inspection job #{artifact['job']}.")
-    code = EXIT_OK
-    if not args.no_follow:
-        code, _ = follow_job(client, artifact["job"], args, show_result=False)
-        artifact = client.get(f"artifacts/{artifact['id']}/")
-    if args.json:
-        print_json(artifact)
-    elif args.no_follow:
-        print(artifact["id"])
-    elif code == EXIT_OK:
-        show_artifact(artifact)
-    return code
+    return follow_created(client, args, artifact, artifact["job"], f"artifacts/{artifact['id']}/", show_artifact)
 
 
 def cmd_models_compare(args) -> int:

@@ -13,7 +13,7 @@ Screenshots go to the test's tmp_path; with VINTNER_SCREENSHOTS=1 to docs/screen
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.e2e.helpers import api_headers, by_testid, shot, sign_in
 from tests.e2e.test_training import import_dataset
@@ -45,6 +45,21 @@ def trained_model(page: Page, base: str, alice, team, tmp_path) -> tuple[Dataset
     return dataset, Artifact.objects.get(id=training.result["artifact"])
 
 
+def quantize_form(page: Page, base: str, alice, team, tmp_path) -> tuple[Dataset, Artifact, Locator]:
+    """trained_model's dataset and FP32 artifact, and the "Quantize to INT8" form on the artifact's
+    page, Alice signed in."""
+    dataset, fp32 = trained_model(page, base, alice, team, tmp_path)
+    sign_in(page, base, "alice")
+    page.goto(f"{base}/artifacts/{fp32.id}/")
+    return dataset, fp32, by_testid(page, "quantize-form")
+
+
+def submitted_job(page: Page) -> Job:
+    """The job the form's submit started, once the browser has gone on to its page."""
+    page.wait_for_url(JOB_URL)
+    return Job.objects.get(id=int(JOB_URL.search(page.url).group(1)))
+
+
 def record_job_page(page: Page) -> None:
     """From the next page on: every stage and progress value the job page shows, in window.__seen."""
     page.add_init_script("""document.addEventListener("DOMContentLoaded", () => {
@@ -61,12 +76,9 @@ def test_alice_quantizes_a_trained_model_and_reads_its_accuracy_before_and_after
     live_server_url, worker_host, page, alice, team_a, screenshots, tmp_path
 ):
     base = live_server_url
-    dataset, fp32 = trained_model(page, base, alice, team_a, tmp_path)
+    dataset, fp32, form = quantize_form(page, base, alice, team_a, tmp_path)
 
     # The form on the FP32 artifact's page: the fitting dataset chosen, each method's own settings.
-    sign_in(page, base, "alice")
-    page.goto(f"{base}/artifacts/{fp32.id}/")
-    form = by_testid(page, "quantize-form")
     expect(form.get_by_label("Dataset")).to_have_value(str(dataset.id))
     expect(by_testid(page, "quantize-method-ptq")).to_be_checked()
     expect(by_testid(page, "quantize-fast-bias")).to_be_checked()
@@ -88,8 +100,7 @@ def test_alice_quantizes_a_trained_model_and_reads_its_accuracy_before_and_after
     by_testid(page, "quantize-submit").click()
 
     # The job page follows it live to its end, and links what it made.
-    page.wait_for_url(JOB_URL)
-    job = Job.objects.get(id=int(JOB_URL.search(page.url).group(1)))
+    job = submitted_job(page)
     assert (job.kind, job.queue, job.params["method"], job.params["subset_size"]) == ("quantize", "optimize", "ptq", 20)
     assert job.params["fast_bias_correction"] is True and job.params["ignored_scope"] == []
     expect(by_testid(page, "feed-status")).to_have_attribute("data-state", "live")
@@ -146,10 +157,7 @@ def test_quantization_aware_training_shows_its_curves_on_the_job_page(
     live_server_url, worker_host, page, alice, team_a, screenshots, tmp_path
 ):
     base = live_server_url
-    dataset, fp32 = trained_model(page, base, alice, team_a, tmp_path)
-    sign_in(page, base, "alice")
-    page.goto(f"{base}/artifacts/{fp32.id}/")
-    form = by_testid(page, "quantize-form")
+    dataset, fp32, form = quantize_form(page, base, alice, team_a, tmp_path)
     form.get_by_label("Quantization-aware training").check()
     form.get_by_label("Calibration images").fill("20")
     form.get_by_label("Epochs").fill("2")
@@ -157,8 +165,7 @@ def test_quantization_aware_training_shows_its_curves_on_the_job_page(
     by_testid(page, "quantize-submit").click()
 
     # The job page: training's strip and grouped charts, for a quantize job.
-    page.wait_for_url(JOB_URL)
-    job = Job.objects.get(id=int(JOB_URL.search(page.url).group(1)))
+    job = submitted_job(page)
     assert (job.kind, job.queue, job.params["method"], job.params["epochs"]) == ("quantize", "train", "qat", 2)
     expect(by_testid(page, "train-card")).to_be_visible()
     expect(by_testid(page, "chart-accuracy").locator("canvas")).to_be_visible()
