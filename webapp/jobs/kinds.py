@@ -33,6 +33,17 @@ class JobKind:
         return f"jobs.{self.name}"
 
 
+def params_from_body(data, params: type[serializers.Serializer]) -> dict:
+    """A request body as a job's parameters. JSON arrives as a dict; a form-encoded body as a
+    QueryDict, whose dict() holds every value in a list: one value a name, then, and all the
+    values of the fields that take several."""
+    if not hasattr(data, "getlist"):
+        return dict(data)
+    several = {name for name, field in params().fields.items()
+               if isinstance(field, (serializers.ListField, serializers.MultipleChoiceField))}
+    return {name: data.getlist(name) if name in several else data.get(name) for name in data}
+
+
 class ProbeParams(serializers.Serializer):
     rounds = serializers.IntegerField(min_value=1, max_value=1000, default=10)
     seconds_per_round = serializers.FloatField(min_value=0.05, max_value=60, default=1.0)

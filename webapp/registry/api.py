@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from webapp.access import Action
 from webapp.datasets.selectors import dataset_for_user
 from webapp.jobs.api import JobSerializer
-from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams
+from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams, params_from_body
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Model
@@ -127,7 +127,7 @@ class ProjectTrainView(APIView):
     @extend_schema(request=TrainParams, responses={201: JobSerializer}, summary="Train an image classifier (a job on the train queue)")
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(request.user, project_id, Action.WRITE)
-        params = dict(request.data)
+        params = params_from_body(request.data, TrainParams)
         if not str(params.get("dataset", "")).isdigit():
             raise serializers.ValidationError({"params.dataset": "Choose a dataset."})
         dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
@@ -142,7 +142,7 @@ class ArtifactConvertView(APIView):
     @extend_schema(request=ConvertParams, responses={201: JobSerializer}, summary="Convert to OpenVINO IR (a job)")
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-        params = {**request.data, "artifact": artifact.id}
+        params = {**params_from_body(request.data, ConvertParams), "artifact": artifact.id}
         dataset = None
         if params.get("dataset"):
             dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
@@ -157,11 +157,7 @@ class ArtifactQuantizeView(APIView):
                    summary="Quantize to INT8 with NNCF on a dataset (a job; QAT goes to the train queue)")
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-        if hasattr(request.data, "getlist"):  # a form-encoded body: one value a name, one ignored_scope per layer
-            params = {**request.data.dict(), "ignored_scope": request.data.getlist("ignored_scope")}
-        else:
-            params = dict(request.data)
-        params["artifact"] = artifact.id
+        params = {**params_from_body(request.data, QuantizeParams), "artifact": artifact.id}
         if not str(params.get("dataset", "")).isdigit():  # Django's error: answered like the service's, as a list
             raise ValidationError({"params.dataset": "Choose a dataset."})
         dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from webapp.access import Action
 from webapp.datasets.selectors import dataset_for_user
 from webapp.jobs.api import JobSerializer
-from webapp.jobs.kinds import BenchmarkParams, EvaluateParams
+from webapp.jobs.kinds import BenchmarkParams, EvaluateParams, params_from_body
 from webapp.registry import services
 from webapp.registry.comparison import DEFAULT_MAX_DROP, compare
 from webapp.registry.deploy import snippet
@@ -25,7 +25,7 @@ class ArtifactBenchmarkView(APIView):
     @extend_schema(request=BenchmarkParams, responses={201: JobSerializer}, summary="Benchmark an artifact (a job)")
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-        job = services.artifact_benchmark(artifact=artifact, user=request.user, params={**request.data})
+        job = services.artifact_benchmark(artifact=artifact, user=request.user, params=params_from_body(request.data, BenchmarkParams))
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
@@ -35,10 +35,11 @@ class ArtifactEvaluateView(APIView):
     @extend_schema(request=EvaluateParams, responses={201: JobSerializer}, summary="Evaluate an artifact on a dataset split (a job)")
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-        if not request.data.get("dataset"):
+        params = params_from_body(request.data, EvaluateParams)
+        if not str(params.get("dataset", "")).isdigit():
             raise ValidationError({"params.dataset": "Choose a dataset to evaluate on."})
-        dataset = dataset_for_user(request.user, int(request.data["dataset"]), Action.VIEW)
-        job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset, params={**request.data})
+        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset, params=params)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

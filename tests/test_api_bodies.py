@@ -1,0 +1,54 @@
+"""The API's job-starting endpoints take a form-encoded body as well as JSON (curl -F, a plain
+HTML form): one value a name, and every value of the parameters that take several."""
+
+import pytest
+
+from tests.helpers import make_artifact, make_dataset, make_model, signed_in
+from tests.jobs_helpers import make_project
+from webapp.jobs.models import Job
+from webapp.registry.models import Origin
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def trained(team_a, alice):
+    return make_artifact(make_model(make_project(team_a), alice), fmt="state_dict", origin=Origin.TRAINED)
+
+
+@pytest.fixture
+def dataset(trained):
+    return make_dataset(trained.model.project)
+
+
+def started(response) -> Job:
+    assert response.status_code == 201, response.content
+    return Job.objects.get(id=response.json()["id"])
+
+
+def test_convert_takes_one_value_a_name(alice, trained):
+    job = started(signed_in(alice).post(f"/api/v1/artifacts/{trained.id}/convert/",
+                                        {"shape": "dynamic_batch", "samples": "6", "embed_preprocessing": "true"}))
+    assert (job.params["shape"], job.params["samples"], job.params["embed_preprocessing"]) == ("dynamic_batch", 6, True)
+
+
+def test_benchmark_takes_each_hint_given(alice, trained):
+    fp32 = make_artifact(trained.model, parent=trained)
+    job = started(signed_in(alice).post(f"/api/v1/artifacts/{fp32.id}/benchmark/",
+                                        {"seconds": "2", "hints": ["latency", "throughput"], "layer_counters": "false"}))
+    assert (job.params["seconds"], job.params["hints"], job.params["layer_counters"]) == (2.0, ["latency", "throughput"], False)
+
+
+def test_evaluate_and_train_take_their_dataset(alice, trained, dataset):
+    client = signed_in(alice)
+    evaluation = started(client.post(f"/api/v1/artifacts/{trained.id}/evaluate/", {"dataset": dataset.id, "split": "train"}))
+    assert (evaluation.params["dataset"], evaluation.params["split"]) == (dataset.id, "train")
+    training = started(client.post(f"/api/v1/projects/{dataset.project_id}/train/",
+                                   {"dataset": dataset.id, "model_name": "again", "epochs": "2"}))
+    assert (training.params["dataset"], training.params["epochs"], training.params["model_name"]) == (dataset.id, 2, "again")
+
+
+def test_a_form_encoded_body_is_checked_like_json(alice, trained):
+    response = signed_in(alice).post(f"/api/v1/artifacts/{trained.id}/convert/", {"shape": ["static", "round"]})
+    assert response.status_code == 400 and "params.shape" in response.json()  # the last value counts, as in Django
+    assert not Job.objects.exists()
