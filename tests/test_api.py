@@ -43,6 +43,17 @@ def test_it_refuses_a_token_for_a_wrong_password(client, alice):
     assert not Token.objects.exists()
 
 
+def test_its_holder_revokes_the_token_and_it_signs_in_no_more(client, alice, team_a):
+    token = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}).json()["token"]
+    assert client.delete("/api/v1/auth/token/").status_code == 401  # nobody to revoke it for
+    assert Token.objects.filter(key=token).exists()
+    assert client.delete("/api/v1/auth/token/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 204
+    assert not Token.objects.filter(user=alice).exists()
+    assert client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 401
+    renewed = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}).json()["token"]
+    assert renewed != token and client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {renewed}").status_code == 200
+
+
 def test_it_lists_teams_for_a_token(client, alice, team_a, team_c):
     token = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}).json()["token"]
     response = client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {token}")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rest_framework.authtoken.models import Token
 
 from tests.archive_builders import colour_classes, make_zip
 from tests.conftest import PASSWORD
@@ -91,8 +92,10 @@ def test_login_keeps_the_token_private_and_lists_only_the_users_projects(alice_h
     as_json = vintner(alice_home, "projects", "list", "--json")
     assert [p["name"] for p in json.loads(as_json.stdout)] == ["Vision"]
 
-    vintner(alice_home, "logout")
-    assert not config.exists()
+    token = json.loads(config.read_text())["token"]
+    logout = vintner(alice_home, "logout")
+    assert "The token is revoked" in logout.stderr and not config.exists()
+    assert not Token.objects.filter(key=token).exists()  # a copy of it elsewhere signs in no more
     assert vintner(alice_home, "projects", "list").returncode == 2
 
 

@@ -168,6 +168,14 @@ def cmd_login(args) -> int:
 
 
 def cmd_logout(args) -> int:
+    settings = resolve(args.url)
+    if settings.username and settings.token:  # the stored login (a VINTNER_TOKEN is the caller's to keep)
+        try:
+            Client(settings.url, settings.token).request("DELETE", "auth/token/")
+            note(f"The token is revoked at {settings.url}: every machine logged in as {settings.username} "
+                 "must log in again.")
+        except ApiError as error:
+            note(f"The server did not revoke the token ({error}); it is forgotten here all the same.")
     if forget():
         note("Logged out: the token is no longer kept on this machine.")
     else:
@@ -492,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     login = command(nouns, "login", cmd_login, "get an API token and keep it in ~/.config/vintner/config.json")
     login.add_argument("--username", "-u")
     login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    command(nouns, "logout", cmd_logout, "forget the stored token")
+    command(nouns, "logout", cmd_logout, "revoke the stored token on its server and forget it")
     command(nouns, "whoami", cmd_whoami, "who the stored token signs in as, and their teams", [as_json])
 
     projects = noun("projects", "projects you can see")

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from webapp.core.tokens import TokenView
 from webapp.core.views import healthz
 from webapp.datasets import api as datasets_api
 from webapp.datasets import views as datasets_views
@@ -21,7 +21,7 @@ from webapp.teams import views as teams_views
 from webapp.uploads import api as uploads_api
 
 api_v1 = [
-    path("auth/token/", obtain_auth_token, name="api_token"),
+    path("auth/token/", TokenView.as_view(), name="api_token"),
     path("teams/", teams_api.TeamListView.as_view(), name="api_team_list"),
     path("teams/<int:team_id>/", teams_api.TeamDetailView.as_view(), name="api_team_detail"),
     path("teams/<int:team_id>/members/", teams_api.MemberListView.as_view(), name="api_member_list"),
