@@ -1,7 +1,7 @@
 """Child process that loads an uploaded TorchScript or torch.export (.pt2) model, which is code,
 under an address-space limit, and writes what it found as JSON. The parent
-(`formats._run_child`) gives it a minimal environment, enforces the time limit, and reads
-the result file:
+(`formats.torch_programs._run_child`) gives it a minimal environment, enforces the time limit,
+and reads the result file:
 
     python -m workers.pipeline._inspect_child '{"format": "torchscript", "path": …,
         "input_size": 224, "memory_limit_mb": 8192, "result": …/result.json}'
@@ -21,17 +21,18 @@ def main() -> None:
     import torch
     import torch.export
 
-    from workers.pipeline import formats
+    from workers.pipeline.formats import one_line
+    from workers.pipeline.formats.torch_programs import CHILD_FACTS
 
     torch.set_num_threads(1)  # one thread: predictable memory, and no thread pool to reserve it
     _limit_memory(request["memory_limit_mb"])
     try:
-        facts = formats.CHILD_FACTS[request["format"]](Path(request["path"]), request["input_size"])
+        facts = CHILD_FACTS[request["format"]](Path(request["path"]), request["input_size"])
         report = {"facts": facts}
     except MemoryError:
         report = {"error": "memory"}
     except Exception as e:  # the parent turns it into a message for the user
-        report = {"error": "load", "message": formats.one_line(e)}
+        report = {"error": "load", "message": one_line(e)}
     Path(request["result"]).write_text(json.dumps(report))
 
 

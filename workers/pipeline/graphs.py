@@ -24,7 +24,8 @@ from pathlib import Path
 import onnx
 import openvino
 
-from workers.pipeline.formats import Prepared, _onnx_dtype
+from workers.pipeline.formats import Prepared
+from workers.pipeline.formats.onnx_models import onnx_dtype
 
 MAX_ATTRS = 24  # per node; the rest are summed up in one "…" entry
 MAX_TEXT = 80  # characters of one attribute's value
@@ -126,7 +127,7 @@ def _onnx_graph(path: Path, max_nodes: int) -> dict:
     def port(name: str) -> dict:
         shape, dtype = values.get(name, (None, ""))
         if name in initializers and name not in values:
-            shape, dtype = list(initializers[name].dims), _onnx_dtype(initializers[name].data_type)
+            shape, dtype = list(initializers[name].dims), onnx_dtype(initializers[name].data_type)
         return {"name": name, "shape": shape, "dtype": dtype}
 
     nodes: list[dict] = []
@@ -235,7 +236,7 @@ def _input_names(node, opsets: dict) -> list[str]:
 
 
 def _initializer(tensor: onnx.TensorProto) -> str:
-    text = f"{_onnx_dtype(tensor.data_type)} {_dims(list(tensor.dims))}" + (f" · {tensor.name}" if tensor.name else "")
+    text = f"{onnx_dtype(tensor.data_type)} {_dims(list(tensor.dims))}" + (f" · {tensor.name}" if tensor.name else "")
     if math.prod(tensor.dims) <= SMALL and tensor.data_location != onnx.TensorProto.EXTERNAL:
         try:
             text += " = " + _short(onnx.numpy_helper.to_array(tensor).ravel().tolist())
@@ -274,7 +275,7 @@ def _onnx_value(value: onnx.ValueInfoProto) -> tuple[list | None, str]:
     tensor = value.type.tensor_type
     shape = [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim] \
         if tensor.HasField("shape") else None
-    return shape, _onnx_dtype(tensor.elem_type) if tensor.elem_type else ""
+    return shape, onnx_dtype(tensor.elem_type) if tensor.elem_type else ""
 
 
 # --- shared ------------------------------------------------------------------------------------

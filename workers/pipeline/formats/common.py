@@ -1,0 +1,97 @@
+"""What every format shares: the formats' names, the configuration and the records that preparing
+and inspecting return, and how names and errors are written into messages.
+"""
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workers.pipeline import architectures
+
+FORMATS = ("torchscript", "torch_export", "state_dict", "onnx", "openvino_ir")
+ARCHITECTURES: tuple[str, ...] = architectures.ARCHITECTURES  # one list, also read by the web side
+
+LABELS = {
+    "torchscript": "TorchScript",
+    "torch_export": "a torch.export program (.pt2)",
+    "state_dict": "a PyTorch state_dict",
+    "onnx": "ONNX",
+    "openvino_ir": "OpenVINO IR",
+}
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    architecture: str = ""  # for state_dict: a name from ARCHITECTURES
+    num_classes: int | None = None  # for state_dict
+    input_size: int = 224  # example input for tracing / parameter checks: [1, 3, s, s]
+    time_limit_s: float = 300.0  # wall clock for the child that loads code (TorchScript, .pt2), start-up included
+    memory_limit_mb: int = 8192  # address space that loading may add, in that child
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: list[int | None]  # None where dynamic; [] where even the rank is unknown
+    dtype: str  # "f32", "f16", "i64", "u8"...; "" where unknown
+
+
+@dataclass
+class Prepared:
+    format: str
+    folder: Path  # canonical files inside, see CANONICAL
+    primary: str  # file name of the main file in folder
+
+
+@dataclass
+class Inspection:
+    format: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    parameters: int | None  # count of weights
+    size_bytes: int  # all files
+    precision: str  # "fp32" | "fp16" | "bf16" | "int8" | "mixed" (dominant weight dtype); "" without weights
+    opset: int | None  # ONNX default-domain opset
+    ir_version: str | None  # ONNX ir_version or OpenVINO IR version
+    traces: bool | None  # PyTorch sources: does torch.export.export (or a TorchScript forward) succeed
+    trace_error: str  # why not, in one sentence
+    details: dict = field(default_factory=dict)  # anything else worth showing
+
+    def as_dict(self) -> dict:
+        return _json_safe(asdict(self))
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line for a message: its first non-empty line."""
+    text = ANSI.sub("", str(error))
+    line = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return line if len(line) <= 300 else line[:297] + "…"
+
+
+def _show(name: str) -> str:
+    """A user-given name fit for a message: control characters escaped, very long names shortened."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+    return shown if len(shown) <= 200 else f"{shown[:120]}…{shown[-60:]}"
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_json_safe(item) for item in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
