@@ -18,8 +18,7 @@ from torch import nn
 
 from tests import model_builders as mb
 from tests.fakes import FakeReporter
-from workers.pipeline import conversion
-from workers.pipeline.conversion import ConversionResult, ConvertConfig, Equivalence, convert
+from workers.pipeline.conversion import ConversionResult, ConvertConfig, Equivalence, convert, job
 from workers.pipeline.formats import InspectConfig, Prepared, prepare_model
 from workers.pipeline.reporting import Cancelled, JobError, Span
 
@@ -328,7 +327,7 @@ def test_auto_falls_back_to_onnx_and_says_why(sources, tmp_path, monkeypatch):
                                "Summary:\n-- No conversion rule found for operations: aten::_convolution\n")
         return original(model, **kwargs)
 
-    monkeypatch.setattr(conversion.ov, "convert_model", no_pytorch_frontend)
+    monkeypatch.setattr(ov, "convert_model", no_pytorch_frontend)
     result = run(sources, "torchscript", tmp_path, route="auto", shape="dynamic_batch")
     assert result.route == "onnx"
     assert result.route_reason.startswith("direct conversion failed (OpenVINO cannot convert aten::_convolution)")
@@ -355,7 +354,7 @@ def test_data_dependent_control_flow_in_torchscript_converts_both_branches(sourc
 
 def test_data_dependent_control_flow_traced_directly_is_called_out(sources, tmp_path, monkeypatch):
     """An eager module is traced: the tracer's warning becomes advice, and the check shows the cost."""
-    monkeypatch.setattr(conversion, "load_torch_module", lambda prepared, config: Branchy().eval())
+    monkeypatch.setattr(job, "load_torch_module", lambda prepared, config: Branchy().eval())
     reporter = Recorder()
     result = run(sources, "state_dict", tmp_path, reporter, route="direct", input_size=(SIZE, SIZE), samples=8)
     warned = reporter.said("warning")
@@ -414,7 +413,7 @@ def test_the_result_as_stored():
 
 
 def test_opset_18_uses_the_torch_export_based_exporter(sources, tmp_path, monkeypatch):
-    monkeypatch.setattr(conversion, "load_torch_module", lambda prepared, config: mb.tiny_net())
+    monkeypatch.setattr(job, "load_torch_module", lambda prepared, config: mb.tiny_net())
     result = run(sources, "state_dict", tmp_path, route="onnx", shape="dynamic", opset=18, input_size=(SIZE, SIZE))
     assert result.route_reason == "converted via ONNX (opset 18, the torch.export-based exporter), as chosen"
     assert result.equivalence.within_tolerance and result.inputs[0].shape == [None, 3, None, None]
@@ -426,7 +425,7 @@ def test_a_pt2_program_goes_to_onnx_at_opset_18_and_says_so(sources, tmp_path):
 
 
 def test_an_op_in_a_traced_module_is_named_with_its_line(sources, tmp_path, monkeypatch):
-    monkeypatch.setattr(conversion, "load_torch_module", lambda prepared, config: LogGamma().eval())
+    monkeypatch.setattr(job, "load_torch_module", lambda prepared, config: LogGamma().eval())
     message = refusal(sources, "state_dict", tmp_path, route="direct", input_size=(SIZE, SIZE))
     assert message.startswith("OpenVINO's PyTorch frontend has no conversion for aten::lgamma (at test_conversion.py:")
     assert "in forward()" in message and "ONNX route" in message
