@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.reporting import JobError, Span, show
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 CHUNK = MiB
@@ -91,11 +91,11 @@ def archive_format(path: Path, name: str = "") -> str:
                 block = decompress(raw).read(512)
             if _is_tar(block):
                 return fmt
-            raise ArchiveRejected(f"“{_show(name)}” is a {kind}-compressed file but not a tar archive; "
+            raise ArchiveRejected(f"“{show(name)}” is a {kind}-compressed file but not a tar archive; "
                                   "upload a .zip, .tar or .tar.gz archive.")
     if _is_tar(head):
         return "tar"
-    raise ArchiveRejected(f"“{_show(name)}” is not a zip or tar archive (it {_looks_like(head)}); "
+    raise ArchiveRejected(f"“{show(name)}” is not a zip or tar archive (it {_looks_like(head)}); "
                           "upload a .zip, .tar or .tar.gz archive.")
 
 
@@ -236,7 +236,7 @@ def _extract_tar(archive: Path, fmt: str, out: "_Output") -> None:
                     raise _refused(None, "it has data after the end of the tar archive "
                                          "(several archives joined together?); upload a single archive")
         except _Overrun:
-            where = f"after “{_show(previous)}”" if previous is not None else "before its first entry"
+            where = f"after “{show(previous)}”" if previous is not None else "before its first entry"
             raise _refused(None, f"it has more than {_human(TAR_SLACK)} of tar headers or padding {where}, "
                                  "which no real archive needs") from None
 
@@ -258,9 +258,9 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, out: "_Output
 
 def _tar_kind(member: tarfile.TarInfo) -> str:
     if member.issym():
-        return f"it is a symbolic link (to “{_show(member.linkname)}”); links are not allowed in uploads"
+        return f"it is a symbolic link (to “{show(member.linkname)}”); links are not allowed in uploads"
     if member.islnk():
-        return f"it is a hard link (to “{_show(member.linkname)}”); links are not allowed in uploads"
+        return f"it is a hard link (to “{show(member.linkname)}”); links are not allowed in uploads"
     if member.ischr() or member.isblk():
         return "it is a device file, not a regular file"
     if member.isfifo():
@@ -413,18 +413,12 @@ def _reading(name: str | None, at: str = "in") -> Iterator[None]:
     except DAMAGED as e:
         detail = str(e)[:200] or type(e).__name__
         if name is not None:
-            detail = f"{detail}, {at} “{_show(name)}”"
+            detail = f"{detail}, {at} “{show(name)}”"
         raise ArchiveRejected(f"The archive is damaged ({detail}); re-create it and upload it again.") from e
 
 
 def _refused(name: str | None, reason: str) -> ArchiveRejected:
-    return ArchiveRejected(f"Refused “{_show(name)}”: {reason}." if name is not None else f"Refused the archive: {reason}.")
-
-
-def _show(name: str) -> str:
-    """An entry name fit for a message: control characters escaped, very long names shortened."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
-    return shown if len(shown) <= 200 else f"{shown[:120]}…{shown[-60:]}"
+    return ArchiveRejected(f"Refused “{show(name)}”: {reason}." if name is not None else f"Refused the archive: {reason}.")
 
 
 def _human(n: int) -> str:

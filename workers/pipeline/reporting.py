@@ -52,6 +52,12 @@ class Span:
             raise Cancelled()
 
 
+def show(name: object) -> str:
+    """A user-given name fit for a message: control characters escaped, very long names shortened."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
+    return shown if len(shown) <= 200 else f"{shown[:120]}…{shown[-60:]}"
+
+
 @contextlib.contextmanager
 def timed(seconds: dict[str, float], name: str):
     """Add the wall time of the block to seconds[name] (a stage's time in a result's breakdown)."""

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workers.pipeline.formats import TensorInfo
+from workers.pipeline.formats.common import TensorInfo, json_safe
 from workers.pipeline.reporting import JobError
 
 ROUTES = ("auto", "direct", "onnx")
@@ -58,10 +58,11 @@ class ConversionResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
     def as_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
-def _checked(config: ConvertConfig) -> ConvertConfig:
+def checked(config: ConvertConfig) -> ConvertConfig:
+    """`config` with every setting checked (a JobError says what is wrong) and input_size a tuple."""
     if config.route not in ROUTES:
         raise JobError(f"Unknown conversion route “{config.route}”; it is one of {', '.join(ROUTES)}.")
     if config.shape not in SHAPES:
@@ -88,15 +89,3 @@ def _checked(config: ConvertConfig) -> ConvertConfig:
     if config.preprocessing is not None and not isinstance(config.preprocessing, Mapping):
         raise JobError("Preprocessing must be a mapping with layout, color, mean, std and input_size.")
     return ConvertConfig(**{**asdict(config), "input_size": (int(size[0]), int(size[1]))})
-
-
-def _json_safe(value: object) -> object:
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -12,7 +12,7 @@ import openvino as ov
 import torch
 
 from workers.pipeline.conversion.config import Equivalence
-from workers.pipeline.conversion.explain import _shape_text
+from workers.pipeline.conversion.explain import shape_text
 from workers.pipeline.conversion.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from workers.pipeline.formats import one_line
 from workers.pipeline.reporting import JobError, Reporter
@@ -28,15 +28,16 @@ def _core() -> ov.Core:
 
 
 @dataclass
-class _Case:
+class Case:
+    """One batch of the check's inputs: the network's, and the IR's where preprocessing is embedded."""
     network: np.ndarray  # what the source's network takes, a batch
     ir: np.ndarray | None = None  # what the IR takes where preprocessing is embedded
 
 
 # --- the inputs ------------------------------------------------------------------------------------
 
-def _check_cases(images: list[Path] | None, *, samples: int, shape: str, size: tuple[int, int], layout: str,
-                 model_color: str, preprocessing: dict | None, reporter: Reporter) -> tuple[list[_Case], str]:
+def check_cases(images: list[Path] | None, *, samples: int, shape: str, size: tuple[int, int], layout: str,
+                model_color: str, preprocessing: dict | None, reporter: Reporter) -> tuple[list[Case], str]:
     """The inputs, grouped into the batches the IR runs; each with the network's input and,
     with embedded preprocessing, the u8 images the IR takes instead. `layout` and `model_color`
     are the network's; `size` is the height and width it sees."""
@@ -64,10 +65,10 @@ def _check_cases(images: list[Path] | None, *, samples: int, shape: str, size: t
     if shape == "dynamic":
         half = (len(pictures) + 1) // 2
         tensors = tensors[:half] + [_normalise(_resize(p, *second), layout, model_color) for p in pictures[half:]]
-    return _batches([_Case(t[None]) for t in tensors], shape), source
+    return _batches([Case(t[None]) for t in tensors], shape), source
 
 
-def _generated_cases(count: int, shape: str, size: tuple[int, int], layout: str) -> list[_Case]:
+def _generated_cases(count: int, shape: str, size: tuple[int, int], layout: str) -> list[Case]:
     generator = torch.Generator().manual_seed(0)
     height, width = size
 
@@ -77,16 +78,16 @@ def _generated_cases(count: int, shape: str, size: tuple[int, int], layout: str)
 
     if shape == "dynamic":
         half = (count + 1) // 2 if count > 1 else 1
-        cases = [_Case(sample(height, width)) for _ in range(half)]
-        cases += [_Case(sample(height + 32, width + 64)) for _ in range(count - half)]
+        cases = [Case(sample(height, width)) for _ in range(half)]
+        cases += [Case(sample(height + 32, width + 64)) for _ in range(count - half)]
         if count == 1:
-            cases.append(_Case(sample(height + 32, width + 64)))
+            cases.append(Case(sample(height + 32, width + 64)))
     else:
-        cases = [_Case(sample(height, width)) for _ in range(max(count, 1 if shape == "static" else 2))]
+        cases = [Case(sample(height, width)) for _ in range(max(count, 1 if shape == "static" else 2))]
     return _batches(cases, shape)
 
 
-def _preprocessed_cases(pictures: list[np.ndarray], spec: dict, shape: str, layout: str) -> list[_Case]:
+def _preprocessed_cases(pictures: list[np.ndarray], spec: dict, shape: str, layout: str) -> list[Case]:
     """Each picture (H×W×3 u8 RGB) as the IR takes it and, preprocessed here as the IR's embedded
     steps do it, as the source does."""
     height, width = spec["input_size"]
@@ -104,7 +105,7 @@ def _preprocessed_cases(pictures: list[np.ndarray], spec: dict, shape: str, layo
         tensor = ((chw[0].numpy() / 255.0 - mean) / std).astype(np.float32)
         if layout == "NHWC":
             tensor = tensor.transpose(1, 2, 0)
-        cases.append(_Case(np.ascontiguousarray(tensor[None]), np.ascontiguousarray(ir[None])))
+        cases.append(Case(np.ascontiguousarray(tensor[None]), np.ascontiguousarray(ir[None])))
     return _batches(cases, shape)
 
 
@@ -149,28 +150,28 @@ def _random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarr
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def _batches(cases: list[_Case], shape: str) -> list[_Case]:
+def _batches(cases: list[Case], shape: str) -> list[Case]:
     """Static: one sample a run. Dynamic: the first sample alone, the rest of each size together."""
     if shape == "static" or len(cases) < 2:
         return cases
-    groups: list[list[_Case]] = [[cases[0]]]
+    groups: list[list[Case]] = [[cases[0]]]
     for case in cases[1:]:
         if len(groups) > 1 and _same(groups[-1][-1], case):
             groups[-1].append(case)
         else:
             groups.append([case])
-    return [_Case(np.concatenate([c.network for c in group]),
-                  None if group[0].ir is None else np.concatenate([c.ir for c in group])) for group in groups]
+    return [Case(np.concatenate([c.network for c in group]),
+                 None if group[0].ir is None else np.concatenate([c.ir for c in group])) for group in groups]
 
 
-def _same(a: _Case, b: _Case) -> bool:
+def _same(a: Case, b: Case) -> bool:
     return a.network.shape == b.network.shape and (a.ir is None or a.ir.shape == b.ir.shape)
 
 
 # --- the source's outputs --------------------------------------------------------------------------
 
-def _source_outputs(cases: list[_Case], *, module: torch.nn.Module | None, onnx: Path, shape: list[int],
-                    hint: str) -> list[list[np.ndarray]]:
+def source_outputs(cases: list[Case], *, module: torch.nn.Module | None, onnx: Path, shape: list[int],
+                   hint: str) -> list[list[np.ndarray]]:
     """The source's outputs on the check's inputs: the PyTorch `module`'s, or without one, those of
     OpenVINO's own reading of the `onnx` file at the network input `shape`. Says nothing to the
     reporter: it may run in a thread of its own."""
@@ -196,7 +197,7 @@ def _run_onnx(path: Path, shape: list[int], hint: str) -> Callable[[np.ndarray],
             source.reshape({source.input(0): ov.PartialShape(shape)})
         compiled = core.compile_model(source, "CPU", EXACT)
     except Exception as e:
-        raise JobError(f"OpenVINO could not run the source ONNX model at {_shape_text(shape)} "
+        raise JobError(f"OpenVINO could not run the source ONNX model at {shape_text(shape)} "
                        f"to compare the IR with it: {one_line(e).rstrip('.')}.{hint}") from None
     request = compiled.create_infer_request()
 
@@ -207,7 +208,7 @@ def _run_onnx(path: Path, shape: list[int], hint: str) -> Callable[[np.ndarray],
     return run_onnx
 
 
-def _reference_outputs(run: Callable[[np.ndarray], list[np.ndarray]], cases: list[_Case], hint: str, *,
+def _reference_outputs(run: Callable[[np.ndarray], list[np.ndarray]], cases: list[Case], hint: str, *,
                        independent: bool) -> list[list[np.ndarray]]:
     """The source's outputs for each case, in the same batches the IR gets: a model may mix the
     samples of a batch (`x.sum()`), so batching differently would compare different things. Where
@@ -233,7 +234,7 @@ def _reference_outputs(run: Callable[[np.ndarray], list[np.ndarray]], cases: lis
             try:
                 results[index] = run(cases[index].network)
             except Exception as e:
-                shape = _shape_text(list(cases[index].network.shape))
+                shape = shape_text(list(cases[index].network.shape))
                 raise JobError(f"The source model itself fails on a {shape} input, so the IR cannot be checked at "
                                f"that shape: {one_line(e).rstrip('.')}.{hint}") from None
     return results  # type: ignore[return-value]
@@ -251,7 +252,8 @@ def _flat_outputs(output: object) -> list[torch.Tensor]:
 
 # --- the IR against them ---------------------------------------------------------------------------
 
-def _read_ir(xml: Path) -> tuple[ov.Model, ov.CompiledModel]:
+def read_ir(xml: Path) -> tuple[ov.Model, ov.CompiledModel]:
+    """The saved IR read back and compiled on the CPU at FP32 inference precision, for the check."""
     core = _core()
     try:
         model = core.read_model(str(xml))
@@ -261,8 +263,8 @@ def _read_ir(xml: Path) -> tuple[ov.Model, ov.CompiledModel]:
     return model, compiled
 
 
-def _compare(compiled: ov.CompiledModel, cases: list[_Case], expected: list[list[np.ndarray]], *,
-             tolerance: float, source: str, reference: str, hint: str) -> Equivalence:
+def compare(compiled: ov.CompiledModel, cases: list[Case], expected: list[list[np.ndarray]], *,
+            tolerance: float, source: str, reference: str, hint: str) -> Equivalence:
     """The IR's outputs on each case against the source's `expected` ones."""
     request = compiled.create_infer_request()
     diffs = _Diffs()
@@ -273,7 +275,7 @@ def _compare(compiled: ov.CompiledModel, cases: list[_Case], expected: list[list
         try:
             request.infer({0: feed})
         except Exception as e:
-            raise JobError(f"The converted model fails on a {_shape_text(list(feed.shape))} input: "
+            raise JobError(f"The converted model fails on a {shape_text(list(feed.shape))} input: "
                            f"{one_line(e).rstrip('.')}.{hint}") from None
         got = [request.get_output_tensor(i).data.copy() for i in range(len(compiled.outputs))]
         diffs.add(got, wanted)
@@ -318,7 +320,8 @@ class _Diffs:
         return self.agree / self.samples if self.samples else 0.0
 
 
-def _summary(equivalence: Equivalence) -> str:
+def summary(equivalence: Equivalence) -> str:
+    """The check's result in one line: the differences, top-1 agreement, samples, shapes and tolerance."""
     shapes = equivalence.shapes
     return (f"max |difference| {_g(equivalence.max_abs_diff)}, mean {_g(equivalence.mean_abs_diff)}, top-1 "
             f"agreement {equivalence.top1_agreement:.0%} over {equivalence.samples} samples at "

@@ -17,7 +17,7 @@ DETAIL = re.compile(r"^-- (\S+) with a message:\s*\n(.+?)(?=\n-- |\nSummary:|\Z)
 DURING = re.compile(r"Exception happened during conversion of operation (\S+?)/(\S+)")
 
 
-def _tracer_advice(caught: list[warnings.WarningMessage]) -> str:
+def tracer_advice(caught: list[warnings.WarningMessage]) -> str:
     """What to do where the tracer warned that the trace depends on the example input; "" elsewhere."""
     tracer = [str(w.message) for w in caught if w.category.__name__ == "TracerWarning"]
     if any("Python boolean" in text or "Python index" in text or "Python number" in text for text in tracer):
@@ -28,8 +28,8 @@ def _tracer_advice(caught: list[warnings.WarningMessage]) -> str:
     return ""
 
 
-def _explain_direct(error: Exception, source: torch.jit.ScriptModule | torch.export.ExportedProgram,
-                    shape: list[int]) -> tuple[str, str]:
+def explain_direct(error: Exception, source: torch.jit.ScriptModule | torch.export.ExportedProgram,
+                   shape: list[int]) -> tuple[str, str]:
     """Why OpenVINO's PyTorch frontend failed on `source` (traced at `shape`): a full message, and a
     short one for the route's reason."""
     text = _clean(error)
@@ -42,7 +42,7 @@ def _explain_direct(error: Exception, source: torch.jit.ScriptModule | torch.exp
                 "Try the ONNX route, or replace the operation in the model.", short)
     if "Couldn't get TorchScript module by tracing" in text:
         cause = _after(text, "Exception:") or one_line(error)
-        return (f"PyTorch could not trace the model on a {_shape_text(shape)} example input: "
+        return (f"PyTorch could not trace the model on a {shape_text(shape)} example input: "
                 f"{cause}. Make the model traceable: its forward() must take one image tensor and return "
                 "tensors (or a tuple or dict of them), without Python control flow that depends on tensor "
                 "values; or try the ONNX route.", "tracing failed")
@@ -50,8 +50,8 @@ def _explain_direct(error: Exception, source: torch.jit.ScriptModule | torch.exp
             one_line(error)[:120])
 
 
-def _explain_onnx(error: Exception, uploaded) -> tuple[str, str]:
-    """Why OpenVINO's ONNX frontend failed, as _explain_direct says it. `uploaded` is the uploaded
+def explain_onnx(error: Exception, uploaded) -> tuple[str, str]:
+    """Why OpenVINO's ONNX frontend failed, as explain_direct says it. `uploaded` is the uploaded
     model (an onnx.ModelProto), or None where the ONNX file is Vintner's own export."""
     text = _clean(error)
     onnx_source = uploaded is not None
@@ -108,7 +108,7 @@ def _locate_onnx_ops(ops: list[str], model) -> dict[str, str]:
     return found
 
 
-def _shape_hint(shape: str) -> str:
+def shape_hint(shape: str) -> str:
     """What may be wrong where the model fails on the inputs the `shape` chosen gives it."""
     return {"static": " Check the input size: the model may need another one.",
             "dynamic_batch": " The model may not allow batches other than the one it was made for: "
@@ -194,7 +194,7 @@ def _after(text: str, marker: str) -> str:
     return next((line.strip() for line in rest.splitlines() if line.strip()), "")[:300]
 
 
-def _export_problem(error: BaseException) -> str:
+def export_problem(error: BaseException) -> str:
     """One line on why torch's ONNX export failed."""
     text = _clean(error)
     unsupported = re.search(r"Exporting the operator '?([\w:.]+)'? to ONNX opset version (\d+) is not supported", text)
@@ -210,9 +210,10 @@ def _export_problem(error: BaseException) -> str:
     return (summary.group(1).strip()[:300] if summary else one_line(error)).rstrip(".")
 
 
-def _explain_export(errors: list[tuple[str, Exception]]) -> tuple[str, str]:
-    parts = [f"{EXPORTER_WORDS[exporter]}: {_export_problem(error)}" for exporter, error in errors]
-    problems = " ".join(_export_problem(error) for _, error in errors)
+def explain_export(errors: list[tuple[str, Exception]]) -> tuple[str, str]:
+    """Why export to ONNX failed, per exporter tried, and what to try: a full message and a short one."""
+    parts = [f"{EXPORTER_WORDS[exporter]}: {export_problem(error)}" for exporter, error in errors]
+    problems = " ".join(export_problem(error) for _, error in errors)
     advice = "Try the direct route"
     if "control flow" in problems:
         advice = ("Make the model traceable: replace Python branches on tensor values with tensor operations "
@@ -222,5 +223,6 @@ def _explain_export(errors: list[tuple[str, Exception]]) -> tuple[str, str]:
     return (f"Export to ONNX failed ({'; '.join(parts)}). {advice}.", f"ONNX export failed: {parts[0]}"[:200])
 
 
-def _shape_text(shape: list[int]) -> str:
+def shape_text(shape: list[int]) -> str:
+    """A shape as "[1,3,?,?]", with "?" for dynamic dimensions."""
     return "[" + ",".join("?" if d is None or d < 0 else str(d) for d in shape) + "]"

@@ -13,26 +13,26 @@ import numpy as np
 import openvino as ov
 import torch
 
-from workers.pipeline.conversion.config import DEFAULT_TOLERANCE, ConversionResult, ConvertConfig, Equivalence, _checked
+from workers.pipeline.conversion.config import DEFAULT_TOLERANCE, ConversionResult, ConvertConfig, Equivalence, checked
 from workers.pipeline.conversion.equivalence import (
-    _Case,
-    _check_cases,
-    _compare,
-    _read_ir,
-    _source_outputs,
-    _summary,
+    Case,
+    check_cases,
+    compare,
+    read_ir,
+    source_outputs,
+    summary,
 )
 from workers.pipeline.conversion.explain import (
     EXPORTER_WORDS,
-    _explain_direct,
-    _explain_export,
-    _explain_onnx,
-    _export_problem,
-    _shape_hint,
-    _shape_text,
-    _tracer_advice,
+    explain_direct,
+    explain_export,
+    explain_onnx,
+    export_problem,
+    shape_hint,
+    shape_text,
+    tracer_advice,
 )
-from workers.pipeline.conversion.preprocessing import _embed, _preprocessing_spec
+from workers.pipeline.conversion.preprocessing import embed, preprocessing_spec
 from workers.pipeline.formats import LABELS, InspectConfig, Prepared, TensorInfo, load_torch_module, one_line
 from workers.pipeline.formats.openvino_ir import port_info
 from workers.pipeline.reporting import Cancelled, JobError, Span, timed
@@ -53,7 +53,7 @@ def convert(prepared: Prepared, source_config: InspectConfig, config: ConvertCon
                        "it with other settings.")
     if prepared.format not in LABELS:
         raise JobError(f"Vintner cannot convert models in the format “{prepared.format}”.")
-    job = _Job(prepared, source_config, _checked(config), out, span)
+    job = _Job(prepared, source_config, checked(config), out, span)
     return job.run(images)
 
 
@@ -72,7 +72,7 @@ class _Job:
         self.model_color = "RGB"
         self.source_input = ""  # the source's input name, for messages
         self.pending: concurrent.futures.Future | None = None  # the source's outputs for the check
-        self.preprocessing = _preprocessing_spec(config)  # validated before anything is loaded
+        self.preprocessing = preprocessing_spec(config)  # validated before anything is loaded
         self.size = tuple(self.preprocessing["input_size"]) if self.preprocessing else config.input_size
 
     # --- stages ------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ class _Job:
             self.load()
             if self.preprocessing and not (config.preprocessing or {}).get("model_color"):
                 self.preprocessing["model_color"] = self.model_color
-            cases, source = _check_cases(
+            cases, source = check_cases(
                 images, samples=config.samples, shape=config.shape, size=self.size, layout=self.layout,
                 model_color=self.model_color, preprocessing=self.preprocessing, reporter=self.reporter)
         # The PyTorch source runs on the check's inputs while its trace converts: the module is in
@@ -169,7 +169,7 @@ class _Job:
                            f"torch.export program takes {len(values)} input{'s' if len(values) != 1 else ''} "
                            f"({shapes or 'none'}).")
         dims = [d if isinstance(d, int) else None for d in values[0].shape]
-        shown = _shape_text(dims)
+        shown = shape_text(dims)
         height, width = self.size
         problem = ""
         if dims[0] is not None and self.config.shape != "static":
@@ -259,7 +259,7 @@ class _Job:
         source = self.program if self.program is not None else self.module
         kind = {"torchscript": "TorchScript module", "torch_export": "torch.export program",
                 "state_dict": "PyTorch module"}[self.prepared.format]
-        self.reporter.log(f"Converting the {kind} with OpenVINO's PyTorch frontend, input {_shape_text(shape)}.")
+        self.reporter.log(f"Converting the {kind} with OpenVINO's PyTorch frontend, input {shape_text(shape)}.")
         arguments = {"input": [ov.PartialShape(shape)]}
         if self.program is None:  # TorchScript is typed on an example input; a module is traced on it
             arguments["example_input"] = _example(shape, self.size)
@@ -271,8 +271,8 @@ class _Job:
             try:
                 model = ov.convert_model(source, **arguments)
             except Exception as e:
-                raise _RouteFailed(*_explain_direct(e, source, shape)) from None
-        advice = _tracer_advice(caught)
+                raise _RouteFailed(*explain_direct(e, source, shape)) from None
+        advice = tracer_advice(caught)
         if advice:
             self.warn(advice)
         self.progress(STAGES["saving"] - 0.05)
@@ -288,7 +288,7 @@ class _Job:
                 return torch.jit.trace(module.eval(), (example,), strict=False, check_trace=False)
         except Exception as e:
             raise _RouteFailed(
-                f"PyTorch could not trace the model on a {_shape_text(list(example.shape))} example input: "
+                f"PyTorch could not trace the model on a {shape_text(list(example.shape))} example input: "
                 f"{one_line(e)}. Make the model traceable: its forward() must take one image tensor and return "
                 "tensors (or a tuple or dict of them), without Python control flow that depends on tensor values; "
                 "or try the ONNX route.", "tracing failed") from None
@@ -331,9 +331,9 @@ class _Job:
             if used != opset:
                 how += f"; opset {opset} was asked for, and {DYNAMO_MIN_OPSET} is the oldest it writes"
             if errors:
-                how += f"; the {EXPORTER_WORDS[errors[0][0]]} failed: {_export_problem(errors[0][1])}"
+                how += f"; the {EXPORTER_WORDS[errors[0][0]]} failed: {export_problem(errors[0][1])}"
             return how
-        raise _RouteFailed(*_explain_export(errors))
+        raise _RouteFailed(*explain_export(errors))
 
     def export_legacy(self, path: Path, example: torch.Tensor, opset: int) -> None:
         axes = {"static": {}, "dynamic_batch": {0: "batch"}, "dynamic": {0: "batch", 2: "height", 3: "width"}}
@@ -357,12 +357,12 @@ class _Job:
         if onnx_source:
             self.stage("converting")
         shape = self.network_shape()
-        self.reporter.log(f"Converting the ONNX model with OpenVINO's ONNX frontend, input {_shape_text(shape)}.")
+        self.reporter.log(f"Converting the ONNX model with OpenVINO's ONNX frontend, input {shape_text(shape)}.")
         with timed(self.seconds, "converting"), _quiet():
             try:
                 model = ov.convert_model(str(path), input=[ov.PartialShape(shape)])
             except Exception as e:
-                message, short = _explain_onnx(e, self.onnx_graph() if onnx_source else None)
+                message, short = explain_onnx(e, self.onnx_graph() if onnx_source else None)
                 raise (JobError(message) if onnx_source else _RouteFailed(message, short)) from None
         self.progress(STAGES["saving"] - 0.05)
         return model
@@ -396,7 +396,7 @@ class _Job:
             self.reporter.log(f"The model has {len(model.outputs)} outputs; “{config.output_name}” names the "
                               "first.")
         if self.preprocessing:
-            model = _embed(model, self.preprocessing, self.layout, self.reporter)
+            model = embed(model, self.preprocessing, self.layout, self.reporter)
         model.set_rt_info(route, ["vintner", "route"])
         model.set_rt_info(config.precision, ["vintner", "precision"])
         model.set_rt_info(json.dumps(self.preprocessing) if self.preprocessing else "none",
@@ -417,10 +417,10 @@ class _Job:
 
     # --- the check ---------------------------------------------------------------------------------
 
-    def verify(self, cases: list[_Case], source: str, pending: concurrent.futures.Future | None
+    def verify(self, cases: list[Case], source: str, pending: concurrent.futures.Future | None
                ) -> tuple[list[TensorInfo], list[TensorInfo], Equivalence]:
         config = self.config
-        model, compiled = _read_ir(self.out / "model.xml")
+        model, compiled = read_ir(self.out / "model.xml")
         inputs = [port_info(port, f"input{i}") for i, port in enumerate(model.inputs)]
         outputs = [port_info(port, f"output{i}") for i, port in enumerate(model.outputs)]
         if self.preprocessing:
@@ -431,12 +431,12 @@ class _Job:
         expected = pending.result() if pending is not None else self.expected(cases)
         self.progress(0.9)
         tolerance = config.tolerance if config.tolerance is not None else DEFAULT_TOLERANCE[config.precision]
-        equivalence = _compare(compiled, cases, expected, tolerance=tolerance, source=source,
-                               reference=self.reference_words(), hint=_shape_hint(config.shape))
+        equivalence = compare(compiled, cases, expected, tolerance=tolerance, source=source,
+                              reference=self.reference_words(), hint=shape_hint(config.shape))
         if equivalence.within_tolerance:
-            self.reporter.log(f"The IR matches its source: {_summary(equivalence)}.")
+            self.reporter.log(f"The IR matches its source: {summary(equivalence)}.")
         else:
-            self.warn(f"The IR differs from its source beyond the tolerance: {_summary(equivalence)}."
+            self.warn(f"The IR differs from its source beyond the tolerance: {summary(equivalence)}."
                       + (" The tracer warned that the model's control flow depends on its input (see above)."
                          if any("tracer" in w for w in self.warnings) else ""))
         return inputs, outputs, equivalence
@@ -452,9 +452,9 @@ class _Job:
         return {"torchscript": "the TorchScript module", "torch_export": "the torch.export program",
                 "state_dict": "the PyTorch module"}[self.prepared.format]
 
-    def expected(self, cases: list[_Case]) -> list[list[np.ndarray]]:
-        return _source_outputs(cases, module=self.module, onnx=self.prepared.folder / self.prepared.primary,
-                               shape=self.network_shape(), hint=_shape_hint(self.config.shape))
+    def expected(self, cases: list[Case]) -> list[list[np.ndarray]]:
+        return source_outputs(cases, module=self.module, onnx=self.prepared.folder / self.prepared.primary,
+                              shape=self.network_shape(), hint=shape_hint(self.config.shape))
 
 
 class _RouteFailed(Exception):

@@ -15,7 +15,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING_KEYS = {"layout", "color", "model_color", "mean", "std", "input_size"}
 
 
-def _preprocessing_spec(config: ConvertConfig) -> dict | None:
+def preprocessing_spec(config: ConvertConfig) -> dict | None:
     """The preprocessing to embed, checked and with defaults filled in; model_color stays RGB
     unless given, until the source's metadata has been read."""
     spec = config.preprocessing
@@ -61,7 +61,7 @@ def _three(value: object, what: str) -> list[float]:
     return numbers
 
 
-def _embed(model: ov.Model, spec: dict, layout: str, reporter: Reporter) -> ov.Model:
+def embed(model: ov.Model, spec: dict, layout: str, reporter: Reporter) -> ov.Model:
     """`model`, whose input is in `layout`, with the preprocessing `spec` in front: it then takes u8 images."""
     from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
 

@@ -3,6 +3,7 @@ and inspecting return, and how names and errors are written into messages.
 """
 
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -60,10 +61,11 @@ class Inspection:
     details: dict = field(default_factory=dict)  # anything else worth showing
 
     def as_dict(self) -> dict:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
-def _folder_size(folder: Path) -> int:
+def folder_size(folder: Path) -> int:
+    """The bytes of all files under `folder`."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
@@ -77,21 +79,17 @@ def one_line(error: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "…"
 
 
-def _show(name: str) -> str:
-    """A user-given name fit for a message: control characters escaped, very long names shortened."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
-    return shown if len(shown) <= 200 else f"{shown[:120]}…{shown[-60:]}"
-
-
-def _json_safe(value: object) -> object:
+def json_safe(value: object) -> object:
+    """`value` as JSON takes it: numpy's numbers as Python's, NaN and infinities as null, paths and
+    anything else unknown as text."""
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     if value is None or isinstance(value, (bool, int, str)):
         return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
     return str(value)

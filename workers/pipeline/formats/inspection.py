@@ -3,20 +3,20 @@
 import torch
 
 from workers.pipeline.formats.common import LABELS, InspectConfig, Inspection, Prepared
-from workers.pipeline.formats.onnx_models import _inspect_onnx
-from workers.pipeline.formats.openvino_ir import _inspect_ir
-from workers.pipeline.formats.state_dicts import _architecture, _fit, _inspect_state_dict, _read_state_dict
-from workers.pipeline.formats.torch_programs import _inspect_in_child
+from workers.pipeline.formats.onnx_models import inspect_onnx
+from workers.pipeline.formats.openvino_ir import inspect_ir
+from workers.pipeline.formats.state_dicts import architecture, fit, inspect_state_dict, read_state_dict
+from workers.pipeline.formats.torch_programs import inspect_in_child
 from workers.pipeline.reporting import JobError, Span
 
 
 def inspect_model(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
     inspect = {
-        "torchscript": _inspect_in_child,
-        "torch_export": _inspect_in_child,
-        "state_dict": _inspect_state_dict,
-        "onnx": _inspect_onnx,
-        "openvino_ir": _inspect_ir,
+        "torchscript": inspect_in_child,
+        "torch_export": inspect_in_child,
+        "state_dict": inspect_state_dict,
+        "onnx": inspect_onnx,
+        "openvino_ir": inspect_ir,
     }[prepared.format]
     span.raise_if_cancelled()
     inspection = inspect(prepared, config, span)
@@ -31,9 +31,9 @@ def load_torch_module(prepared: Prepared, config: InspectConfig) -> torch.nn.Mod
     code as they load: call this only in a worker process."""
     path = prepared.folder / prepared.primary
     if prepared.format == "state_dict":
-        arch, classes = _architecture(config)
-        state, _ = _read_state_dict(prepared)
-        return _fit(state, arch, classes, prepared.primary)
+        arch, classes = architecture(config)
+        state, _ = read_state_dict(prepared)
+        return fit(state, arch, classes, prepared.primary)
     if prepared.format == "torchscript":
         return torch.jit.load(str(path), map_location="cpu").eval()
     if prepared.format == "torch_export":

@@ -12,20 +12,21 @@ import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from workers.pipeline.formats.common import (
-    InspectConfig, Inspection, Prepared, TensorInfo, _folder_size, _show, one_line,
+    InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
-from workers.pipeline.formats.tensors import NOT_WEIGHTS, _precision
-from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.formats.tensors import NOT_WEIGHTS, precision
+from workers.pipeline.reporting import JobError, Span, show
 
 
-def _inspect_onnx(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
+def inspect_onnx(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
+    """An ONNX model's inspection, its external data checked before onnx reads it."""
     path, name = prepared.folder / prepared.primary, prepared.primary
-    model = _read_onnx(path, name)
+    model = read_onnx(path, name)
     locations = set()
-    for tensor in _external_tensors(model):
-        info = _external_info(tensor, name)
-        _check_external_file(prepared.folder, tensor.name, info, name)
-        locations.add(_normal(info.location))
+    for tensor in external_tensors(model):
+        info = external_info(tensor, name)
+        check_external_file(prepared.folder, tensor.name, info, name)
+        locations.add(normal(info.location))
     span.progress(0.3)
     try:
         onnx.checker.check_model(str(path))  # the path form reads external data, and models over 2 GB
@@ -39,8 +40,8 @@ def _inspect_onnx(prepared: Prepared, config: InspectConfig, span: Span) -> Insp
         inputs=[_onnx_info(value) for value in graph.input if value.name not in initialized],
         outputs=[_onnx_info(value) for value in graph.output],
         parameters=sum(count for dtype, count in weights if dtype not in NOT_WEIGHTS),
-        size_bytes=_folder_size(prepared.folder),
-        precision=_precision(weights),
+        size_bytes=folder_size(prepared.folder),
+        precision=precision(weights),
         opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         ir_version=str(model.ir_version),
         traces=None,
@@ -55,14 +56,15 @@ def _inspect_onnx(prepared: Prepared, config: InspectConfig, span: Span) -> Insp
     )
 
 
-def _read_onnx(path: Path, name: str) -> onnx.ModelProto:
+def read_onnx(path: Path, name: str) -> onnx.ModelProto:
+    """The ONNX model without its external data, or a JobError where `path` is not ONNX."""
     try:
         return onnx.load(str(path), load_external_data=False)  # its data files are checked first
     except Exception as e:  # protobuf's DecodeError, and the like
-        raise JobError(f"“{_show(name)}” is not a valid ONNX model ({one_line(e)}).") from None
+        raise JobError(f"“{show(name)}” is not a valid ONNX model ({one_line(e)}).") from None
 
 
-def _external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """Every tensor whose data lives in another file: initializers, and Constant nodes' values
     in the graph, its subgraphs and the model's local functions."""
     tensors = _graph_tensors(model.graph)
@@ -90,18 +92,19 @@ def _node_tensors(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]
                 yield from _graph_tensors(graph)
 
 
-def _external_info(tensor: onnx.TensorProto, name: str) -> ExternalDataInfo:
+def external_info(tensor: onnx.TensorProto, name: str) -> ExternalDataInfo:
+    """Where `tensor`'s external data lies, or a JobError where the model describes it wrongly."""
     try:
         return ExternalDataInfo(tensor)
     except ValueError as e:
-        raise JobError(f"“{_show(name)}” describes the external data of tensor “{_show(tensor.name)}” "
+        raise JobError(f"“{show(name)}” describes the external data of tensor “{show(tensor.name)}” "
                        f"wrongly ({one_line(e)}).") from None
 
 
 DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def _check_location_text(tensor: str, location: str, name: str) -> None:
+def check_location_text(tensor: str, location: str, name: str) -> None:
     """External data must name a file at or below the model's folder, written the one plain way."""
     if not location or "\0" in location:
         reason = "which is not a file name"
@@ -113,17 +116,17 @@ def _check_location_text(tensor: str, location: str, name: str) -> None:
         reason = "a path that leads outside the model's folder"
     else:
         return
-    raise JobError(f"“{_show(name)}” refers to external data for tensor “{_show(tensor)}” at "
-                   f"“{_show(location)}”, {reason}. External data must be files next to the model "
+    raise JobError(f"“{show(name)}” refers to external data for tensor “{show(tensor)}” at "
+                   f"“{show(location)}”, {reason}. External data must be files next to the model "
                    "(or in a folder below it).")
 
 
-def _check_external_file(folder: Path, tensor: str, info: ExternalDataInfo, name: str) -> None:
+def check_external_file(folder: Path, tensor: str, info: ExternalDataInfo, name: str) -> None:
     """The data file is a regular file inside `folder`, reached without links, and holds the range."""
     location = info.location
-    _check_location_text(tensor, location, name)
+    check_location_text(tensor, location, name)
     path, problem = folder, ""
-    for part in PurePosixPath(_normal(location)).parts:  # every step, so no link anywhere on the way
+    for part in PurePosixPath(normal(location)).parts:  # every step, so no link anywhere on the way
         path = path / part
         if path.is_symlink():
             problem = "is a symbolic link, which is not allowed"
@@ -136,16 +139,17 @@ def _check_external_file(folder: Path, tensor: str, info: ExternalDataInfo, name
         elif not path.resolve().is_relative_to(folder.resolve()):
             problem = "leads outside the model's folder"
     if problem:
-        raise JobError(f"“{_show(name)}” refers to external data for tensor “{_show(tensor)}” at "
-                       f"“{_show(location)}”, which {problem}.")
+        raise JobError(f"“{show(name)}” refers to external data for tensor “{show(tensor)}” at "
+                       f"“{show(location)}”, which {problem}.")
     size, offset = path.stat().st_size, info.offset or 0
     end = offset + info.length if info.length is not None else offset
     if end > size:
-        raise JobError(f"“{_show(name)}” needs bytes {offset:,}–{end:,} of “{_show(location)}” for tensor "
-                       f"“{_show(tensor)}”, but that file is only {size:,} bytes.")
+        raise JobError(f"“{show(name)}” needs bytes {offset:,}–{end:,} of “{show(location)}” for tensor "
+                       f"“{show(tensor)}”, but that file is only {size:,} bytes.")
 
 
-def _normal(location: str) -> str:
+def normal(location: str) -> str:
+    """An external data location written one way, without "." steps."""
     return PurePosixPath(*[part for part in PurePosixPath(location).parts if part != "."]).as_posix()
 
 

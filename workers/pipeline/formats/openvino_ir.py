@@ -10,13 +10,14 @@ import defusedxml.ElementTree
 import openvino
 
 from workers.pipeline.formats.common import (
-    InspectConfig, Inspection, Prepared, TensorInfo, _folder_size, _show, one_line,
+    InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
-from workers.pipeline.formats.tensors import NOT_WEIGHTS, _precision
-from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.formats.tensors import NOT_WEIGHTS, precision
+from workers.pipeline.reporting import JobError, Span, show
 
 
-def _inspect_ir(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
+def inspect_ir(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
+    """An OpenVINO IR's inspection, its XML and weight slices checked before OpenVINO reads them."""
     xml, weights = prepared.folder / "model.xml", prepared.folder / "model.bin"
     root = _parse_ir_xml(xml)
     _check_ir_weights(root, weights)
@@ -34,8 +35,8 @@ def _inspect_ir(prepared: Prepared, config: InspectConfig, span: Span) -> Inspec
         inputs=[port_info(port, f"input{i}") for i, port in enumerate(model.inputs)],
         outputs=[port_info(port, f"output{i}") for i, port in enumerate(model.outputs)],
         parameters=sum(count for dtype, count in constants if dtype not in NOT_WEIGHTS),
-        size_bytes=_folder_size(prepared.folder),
-        precision=_precision(constants),
+        size_bytes=folder_size(prepared.folder),
+        precision=precision(constants),
         opset=None,
         ir_version=root.get("version"),
         traces=None,
@@ -74,7 +75,7 @@ def _check_ir_weights(root, weights: Path) -> None:
         except ValueError:
             offset = size = -1
         if offset < 0 or size < 0:
-            raise JobError(f"model.xml gives Const layer “{_show(layer.get('name', '?'))}” an invalid "
+            raise JobError(f"model.xml gives Const layer “{show(layer.get('name', '?'))}” an invalid "
                            "offset or size in model.bin.")
         needed = max(needed, offset + size)
     actual = weights.stat().st_size if weights.exists() else 0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from workers.pipeline.formats.common import _show, one_line
-from workers.pipeline.reporting import JobError
+from workers.pipeline.formats.common import one_line
+from workers.pipeline.reporting import JobError, show
 
 MAX_PICKLE_BYTES = 256 * 2**20  # a state_dict's data.pkl holds names and shapes; tensors are stored beside it
 PICKLE_GUIDANCE = ("Upload its state_dict (torch.save(model.state_dict(), …)), TorchScript (torch.jit.save) "
@@ -28,7 +28,7 @@ HIDDEN_GLOBAL = "a function whose name is built at load time"
 LEGACY_PICKLES = 5  # a legacy torch.save file is five pickles in a row (magic, protocol, info, object, keys)
 
 
-def _refuse_unsafe_pickle(path: Path, name: str) -> None:
+def refuse_unsafe_pickle(path: Path, name: str) -> None:
     """Refuse, without running anything, a pickle that weights_only loading would refuse: say
     whether it is a whole nn.Module or code. Loading stays weights_only either way."""
     found, strings = _pickle_contents(path, name)
@@ -37,12 +37,12 @@ def _refuse_unsafe_pickle(path: Path, name: str) -> None:
         return
     code = [g for g in unsafe if g.split(".")[0] in CODE_MODULES or g == HIDDEN_GLOBAL]
     if code:
-        raise JobError(f"“{_show(name)}” contains Python code ({', '.join(code[:3])}) that would run when it is "
+        raise JobError(f"“{show(name)}” contains Python code ({', '.join(code[:3])}) that would run when it is "
                        f"loaded, so it was refused without loading it. {PICKLE_GUIDANCE}")
     if any(g.startswith("torch.nn.") for g in unsafe) or {"_modules", "_parameters"} <= strings:
-        raise JobError(f"“{_show(name)}” is a whole pickled PyTorch model (torch.nn.Module), which could run code "
+        raise JobError(f"“{show(name)}” is a whole pickled PyTorch model (torch.nn.Module), which could run code "
                        f"when loaded. {PICKLE_GUIDANCE}")
-    raise JobError(f"“{_show(name)}” holds Python objects other than tensors ({', '.join(unsafe[:3])}), which "
+    raise JobError(f"“{show(name)}” holds Python objects other than tensors ({', '.join(unsafe[:3])}), which "
                    "could run code when loaded, so it was refused without loading it. A checkpoint may hold only "
                    f"tensors and plain values. {PICKLE_GUIDANCE}")
 
@@ -55,14 +55,14 @@ def _pickle_contents(path: Path, name: str) -> tuple[set[str], set[str]]:
             with zipfile.ZipFile(path) as zf:
                 info = next(i for i in zf.infolist() if i.filename.split("/", 1)[-1] == "data.pkl")
                 if info.file_size > MAX_PICKLE_BYTES:  # the zip reader never returns more than this
-                    raise JobError(f"“{_show(name)}” has an object table of {info.file_size:,} bytes, "
+                    raise JobError(f"“{show(name)}” has an object table of {info.file_size:,} bytes, "
                                    "far more than any state_dict needs.")
                 with zf.open(info) as stream:
                     return _scan_pickles(stream, count=1)
         with open(path, "rb") as stream:
             return _scan_pickles(stream, count=LEGACY_PICKLES)
     except (ValueError, EOFError, zipfile.BadZipFile, StopIteration, OSError) as e:
-        raise JobError(f"“{_show(name)}” is not a readable PyTorch checkpoint ({one_line(e)}).") from None
+        raise JobError(f"“{show(name)}” is not a readable PyTorch checkpoint ({one_line(e)}).") from None
 
 
 def _scan_pickles(stream, count: int) -> tuple[set[str], set[str]]:
@@ -119,16 +119,17 @@ def _weights_only_globals() -> set[str]:
     return set(_weights_only_unpickler._get_allowed_globals())
 
 
-def _torch_load(path: Path, name: str) -> object:
+def torch_load(path: Path, name: str) -> object:
+    """torch.load with weights_only=True, or a JobError that says why the file cannot be loaded."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        _refuse_unsafe_pickle(path, name)  # names the code or the nn.Module, where it can tell
+        refuse_unsafe_pickle(path, name)  # names the code or the nn.Module, where it can tell
         found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))
         reason = found.group(1).strip() if found else one_line(e)
         hint = (" It was probably saved with a pickle_protocol above 2, which safe loading cannot read: "
                 "save it again with torch.save's default protocol." if "Unsupported operand" in reason else "")
-        raise JobError(f"“{_show(name)}” cannot be loaded safely (torch.load with weights_only=True says: "
+        raise JobError(f"“{show(name)}” cannot be loaded safely (torch.load with weights_only=True says: "
                        f"{reason}).{hint}") from None
     except Exception as e:  # whatever a damaged file makes torch.load raise
-        raise JobError(f"“{_show(name)}” is not a PyTorch checkpoint that can be read ({one_line(e)}).") from None
+        raise JobError(f"“{show(name)}” is not a PyTorch checkpoint that can be read ({one_line(e)}).") from None

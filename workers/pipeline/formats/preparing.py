@@ -8,12 +8,12 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from workers.pipeline.archives import ExtractLimits, extract_archive
-from workers.pipeline.formats.common import FORMATS, LABELS, Prepared, _show, one_line
+from workers.pipeline.formats.common import FORMATS, LABELS, Prepared, one_line
 from workers.pipeline.formats.onnx_models import (
-    _check_external_file, _check_location_text, _external_info, _external_tensors, _normal, _read_onnx,
+    check_external_file, check_location_text, external_info, external_tensors, normal, read_onnx,
 )
-from workers.pipeline.formats.pickles import _refuse_unsafe_pickle
-from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.formats.pickles import refuse_unsafe_pickle
+from workers.pipeline.reporting import JobError, Span, show
 
 GiB = 2**30
 # Model archives hold a few large files: few entries, and weights barely compress.
@@ -30,14 +30,14 @@ def prepare_model(sources: list[tuple[Path, str]], out: Path, span: Span, *, dec
         raise JobError("Upload one model file, a zip, or an OpenVINO IR's .xml and .bin.")
     for path, name in sources:
         if path.stat().st_size == 0:
-            raise JobError(f"“{_show(name)}” is empty (0 bytes); upload it again.")
+            raise JobError(f"“{show(name)}” is empty (0 bytes); upload it again.")
     out.mkdir(parents=True, exist_ok=True)
     if len(sources) == 2:
         prepared = _prepare_ir_pair(sources, out)
     else:
         prepared = _prepare_file(*sources[0], out, span, declared_format)
     if declared_format and declared_format != prepared.format:
-        names = " and ".join(f"“{_show(name)}”" for _, name in sources)
+        names = " and ".join(f"“{show(name)}”" for _, name in sources)
         raise JobError(f"You said {names} {'is' if len(sources) == 1 else 'are'} {LABELS[declared_format]}, "
                        f"but {'it is' if len(sources) == 1 else 'they are'} {LABELS[prepared.format]}. "
                        "Choose the right format, or leave it empty to have it recognised.")
@@ -70,23 +70,23 @@ def _prepare_file(path: Path, name: str, out: Path, span: Span, declared_format:
     kind, suffix = _sniff(path, name), PurePosixPath(name).suffix.lower()
     if suffix in PROMISES and kind not in PROMISES[suffix][1]:
         promised = PROMISES[suffix][0]
-        raise JobError(f"“{_show(name)}” is named like {promised}, but its content is {CONTENT_WORDS[kind]}; "
+        raise JobError(f"“{show(name)}” is named like {promised}, but its content is {CONTENT_WORDS[kind]}; "
                        "upload the file as it was saved.")
     if kind in ("torchscript", "torch_export"):
         return _place_one(path, out, kind, "model.pt" if kind == "torchscript" else "model.pt2")
     if kind in ("torch_pickle", "pickle"):
-        _refuse_unsafe_pickle(path, name)
+        refuse_unsafe_pickle(path, name)
         return _place_one(path, out, "state_dict", "weights.pth")
     if kind == "safetensors":
         return _place_one(path, out, "state_dict", "weights.safetensors")
     if kind == "xml":
-        raise JobError(f"“{_show(name)}” looks like an OpenVINO IR's .xml: upload it together with its .bin "
+        raise JobError(f"“{show(name)}” looks like an OpenVINO IR's .xml: upload it together with its .bin "
                        "(both files at once, or one zip holding both).")
     if kind == "zip":
         return _prepare_zip(path, name, out, span)
     if suffix == ".onnx" or declared_format == "onnx":  # protobuf has no magic bytes to tell it by
         return _prepare_onnx_file(path, name, out)
-    raise JobError(f"“{_show(name)}” is not a model file Vintner recognises. Upload TorchScript (.pt), "
+    raise JobError(f"“{show(name)}” is not a model file Vintner recognises. Upload TorchScript (.pt), "
                    "torch.export (.pt2), a state_dict (.pth or .safetensors), ONNX (.onnx, or a zip with its "
                    "external data) or OpenVINO IR (.xml and .bin).")
 
@@ -111,7 +111,7 @@ def _sniff_zip(path: Path, name: str) -> str:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as e:
-        raise JobError(f"“{_show(name)}” starts like a zip archive but is damaged ({one_line(e)}).") from None
+        raise JobError(f"“{show(name)}” starts like a zip archive but is damaged ({one_line(e)}).") from None
     inner = {entry.split("/", 1)[-1] for entry in names}  # torch writes everything below one top folder
     if "constants.pkl" in inner or any(entry.startswith("code/") for entry in inner):
         return "torchscript"
@@ -161,8 +161,8 @@ def _prepare_zip(path: Path, name: str, out: Path, span: Span) -> Prepared:
             return _prepare_onnx_folder(models[0], f"{name}: {models[0].relative_to(unpacked).as_posix()}", out)
         if len(xmls) == 1 and not models:
             return _prepare_ir_in_zip(xmls[0], [p for p in files if p.suffix.lower() == ".bin"], name, out)
-        found = ", ".join(_show(p.relative_to(unpacked).as_posix()) for p in (models + xmls)[:5])
-        raise JobError(f"“{_show(name)}” must hold one ONNX model (.onnx, with its external data files) or one "
+        found = ", ".join(show(p.relative_to(unpacked).as_posix()) for p in (models + xmls)[:5])
+        raise JobError(f"“{show(name)}” must hold one ONNX model (.onnx, with its external data files) or one "
                        f"OpenVINO IR (.xml and .bin); it holds {found or 'no .onnx or .xml file'}.")
 
 
@@ -172,25 +172,25 @@ def _is_junk(relative: Path) -> bool:
 
 
 def _prepare_onnx_file(path: Path, name: str, out: Path) -> Prepared:
-    model = _read_onnx(path, name)
-    for tensor in _external_tensors(model):
-        location = _external_info(tensor, name).location
-        _check_location_text(tensor.name, location, name)
-        raise JobError(f"“{_show(name)}” keeps the data of tensor “{_show(tensor.name)}” in a separate file "
-                       f"(“{_show(location)}”); upload a zip holding the .onnx together with its data files.")
+    model = read_onnx(path, name)
+    for tensor in external_tensors(model):
+        location = external_info(tensor, name).location
+        check_location_text(tensor.name, location, name)
+        raise JobError(f"“{show(name)}” keeps the data of tensor “{show(tensor.name)}” in a separate file "
+                       f"(“{show(location)}”); upload a zip holding the .onnx together with its data files.")
     return _place_one(path, out, "onnx", "model.onnx")
 
 
 def _prepare_onnx_folder(model_path: Path, name: str, out: Path) -> Prepared:
     """The .onnx found in a zip, and exactly the external data files it references."""
-    model = _read_onnx(model_path, name)
+    model = read_onnx(model_path, name)
     locations = set()
-    for tensor in _external_tensors(model):
-        info = _external_info(tensor, name)
-        _check_external_file(model_path.parent, tensor.name, info, name)
-        locations.add(_normal(info.location))
+    for tensor in external_tensors(model):
+        info = external_info(tensor, name)
+        check_external_file(model_path.parent, tensor.name, info, name)
+        locations.add(normal(info.location))
     if "model.onnx" in locations:
-        raise JobError(f"“{_show(name)}” keeps external data in a file named model.onnx; "
+        raise JobError(f"“{show(name)}” keeps external data in a file named model.onnx; "
                        "rename it and export again.")
     _place(model_path, out / "model.onnx", move=True)
     for location in sorted(locations):
@@ -201,11 +201,11 @@ def _prepare_onnx_folder(model_path: Path, name: str, out: Path) -> Prepared:
 def _prepare_ir_pair(sources: list[tuple[Path, str]], out: Path) -> Prepared:
     by_suffix = {PurePosixPath(name).suffix.lower(): (path, name) for path, name in sources}
     if set(by_suffix) != {".xml", ".bin"}:
-        names = " and ".join(f"“{_show(name)}”" for _, name in sources)
+        names = " and ".join(f"“{show(name)}”" for _, name in sources)
         raise JobError(f"Two files must be an OpenVINO IR's .xml and .bin; got {names}.")
     xml, xml_name = by_suffix[".xml"]
     if _sniff(xml, xml_name) != "xml":
-        raise JobError(f"“{_show(xml_name)}” is named like an OpenVINO IR .xml, but its content is not XML.")
+        raise JobError(f"“{show(xml_name)}” is named like an OpenVINO IR .xml, but its content is not XML.")
     _place(xml, out / "model.xml")
     _place(by_suffix[".bin"][0], out / "model.bin")
     return Prepared(format="openvino_ir", folder=out, primary="model.xml")
@@ -215,7 +215,7 @@ def _prepare_ir_in_zip(xml: Path, bins: list[Path], name: str, out: Path) -> Pre
     same_stem = [p for p in bins if p.parent == xml.parent and p.stem == xml.stem]
     weights = same_stem or (bins if len(bins) == 1 else [])
     if not weights:
-        raise JobError(f"“{_show(name)}” holds {xml.name} but not its weights: add {xml.stem}.bin next to it.")
+        raise JobError(f"“{show(name)}” holds {xml.name} but not its weights: add {xml.stem}.bin next to it.")
     _place(xml, out / "model.xml", move=True)
     _place(weights[0], out / "model.bin", move=True)
     return Prepared(format="openvino_ir", folder=out, primary="model.xml")

@@ -10,28 +10,29 @@ import torch
 
 from workers.pipeline import architectures
 from workers.pipeline.formats.common import (
-    ARCHITECTURES, InspectConfig, Inspection, Prepared, TensorInfo, _folder_size, _show, one_line,
+    ARCHITECTURES, InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
-from workers.pipeline.formats.pickles import _torch_load
-from workers.pipeline.formats.tensors import _example, _precision, _tensor_infos, _torch_dtype
-from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.formats.pickles import torch_load
+from workers.pipeline.formats.tensors import example_input, precision, tensor_infos, torch_dtype
+from workers.pipeline.reporting import JobError, Span, show
 
 
-def _inspect_state_dict(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
-    arch, classes = _architecture(config)
-    state, details = _read_state_dict(prepared)
+def inspect_state_dict(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
+    """A state_dict's inspection: fitted into the architecture named, then run once and traced."""
+    arch, classes = architecture(config)
+    state, details = read_state_dict(prepared)
     span.progress(0.3)
-    model = _fit(state, arch, classes, prepared.primary)
+    model = fit(state, arch, classes, prepared.primary)
     span.progress(0.5)
-    example = _example(config.input_size)
+    example = example_input(config.input_size)
     outputs, traces, trace_error = _run_and_export(model, example, classes)
     return Inspection(
         format="state_dict",
         inputs=[TensorInfo("input", list(example.shape), "f32")],
         outputs=outputs,
         parameters=sum(p.numel() for p in model.parameters()),
-        size_bytes=_folder_size(prepared.folder),
-        precision=_precision((_torch_dtype(t.dtype), t.numel()) for t in state.values()),
+        size_bytes=folder_size(prepared.folder),
+        precision=precision((torch_dtype(t.dtype), t.numel()) for t in state.values()),
         opset=None,
         ir_version=None,
         traces=traces,
@@ -40,16 +41,18 @@ def _inspect_state_dict(prepared: Prepared, config: InspectConfig, span: Span) -
     )
 
 
-def _architecture(config: InspectConfig) -> tuple[str, int]:
+def architecture(config: InspectConfig) -> tuple[str, int]:
+    """The torchvision architecture and number of classes a state_dict needs, or a JobError."""
     if config.architecture not in architectures.TRAINABLE:  # small_cnn: state_dicts Vintner trained
-        given = f" (“{_show(config.architecture)}” is not one of them)" if config.architecture else ""
+        given = f" (“{show(config.architecture)}” is not one of them)" if config.architecture else ""
         raise JobError(f"A state_dict needs its torchvision architecture, one of {', '.join(ARCHITECTURES)}{given}.")
     if not isinstance(config.num_classes, int) or config.num_classes < 1:
         raise JobError("A state_dict needs its number of classes (the size of its classifier's output).")
     return config.architecture, config.num_classes
 
 
-def _read_state_dict(prepared: Prepared) -> tuple[dict[str, torch.Tensor], dict]:
+def read_state_dict(prepared: Prepared) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors of a .safetensors or weights-only PyTorch file, and details of how they were found."""
     path, name = prepared.folder / prepared.primary, prepared.primary
     if path.suffix == ".safetensors":
         try:
@@ -60,7 +63,7 @@ def _read_state_dict(prepared: Prepared) -> tuple[dict[str, torch.Tensor], dict]
             raise JobError(f"“{name}” is not a valid safetensors file ({one_line(e)}).") from None
         state, details = _as_state_dict(loaded, name)
         return state, {**details, "metadata": dict(list(metadata.items())[:20])} if metadata else details
-    return _as_state_dict(_torch_load(path, name), name)
+    return _as_state_dict(torch_load(path, name), name)
 
 
 PREFERRED_KEYS = ("state_dict", "model", "model_state_dict")
@@ -115,7 +118,7 @@ def _build(arch: str, classes: int, *, meta: bool = False) -> torch.nn.Module:
         return build_model(arch, classes)
 
 
-def _fit(state: dict[str, torch.Tensor], arch: str, classes: int, name: str) -> torch.nn.Module:
+def fit(state: dict[str, torch.Tensor], arch: str, classes: int, name: str) -> torch.nn.Module:
     """torchvision `arch` with `classes` outputs, holding `state` (strict), or a JobError that says
     in plain words what does not fit."""
     model = _build(arch, classes, meta=True)
@@ -174,7 +177,7 @@ def _run_and_export(model: torch.nn.Module, example: torch.Tensor, classes: int
     shape = list(example.shape)
     try:
         with torch.no_grad():
-            outputs = _tensor_infos(model(example))
+            outputs = tensor_infos(model(example))
     except Exception as e:  # an input too small for the architecture, say
         return [TensorInfo("output", [1, classes], "f32")], False, f"forward() failed on a {shape} input: {one_line(e)}"
     try:

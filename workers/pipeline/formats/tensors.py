@@ -20,11 +20,13 @@ NOT_WEIGHTS = {"i16", "u16", "i32", "u32", "i64", "u64", "bool", "boolean", "str
 DOMINANT = 0.9  # share of weight elements one dtype needs to name the precision; below it is "mixed"
 
 
-def _torch_dtype(dtype: torch.dtype) -> str:
+def torch_dtype(dtype: torch.dtype) -> str:
+    """A torch dtype's short name as TensorInfo writes it ("f32", "i64", …)."""
     return TORCH_DTYPES.get(dtype, str(dtype).removeprefix("torch."))
 
 
-def _precision(weights: Iterable[tuple[str, int]]) -> str:
+def precision(weights: Iterable[tuple[str, int]]) -> str:
+    """What weights, as (dtype, element count) pairs, add up to: the dominant precision, "mixed", or ""."""
     counts: Counter[str] = Counter()
     for dtype, count in weights:
         if dtype in PRECISIONS:
@@ -35,19 +37,20 @@ def _precision(weights: Iterable[tuple[str, int]]) -> str:
     return precision if count >= DOMINANT * sum(counts.values()) else "mixed"
 
 
-def _example(size: int) -> torch.Tensor:
+def example_input(size: int) -> torch.Tensor:
+    """A random [1, 3, size, size] image batch to run a module on."""
     return torch.rand(1, 3, size, size)
 
 
-def _tensor_infos(output: object) -> list[TensorInfo]:
+def tensor_infos(output: object) -> list[TensorInfo]:
     """Outputs of one forward call: a tensor, a tuple/list of them, or a dict of them."""
     if isinstance(output, torch.Tensor):
-        return [TensorInfo("output", list(output.shape), _torch_dtype(output.dtype))]
+        return [TensorInfo("output", list(output.shape), torch_dtype(output.dtype))]
     if isinstance(output, (tuple, list)):
         items = [(f"output{i}", value) for i, value in enumerate(output)]
     elif isinstance(output, Mapping):
         items = [(str(key), value) for key, value in output.items()]
     else:
         return []
-    return [TensorInfo(key, list(value.shape), _torch_dtype(value.dtype))
+    return [TensorInfo(key, list(value.shape), torch_dtype(value.dtype))
             for key, value in items if isinstance(value, torch.Tensor)]

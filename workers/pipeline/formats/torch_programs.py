@@ -15,23 +15,24 @@ from pathlib import Path
 import torch
 
 from workers.pipeline.formats.common import (
-    LABELS, InspectConfig, Inspection, Prepared, TensorInfo, _folder_size, one_line,
+    LABELS, InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
-from workers.pipeline.formats.tensors import _example, _precision, _tensor_infos, _torch_dtype
+from workers.pipeline.formats.tensors import example_input, precision, tensor_infos, torch_dtype
 from workers.pipeline.reporting import Cancelled, JobError, Span
 
 ROOT = Path(__file__).resolve().parents[3]  # the project, for the child's `python -m`
 MEMORY_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
 
 
-def _inspect_in_child(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
+def inspect_in_child(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
+    """A TorchScript or torch.export program's inspection, by a child process that loads it."""
     facts = _run_child(prepared, config, span)
     return Inspection(
         format=prepared.format,
         inputs=[TensorInfo(**info) for info in facts["inputs"]],
         outputs=[TensorInfo(**info) for info in facts["outputs"]],
         parameters=facts["parameters"],
-        size_bytes=_folder_size(prepared.folder),
+        size_bytes=folder_size(prepared.folder),
         precision=facts["precision"],
         opset=None,
         ir_version=None,
@@ -141,13 +142,13 @@ def _torchscript_facts(path: Path, input_size: int) -> dict:
     """Runs in the child: load, then try a forward call on an example image batch."""
     module = torch.jit.load(str(path), map_location="cpu").eval()
     arguments = [argument.name for argument in module.forward.schema.arguments][1:]  # less self
-    example = _example(input_size)
+    example = example_input(input_size)
     try:
         with torch.no_grad():
             output = module(example)
         traces, trace_error = True, ""
         inputs = [TensorInfo(arguments[0] if arguments else "input", list(example.shape), "f32")]
-        outputs = _tensor_infos(output)
+        outputs = tensor_infos(output)
     except Exception as e:  # a forward that fails is an answer here
         traces, inputs, outputs = False, [TensorInfo(argument, [], "") for argument in arguments], []
         trace_error = f"forward() failed on a {list(example.shape)} float input: {one_line(e)}"
@@ -156,7 +157,7 @@ def _torchscript_facts(path: Path, input_size: int) -> dict:
         "inputs": [asdict(info) for info in inputs],
         "outputs": [asdict(info) for info in outputs],
         "parameters": sum(p.numel() for p in module.parameters()),
-        "precision": _precision((_torch_dtype(t.dtype), t.numel()) for t in tensors),
+        "precision": precision((torch_dtype(t.dtype), t.numel()) for t in tensors),
         "traces": traces,
         "trace_error": trace_error,
         "details": {"class": module.original_name, "forward": str(module.forward.schema)},
@@ -180,7 +181,7 @@ def _export_facts(path: Path, input_size: int) -> dict:
         "inputs": [asdict(info) for info in inputs],
         "outputs": [asdict(info) for info in outputs],
         "parameters": sum(program.state_dict[name].numel() for name in signature.parameters),
-        "precision": _precision((_torch_dtype(t.dtype), t.numel()) for t in weights),
+        "precision": precision((torch_dtype(t.dtype), t.numel()) for t in weights),
         "traces": True,
         "trace_error": "",
         "details": {"dynamic_dims": ranges} if ranges else {},
@@ -193,7 +194,7 @@ CHILD_FACTS = {"torchscript": _torchscript_facts, "torch_export": _export_facts}
 def _fake_info(name: str, value: object) -> TensorInfo:
     if not isinstance(value, torch.Tensor):
         return TensorInfo(name, [], "")
-    return TensorInfo(name, [d if isinstance(d, int) else None for d in value.shape], _torch_dtype(value.dtype))
+    return TensorInfo(name, [d if isinstance(d, int) else None for d in value.shape], torch_dtype(value.dtype))
 
 
 def _bound(value: object) -> int | None:
