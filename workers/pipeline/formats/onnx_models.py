@@ -18,15 +18,22 @@ from workers.pipeline.formats.tensors import NOT_WEIGHTS, precision
 from workers.pipeline.reporting import JobError, Span, show
 
 
+def checked_external_files(model, folder: Path, name: str) -> set[str]:
+    """The external data files an ONNX model names (normalised relative paths), each checked: a
+    plain path inside `folder`, a file there, the tensor's range inside it."""
+    locations = set()
+    for tensor in external_tensors(model):
+        info = external_info(tensor, name)
+        check_external_file(folder, tensor.name, info, name)
+        locations.add(normal(info.location))
+    return locations
+
+
 def inspect_onnx(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
     """An ONNX model's inspection, its external data checked before onnx reads it."""
     path, name = prepared.folder / prepared.primary, prepared.primary
     model = read_onnx(path, name)
-    locations = set()
-    for tensor in external_tensors(model):
-        info = external_info(tensor, name)
-        check_external_file(prepared.folder, tensor.name, info, name)
-        locations.add(normal(info.location))
+    locations = checked_external_files(model, prepared.folder, name)
     span.progress(0.3)
     try:
         onnx.checker.check_model(str(path))  # the path form reads external data, and models over 2 GB

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from workers.pipeline.archives import ExtractLimits, extract_archive
 from workers.pipeline.formats.common import FORMATS, LABELS, Prepared, one_line
 from workers.pipeline.formats.onnx_models import (
-    check_external_file, check_location_text, external_info, external_tensors, normal, read_onnx,
+    check_location_text, checked_external_files, external_info, external_tensors, read_onnx,
 )
 from workers.pipeline.formats.pickles import refuse_unsafe_pickle
 from workers.pipeline.reporting import JobError, Span, show
@@ -183,12 +183,7 @@ def _prepare_onnx_file(path: Path, name: str, out: Path) -> Prepared:
 
 def _prepare_onnx_folder(model_path: Path, name: str, out: Path) -> Prepared:
     """The .onnx found in a zip, and exactly the external data files it references."""
-    model = read_onnx(model_path, name)
-    locations = set()
-    for tensor in external_tensors(model):
-        info = external_info(tensor, name)
-        check_external_file(model_path.parent, tensor.name, info, name)
-        locations.add(normal(info.location))
+    locations = checked_external_files(read_onnx(model_path, name), model_path.parent, name)
     if "model.onnx" in locations:
         raise JobError(f"“{show(name)}” keeps external data in a file named model.onnx; "
                        "rename it and export again.")
