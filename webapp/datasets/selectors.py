@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.db.models import Max, QuerySet
 
 from webapp.access import Action, get_for_user
@@ -8,6 +9,15 @@ from webapp.jobs.models import ACTIVE_STATES, Job
 def dataset_for_user(user, dataset_id: int, action: Action) -> Dataset:
     datasets = Dataset.objects.select_related("project__team", "import_job", "created_by")
     return get_for_user(user, datasets, dataset_id, action, team_lookup="project__team")
+
+
+def chosen_dataset(user, params: dict, *, missing: str = "Choose a dataset.") -> Dataset:
+    """The dataset a job's parameters name, if the user may see it (another team's: 404); a field
+    error when none is named."""
+    chosen = str(params.get("dataset", ""))
+    if not chosen.isdigit():
+        raise ValidationError({"params.dataset": missing})
+    return dataset_for_user(user, int(chosen), Action.VIEW)
 
 
 def datasets_of_project(project_id: int) -> QuerySet[Dataset]:

@@ -1,4 +1,3 @@
-from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -6,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action
-from webapp.datasets.selectors import dataset_for_user
+from webapp.datasets.selectors import chosen_dataset, dataset_for_user
 from webapp.jobs.api import JobSerializer
 from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams, params_from_body
 from webapp.projects.selectors import project_for_user
@@ -128,9 +127,7 @@ class ProjectTrainView(APIView):
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(request.user, project_id, Action.WRITE)
         params = params_from_body(request.data, TrainParams)
-        if not str(params.get("dataset", "")).isdigit():
-            raise serializers.ValidationError({"params.dataset": "Choose a dataset."})
-        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        dataset = chosen_dataset(request.user, params)
         init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
         job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
@@ -158,9 +155,7 @@ class ArtifactQuantizeView(APIView):
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
         params = {**params_from_body(request.data, QuantizeParams), "artifact": artifact.id}
-        if not str(params.get("dataset", "")).isdigit():  # Django's error: answered like the service's, as a list
-            raise ValidationError({"params.dataset": "Choose a dataset."})
-        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        dataset = chosen_dataset(request.user, params)
         job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action
-from webapp.datasets.selectors import dataset_for_user
+from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
 from webapp.jobs.kinds import BenchmarkParams, EvaluateParams, params_from_body
 from webapp.registry import services
@@ -36,9 +36,7 @@ class ArtifactEvaluateView(APIView):
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
         params = params_from_body(request.data, EvaluateParams)
-        if not str(params.get("dataset", "")).isdigit():
-            raise ValidationError({"params.dataset": "Choose a dataset to evaluate on."})
-        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        dataset = chosen_dataset(request.user, params, missing="Choose a dataset to evaluate on.")
         job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset, params=params)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.models import Dataset
-from webapp.datasets.selectors import dataset_for_user, ready_datasets_of_project
+from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.jobs.kinds import BenchmarkParams, MatrixPoint
 from webapp.jobs.models import ACTIVE_STATES, Job, JobState
 from webapp.core.views import form_errors
@@ -58,9 +58,7 @@ def artifact_benchmark(request: HttpRequest, artifact_id: int) -> HttpResponse:
 def artifact_evaluate(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
     try:
-        if not request.POST.get("dataset", "").isdigit():
-            raise ValidationError({"params.dataset": "Choose a dataset to evaluate on."})
-        dataset = dataset_for_user(request.user, int(request.POST["dataset"]), Action.VIEW)  # another team's: 404
+        dataset = chosen_dataset(request.user, request.POST, missing="Choose a dataset to evaluate on.")
         job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset,
                                          params={"split": request.POST.get("split") or "val"})
     except ValidationError as error:

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.models import Dataset
-from webapp.datasets.selectors import dataset_for_user, ready_datasets_of_project
+from webapp.datasets.selectors import chosen_dataset, dataset_for_user, ready_datasets_of_project
 from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import runs_series
@@ -66,9 +66,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         for flag in ("amp", "pretrained", "keep_best_on_cancel"):
             params[flag] = flag in request.POST
         try:
-            if not str(params.get("dataset", "")).isdigit():
-                raise ValidationError({"params.dataset": "Choose a dataset."})
-            dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+            dataset = chosen_dataset(request.user, params)
             init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
             job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
         except ValidationError as error:
@@ -235,9 +233,7 @@ def artifact_quantize(request: HttpRequest, artifact_id: int) -> HttpResponse:
     params["fast_bias_correction"] = "fast_bias_correction" in request.POST  # unchecked: not sent at all
     params["ignored_scope"] = request.POST.get("ignored_scope", "").splitlines()  # one layer or re:pattern a line
     try:
-        if not str(params.get("dataset", "")).isdigit():
-            raise ValidationError({"params.dataset": "Choose a dataset."})
-        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        dataset = chosen_dataset(request.user, params)
         job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
     except ValidationError as error:
         form_errors(request, error)
