@@ -52,3 +52,11 @@ def test_a_form_encoded_body_is_checked_like_json(alice, trained):
     response = signed_in(alice).post(f"/api/v1/artifacts/{trained.id}/convert/", {"shape": ["static", "round"]})
     assert response.status_code == 400 and "params.shape" in response.json()  # the last value counts, as in Django
     assert not Job.objects.exists()
+
+
+def test_a_job_without_its_dataset_is_a_field_error(alice, trained):
+    client = signed_in(alice)
+    for url in (f"/api/v1/projects/{trained.model.project_id}/train/", f"/api/v1/artifacts/{trained.id}/evaluate/"):
+        response = client.post(url, {"model_name": "again"})
+        assert response.status_code == 400 and response.json()["params.dataset"][0].startswith("Choose a dataset"), url
+    assert not Job.objects.exists()
