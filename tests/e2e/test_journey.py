@@ -29,7 +29,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from tests.archive_builders import colour_classes, make_zip
-from tests.e2e.helpers import by_testid, shot
+from tests.e2e.helpers import by_testid, shot, sign_in
 from tests.servers import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -134,14 +134,6 @@ def new_page(browser) -> Page:
     return context.new_page()
 
 
-def sign_in(page: Page, base: str, username: str, password: str = PASSWORD) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator(".user-menu summary")).to_have_text(username)
-
-
 def add_user_in_admin(page: Page, base: str, username: str) -> None:
     page.goto(f"{base}/admin/auth/user/add/")
     page.locator("#id_username").fill(username)
@@ -205,7 +197,7 @@ def test_the_whole_journey(product, browser, screenshots, tmp_path, log_on_failu
 
     # Alice: a team, a project, bob as a member.
     page = new_page(browser)
-    sign_in(page, base, "alice")
+    sign_in(page, base, "alice", PASSWORD)
     page.get_by_label("Name").fill("Colour Lab")
     page.get_by_role("button", name="Create team").click()
     expect(page.get_by_role("heading", name="Colour Lab", level=1)).to_be_visible()
@@ -330,7 +322,7 @@ def test_the_whole_journey(product, browser, screenshots, tmp_path, log_on_failu
 
     # Bob, of the same team, sees the project, the model and the comparison.
     page = new_page(browser)
-    sign_in(page, base, "bob")
+    sign_in(page, base, "bob", PASSWORD)
     page.goto(f"{base}/projects/{project_id}/")
     expect(by_testid(page, "project-name")).to_have_text("Colour sorter")
     expect(page.locator("body")).to_contain_text("colours")
@@ -342,7 +334,7 @@ def test_the_whole_journey(product, browser, screenshots, tmp_path, log_on_failu
 
     # Charlie, an outsider, finds none of it: pages, API, websocket.
     page = new_page(browser)
-    sign_in(page, base, "charlie")
+    sign_in(page, base, "charlie", PASSWORD)
     for path in (f"/projects/{project_id}/", f"/models/{model}/", f"/models/{model}/compare/",
                  f"/artifacts/{int8}/", download_url, f"/artifacts/{int8}/deploy/"):
         response = page.request.get(path if path.startswith("http") else f"{base}{path}")
