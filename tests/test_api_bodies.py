@@ -60,3 +60,9 @@ def test_a_job_without_its_dataset_is_a_field_error(alice, trained):
         response = client.post(url, {"model_name": "again"})
         assert response.status_code == 400 and response.json()["params.dataset"][0].startswith("Choose a dataset"), url
     assert not Job.objects.exists()
+
+
+def test_a_conversion_checked_on_a_dataset_that_is_no_number_is_a_field_error(alice, trained):
+    response = signed_in(alice).post(f"/api/v1/artifacts/{trained.id}/convert/", {"dataset": "pets"})
+    assert response.status_code == 400 and "params.dataset" in response.json()  # was int("pets"): a 500
+    assert not Job.objects.exists()

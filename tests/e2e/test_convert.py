@@ -32,6 +32,7 @@ def test_alice_converts_a_torchscript_model_and_reads_the_equivalence_report(
     form = by_testid(page, "convert-form")
     form.get_by_label("Input shape").select_option("dynamic_batch")
     form.get_by_label("Input name").fill("image")
+    expect(form.get_by_label("Check inputs")).to_have_value("4")  # the job's default
     form.get_by_label("Check inputs").fill("6")
     shot(page, screenshots, "convert-form")
     by_testid(page, "convert-submit").click()

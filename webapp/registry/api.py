@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action
-from webapp.datasets.selectors import chosen_dataset, dataset_for_user
+from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
 from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams, params_from_body
 from webapp.projects.selectors import project_for_user
@@ -140,9 +140,7 @@ class ArtifactConvertView(APIView):
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
         params = {**params_from_body(request.data, ConvertParams), "artifact": artifact.id}
-        dataset = None
-        if params.get("dataset"):
-            dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW)
+        dataset = chosen_dataset(request.user, params) if params.get("dataset") else None  # else generated inputs
         job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

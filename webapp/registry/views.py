@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.models import Dataset
-from webapp.datasets.selectors import chosen_dataset, dataset_for_user, ready_datasets_of_project
+from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import runs_series
@@ -216,7 +216,7 @@ def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
     params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
     params["embed_preprocessing"] = "embed_preprocessing" in request.POST
     try:
-        dataset = dataset_for_user(request.user, int(params["dataset"]), Action.VIEW) if params.get("dataset") else None
+        dataset = chosen_dataset(request.user, params) if params.get("dataset") else None  # else generated inputs
         job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
     except ValidationError as error:
         form_errors(request, error)
