@@ -4,16 +4,18 @@ OpenVINO runtime, the artifact's own preprocessing and labels written into it.
 It crops as Vintner evaluates (torchvision's Resize then CenterCrop on a PIL image: the short
 side to size / 0.875, the centre cut out), so it gives the answers the accuracy figures describe,
 and needs only openvino, numpy and Pillow.
+
+Names and labels are user text: they go in only as Python literals (repr), never into the
+docstring, a comment or the template itself, so no name can become code in the program.
 """
 
-import json
 from importlib.metadata import version
 
 from webapp.registry.fit import output_count
 from webapp.registry.models import Artifact, Format
 from workers.pipeline.architectures import VAL_CROP
 
-TEMPLATE = '''"""Classify an image with {title}.
+TEMPLATE = '''"""Classify an image with the model TITLE names.
 
 Unzip the download, put this file beside model.xml and run:
     pip install openvino=={openvino} pillow numpy
@@ -26,6 +28,7 @@ import numpy as np
 import openvino as ov
 from PIL import Image, ImageOps
 
+TITLE = {title}
 LABELS = {labels}
 SIZE = {size}  # height, width the network sees
 CROP = {crop}  # the short side is resized to SIZE / CROP, then the centre is cut out
@@ -44,7 +47,7 @@ def preprocess(path: str) -> np.ndarray:
     image = image.crop((left, top, left + width, top + height))
 {normalise_code}
 
-model = ov.Core().compile_model("model.xml", "{device}")
+model = ov.Core().compile_model("model.xml", {device})
 scores = model(preprocess(sys.argv[1]))[0].reshape(-1)
 probabilities = np.exp(scores - scores.max())
 probabilities /= probabilities.sum()
@@ -79,14 +82,15 @@ def snippet(artifact: Artifact, *, device: str = "CPU") -> str:
     if embedded:
         constants, code = "", EMBEDDED_CODE
     else:
-        color = preprocessing.get("color", "RGB")
-        constants = FLOAT_CONSTANTS.format(mean=three(preprocessing["mean"]), std=three(preprocessing["std"]), color=color)
-        code = FLOAT_CODE.format(reverse="[..., ::-1]  # the network takes BGR" if color == "BGR" else "")
+        bgr = preprocessing.get("color") == "BGR"  # the comment names one of two fixed words, never the stored text
+        constants = FLOAT_CONSTANTS.format(mean=three(preprocessing["mean"]), std=three(preprocessing["std"]),
+                                           color="BGR" if bgr else "RGB")
+        code = FLOAT_CODE.format(reverse="[..., ::-1]  # the network takes BGR" if bgr else "")
     title = (f"{model.name}: artifact {artifact.id}, {artifact.precision.upper() or 'FP32'} OpenVINO IR "
              f"(from Vintner)")
     return TEMPLATE.format(
-        title=title, openvino=version("openvino"), labels=json.dumps(labels, ensure_ascii=False),
-        size=tuple(preprocessing["input_size"]), crop=VAL_CROP, normalise_constants=constants, normalise_code=code,
-        device=device, top=min(5, len(labels)),
+        title=repr(title), openvino=version("openvino"), labels=repr([str(label) for label in labels]),
+        size=tuple(int(v) for v in preprocessing["input_size"]), crop=VAL_CROP, normalise_constants=constants,
+        normalise_code=code, device=repr(device), top=min(5, len(labels)),
     )
 
