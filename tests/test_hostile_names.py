@@ -1,8 +1,9 @@
-"""Files Vintner writes from user text (classify.py) carry that text as data: hostile model names
-and labels are run and checked, and none of them becomes code."""
+"""Files Vintner writes from user text (classify.py, SHA256SUMS, download names) carry that text as
+data: hostile model names, labels and file names are run and checked, and none of them becomes code."""
 
 import ast
 import hashlib
+import html
 import io
 import math
 import os
@@ -112,3 +113,33 @@ def test_it_runs_the_downloaded_program_without_running_the_names(name, team_a, 
     total = sum(math.exp(score - max(BIAS)) for score in BIAS)
     expected = [f"{label}\t{math.exp(score - max(BIAS)) / total:.3f}\n" for label, score in zip(LABELS, BIAS)]
     assert printed.stdout.decode() == "".join(expected)  # bytes: \r and U+2028 as they are, not as line ends
+
+
+# --- the zip and its names -----------------------------------------------------------------------
+
+
+def test_it_escapes_file_names_in_sha256sums_as_sha256sum_does(hostile, alice, tmp_path):
+    forged = f"{'0' * 64}  model.xml"
+    (tmp_path / "data").write_bytes(b"external data")
+    names = [f"data\n{forged}", "back\\slash\r.bin"]
+    stored(hostile, [(tmp_path / "ir" / "model.xml", "model.xml"), (tmp_path / "ir" / "model.bin", "model.bin"),
+                     *[(tmp_path / "data", name) for name in names]])
+    folder = tmp_path / "download"
+    _, bundle = downloaded(signed_in(alice), hostile, folder)
+    assert sorted(bundle.namelist()) == sorted(["SHA256SUMS", "metadata.json", "model.bin", "model.xml", *names])
+    sums = bundle.read("SHA256SUMS").decode().split("\n")
+    assert sums[-1] == "" and len(sums) == 6  # one line per file, none added by a name
+    digest = hashlib.sha256(b"external data").hexdigest()
+    assert f"\\{digest}  data\\n{forged}" in sums and f"\\{digest}  back\\\\slash\\r.bin" in sums
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.count(": OK") == 5, checked.stdout + checked.stderr
+
+
+def test_it_names_downloads_with_plain_characters_only(team_a, alice, tmp_path):
+    artifact = ir_artifact(team_a, alice, tmp_path, '-rf ./"quoted"\nname; ü', ["a", "b", "c"])
+    stem = f"rf_.__quoted__name__ü-openvino_ir-fp32-{artifact.id}"
+    client = signed_in(alice)
+    response, _ = downloaded(client, artifact, tmp_path / "download")
+    assert response["Content-Disposition"] == f"attachment; filename*=utf-8''{stem.replace('ü', '%C3%BC')}.zip"
+    page = html.unescape(client.get(f"/artifacts/{artifact.id}/deploy/").content.decode())
+    assert f"unzip '{stem}.zip' -d '{stem}' && cd '{stem}'" in page

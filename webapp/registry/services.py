@@ -3,6 +3,7 @@ what a job built, downloads, deletion. Artifacts are immutable once ready; jobs 
 
 import hashlib
 import json
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -378,8 +379,10 @@ def artifact_download(artifact: Artifact) -> FileResponse:
 
 
 def download_stem(artifact: Artifact) -> str:
+    """A plain file name from the model's: letters, digits, "_", "." and "-" only, and never a
+    leading "-" or "." (an unzip option, a hidden file) in the command the deploy page shows."""
     parts = [artifact.model.name, artifact.format, artifact.precision or "model", str(artifact.id)]
-    return "-".join(parts).replace(" ", "_").replace("/", "_")
+    return re.sub(r"[^\w.-]", "_", "-".join(parts)).lstrip("-.")
 
 
 def _bundle(artifact: Artifact) -> Path:
@@ -394,8 +397,15 @@ def _bundle(artifact: Artifact) -> Path:
             with default_storage.open(f"{artifact.storage_prefix}/{name}", "rb") as source, bundle.open(name, "w", force_zip64=True) as out:
                 while block := source.read(2**20):
                     out.write(block)
-            sums.append(f"{entry['sha256']}  {name}")
+            sums.append(_sums_line(entry["sha256"], name))
         bundle.writestr("metadata.json", metadata)
-        sums.append(f"{hashlib.sha256(metadata).hexdigest()}  metadata.json")
+        sums.append(_sums_line(hashlib.sha256(metadata).hexdigest(), "metadata.json"))
         bundle.writestr("SHA256SUMS", "\n".join(sums) + "\n")
     return Path(handle.name)
+
+
+def _sums_line(digest: str, name: str) -> str:
+    """One line as GNU sha256sum writes it: in a name with a backslash or a line break those are
+    escaped and the line starts with a backslash, so a file name cannot add lines of its own."""
+    escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return ("\\" if escaped != name else "") + f"{digest}  {escaped}"
