@@ -415,6 +415,13 @@ def test_onnx_data_range_past_the_file_is_refused(tmp_path, built):
         inspect(Prepared("onnx", folder, "model.onnx"))
 
 
+@pytest.mark.parametrize("location", ["SHA256SUMS", "Metadata.JSON"])
+def test_onnx_data_named_like_a_file_of_the_download_zip_is_refused(tmp_path, built, location):
+    model = _pointing_at(built, tmp_path / "net.onnx", location)
+    archive = zip_of(tmp_path / "net.zip", {"net.onnx": model, location: b"\0" * 864})
+    assert f"keeps external data in a file named {location}, a name Vintner keeps" in refused(tmp_path, archive)
+
+
 # --- hostile IR ----------------------------------------------------------------------------------
 
 def test_ir_with_entities_is_refused(tmp_path, built):

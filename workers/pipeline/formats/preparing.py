@@ -181,12 +181,18 @@ def _prepare_onnx_file(path: Path, name: str, out: Path) -> Prepared:
     return _place_one(path, out, "onnx", "model.onnx")
 
 
+RESERVED = {"model.onnx", "metadata.json", "sha256sums"}
+
+
 def _prepare_onnx_folder(model_path: Path, name: str, out: Path) -> Prepared:
     """The .onnx found in a zip, and exactly the external data files it references."""
     locations = checked_external_files(read_onnx(model_path, name), model_path.parent, name)
-    if "model.onnx" in locations:
-        raise JobError(f"“{show(name)}” keeps external data in a file named model.onnx; "
-                       "rename it and export again.")
+    # The model becomes model.onnx and its download zip adds these two: a data file of the same
+    # name (in any case, as a Mac or Windows unzips it) would overwrite them or forge the sums.
+    taken = sorted(location for location in locations if location.casefold() in RESERVED)
+    if taken:
+        raise JobError(f"“{show(name)}” keeps external data in a file named {show(taken[0])}, a name Vintner "
+                       "keeps for its own files (model.onnx, metadata.json, SHA256SUMS); rename it and export again.")
     _place(model_path, out / "model.onnx", move=True)
     for location in sorted(locations):
         _place(model_path.parent / location, out / location, move=True)
