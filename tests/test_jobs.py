@@ -78,12 +78,12 @@ def test_it_cancels_a_running_job_within_seconds_and_removes_partial_outputs(wor
     client.force_login(alice)
     job_id = submit(client, project, LONG).json()["id"]
     wait_state(job_id, JobState.RUNNING)
-    wait_for(scratch_dir(job_id).exists, timeout=10, what="the job's scratch folder")
+    wait_for(scratch_dir(job_id, 1).exists, timeout=10, what="the job's scratch folder")
     response = client.post(f"/api/v1/jobs/{job_id}/cancel/")
     assert response.status_code == 200 and response.json()["cancel_requested_at"]
     job = wait_done(job_id, timeout=10)
     assert job.state == JobState.CANCELLED
-    assert not scratch_dir(job_id).exists()
+    assert not scratch_dir(job_id, 1).parent.exists()
     assert states(job_id)[-1] == "cancelled"
 
 

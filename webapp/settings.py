@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+import psutil as _psutil
 from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -302,3 +303,16 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30)  # renewed every third of t
 JOB_CANCEL_GRACE_SECONDS = env_int("JOB_CANCEL_GRACE_SECONDS", 15)  # then a cancelled job is killed
 JOB_REQUEUE_AFTER_SECONDS = env_int("JOB_REQUEUE_AFTER_SECONDS", 30)  # a queued job missing from the broker
 RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 10)
+
+# --- The jail (workers/jail.py, docs/architecture.md) ---------------------------------------
+# "bwrap": every job's pipeline runs under bubblewrap. "off": an administrator's explicit choice
+# to run jobs unjailed (each job's log says so); never chosen by Vintner itself.
+VINTNER_JAIL = env_str("VINTNER_JAIL", "bwrap")
+if VINTNER_JAIL not in ("bwrap", "off"):
+    raise ImproperlyConfigured("VINTNER_JAIL is 'bwrap' (the default) or 'off'.")
+JAIL_UID = env_int("JAIL_UID", 61000)  # a root worker's jails run as this user (no account needed)
+JAIL_MEMORY_GB = float(env_str("JAIL_MEMORY_GB", "0")) or round(0.75 * _psutil.virtual_memory().total / 2**30, 1)
+JAIL_MAX_PROCESSES = env_int("JAIL_MAX_PROCESSES", 1024)  # processes and threads of one job
+JAIL_MAX_FILE_GB = float(env_str("JAIL_MAX_FILE_GB", "64"))
+# torchvision's pretrained weights, if an administrator put them here (README), read-only in jails
+TORCH_HOME = Path(env_str("TORCH_HOME", str(Path(env_str("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "torch")))

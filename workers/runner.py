@@ -1,5 +1,6 @@
-"""Runs one attempt of a job: claim it, hand the pipeline a reporter, map every way it can
-end to a terminal state with a sentence for the user, and leave no partial output behind."""
+"""Runs one attempt of a job: claim it, give it a folder of its own, run its pipeline step in the
+jail, map every way it can end to a terminal state with a sentence for the user, and leave no
+partial output behind."""
 
 import logging
 import os
@@ -15,6 +16,7 @@ from django.db import close_old_connections
 
 from webapp.jobs import services
 from webapp.jobs.models import Job, JobState
+from workers.jail import Jail, Limits, run_jailed
 from workers.pipeline.reporting import Cancelled, JobError
 from workers.progress import JobReporter
 
@@ -35,9 +37,39 @@ class JobRun:
     def checkpoint(self) -> dict | None:
         return self.job.checkpoint
 
+    @property
+    def work(self) -> Path:
+        """The jailed step's work folder: its outputs, to check and publish once it has ended."""
+        return self.scratch / "jail" / "work"
 
-def scratch_dir(job_id: int) -> Path:
-    return settings.DATA_DIR / "scratch" / f"job-{job_id}"
+    @property
+    def inputs(self) -> Path:
+        """Where the worker stages what the step reads, when storage is not a local folder."""
+        return self.scratch / "inputs"
+
+    def jailed(self, step: str, request: dict, *, reads: list[Path], **checkpoints) -> dict:
+        """Run pipeline step `step` in the jail; it sees `reads` (read-only) and its work folder.
+        `checkpoints`: run_jailed's on_checkpoint or on_checkpoint_file, for a step that resumes."""
+        return run_jailed(step, {**request, "work": str(self.work)}, jail=worker_jail(), folder=self.scratch / "jail",
+                          reads=reads, reporter=self.reporter, **checkpoints)
+
+
+def worker_jail() -> Jail:
+    """This worker's jail, from its settings: a job may use the host's cores for its whole time limit."""
+    limits = Limits(
+        memory_bytes=int(settings.JAIL_MEMORY_GB * 2**30),
+        cpu_seconds=settings.JOB_TIME_LIMIT * (os.cpu_count() or 1),
+        wall_seconds=settings.JOB_TIME_LIMIT,
+        max_processes=settings.JAIL_MAX_PROCESSES,
+        max_file_bytes=int(settings.JAIL_MAX_FILE_GB * 2**30),
+    )
+    return Jail(mode=settings.VINTNER_JAIL, uid=settings.JAIL_UID, limits=limits,
+                readable=(settings.TORCH_HOME / "hub" / "checkpoints",),
+                cancel_grace_seconds=settings.JOB_CANCEL_GRACE_SECONDS)
+
+
+def scratch_dir(job_id: int, attempt: int) -> Path:
+    return settings.DATA_DIR / "scratch" / f"job-{job_id}" / f"attempt-{attempt}"
 
 
 def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
@@ -48,8 +80,10 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     if job is None:
         log.info("job %s is not queued any more; this delivery does nothing", job_id)
         return
-    scratch = scratch_dir(job.id)
-    scratch.mkdir(parents=True, exist_ok=True)
+    # A killed attempt on this host left its folder behind: it is swept before this one starts.
+    shutil.rmtree(scratch_dir(job.id, 0).parent, ignore_errors=True)
+    scratch = scratch_dir(job.id, job.attempts)
+    scratch.mkdir(parents=True)
     reporter = JobReporter(job.id, owner, progress=job.progress, stage=job.stage).start()
     state, result, error, detail = JobState.FAILED, None, "", ""
     try:
@@ -60,14 +94,14 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     except SoftTimeLimitExceeded:
         error = f"The job ran past the time limit of {settings.JOB_TIME_LIMIT / 3600:g} hours and was stopped."
         detail = traceback.format_exc()
-    except JobError as exc:
-        error, detail = str(exc), traceback.format_exc()
+    except JobError as exc:  # the jail's carry what the jailed step said as detail
+        error, detail = str(exc), getattr(exc, "detail", "") or traceback.format_exc()
     except Exception as exc:
         error = f"The job stopped on an unexpected error: {type(exc).__name__}: {exc}"
         detail = traceback.format_exc()
     finally:
         reporter.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch.parent, ignore_errors=True)
     if state == JobState.CANCELLED and not reporter.lease_lost:
         reporter.log("Cancelled; partial outputs removed.", level="warning")
         reporter.flush(final=True)

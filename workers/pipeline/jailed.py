@@ -1,0 +1,102 @@
+"""The jailed child's side of `workers/jail.py`: read the request, run the step, report as it goes.
+
+    python -m workers.pipeline.jailed      (stdin: {"step": ..., "request": {...}}, then "cancel")
+
+Reports go to the parent as JSON lines on the pipe named by VINTNER_MESSAGE_FD; stdout and stderr
+are the job's raw log, which only the parent reads. The child never touches the database, the
+broker or storage: it has none of their addresses or credentials, and no network.
+"""
+
+import importlib
+import json
+import os
+import sys
+import threading
+import traceback
+
+MEMORY_SIGNS = ("bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
+
+
+class PipeReporter:
+    """The pipeline's Reporter, over the pipe; `cancelled()` turns true when the parent says so."""
+
+    def __init__(self, fd: int) -> None:
+        self._out = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+
+    def send(self, kind: str, **fields) -> None:
+        line = json.dumps({"kind": kind, **fields}, default=str)
+        with self._lock:
+            self._out.write(line + "\n")
+
+    def log(self, message: str, *, level: str = "info") -> None:
+        self.send("log", message=str(message), level=level)
+
+    def progress(self, fraction: float) -> None:
+        self.send("progress", fraction=float(fraction))
+
+    def stage(self, name: str) -> None:
+        self.send("stage", name=str(name))
+
+    def metric(self, name: str, value: float, *, step: int | None = None, summary: bool = False) -> None:
+        value = float(value)
+        if value == value and abs(value) != float("inf"):  # a NaN loss is not a point on a chart
+            self.send("metric", name=str(name), value=value, step=step, summary=summary)
+
+    def checkpoint(self, state: dict) -> None:
+        self.send("checkpoint", state=state)
+
+    def checkpoint_file(self, path: str, state: dict) -> None:
+        """A file in the work folder for the parent to keep (a training epoch's checkpoint)."""
+        self.send("checkpoint_file", path=path, state=state)
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def listen(self) -> None:
+        """The parent's later lines are cancels; its end (EOF) means it is gone, and so is the job."""
+        for line in sys.stdin:
+            if line.strip() == "cancel":
+                self._cancel.set()
+        os._exit(1)
+
+
+def _step(name: str):
+    """A job kind's step by name, or "module:function": what the worker asked for (it is trusted),
+    from code the jail can see (the jail's own tests run their hostile steps this way)."""
+    if ":" in name:
+        module, function = name.split(":")
+        return getattr(importlib.import_module(module), function)
+    from workers.pipeline.steps import STEPS
+
+    return STEPS[name]
+
+
+def main() -> None:
+    reporter = PipeReporter(int(os.environ["VINTNER_MESSAGE_FD"]))
+    order = json.loads(sys.stdin.readline())
+    threading.Thread(target=reporter.listen, daemon=True, name="cancel-listener").start()
+    from workers.pipeline.reporting import Cancelled, JobError, Span
+
+    try:
+        result = _step(order["step"])(order["request"], Span(reporter, 0.0, 1.0))
+    except JobError as error:
+        reporter.send("error", error="job", message=str(error), detail=traceback.format_exc())
+    except Cancelled as cancelled:
+        kept = getattr(cancelled, "kept", None)  # what a cancelled step still made (a best epoch)
+        reporter.send("cancelled", result=kept)
+    except MemoryError:
+        reporter.send("error", error="memory", message="MemoryError", detail=traceback.format_exc())
+    except BaseException as error:  # noqa: BLE001 - every ending is said to the parent
+        message = f"{type(error).__name__}: {error}"
+        kind = "memory" if any(sign in message for sign in MEMORY_SIGNS) else "unexpected"
+        reporter.send("error", error=kind, message=message[:2000], detail=traceback.format_exc())
+    else:
+        reporter.send("result", result=result)
+    sys.stdout.flush()
+    os._exit(0)  # no interpreter teardown: library threads and atexit hooks have nothing to add
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""What each job kind does inside its jail: one function a kind, `step(request, span) -> result`.
+
+The request is JSON made by the worker (`workers/tasks.py`): the settings, and the paths of the
+staged inputs (read-only) and of the work folder (`request["work"]`, the only writable place).
+The result is JSON too; files a step makes stay in the work folder, named relative to it, for the
+worker to check and publish. No Django, no Celery, no storage: these run in `workers.pipeline.jailed`.
+"""
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from workers.pipeline.reporting import Span
+
+
+def probe(request: dict, span: Span) -> dict:
+    from workers.pipeline.probe import ProbeConfig, run_probe
+
+    result = run_probe(ProbeConfig(**request["config"]), span.reporter, resume=request.get("resume"))
+    return {"devices": result.summary()}
+
+
+def dataset_import(request: dict, span: Span) -> dict:
+    """Unpack an uploaded archive under hard limits and validate every image into work/dataset."""
+    from workers.pipeline.archives import ExtractLimits, extract_archive
+    from workers.pipeline.data import ImportConfig, import_dataset
+
+    work = Path(request["work"])
+    span.reporter.stage("unpacking")
+    extract_archive(Path(request["archive"]), work / "extracted", ExtractLimits(**request["limits"]),
+                    span.child(0.0, 0.3), name=request["name"])
+    span.reporter.stage("validating")
+    result = import_dataset(work / "extracted", work / "dataset", ImportConfig(**request["config"]),
+                            span.child(0.3, 0.97))
+    return {"items": [asdict(item) for item in result.items], "classes": result.classes,
+            "report": result.report, "bytes": result.bytes}
+
+
+def model_import(request: dict, span: Span) -> dict:
+    """Recognise and check uploaded model files into work/model, and inspect them."""
+    from workers.pipeline.formats import InspectConfig, inspect_model, prepare_model
+
+    work = Path(request["work"])
+    span.reporter.stage("checking")
+    sources = [(Path(path), filename) for path, filename in request["sources"]]
+    prepared = prepare_model(sources, work / "model", span.child(0.0, 0.2), declared_format=request["format"])
+    span.reporter.stage("inspecting")
+    inspection = inspect_model(prepared, InspectConfig(**request["source"]), span.child(0.2, 0.95))
+    return {"format": prepared.format, "primary": prepared.primary,
+            "inspection": _with_graph(inspection.as_dict(), prepared, span)}
+
+
+def convert(request: dict, span: Span) -> dict:
+    """A PyTorch or ONNX model to an OpenVINO IR in work/ir, checked against its source."""
+    from workers.pipeline.conversion import ConvertConfig
+    from workers.pipeline.conversion import convert as convert_model
+
+    config = request["config"]
+    config = ConvertConfig(**{**config, "input_size": tuple(config["input_size"])})
+    images = [Path(path) for path in request["images"]] if request.get("images") is not None else None
+    result = convert_model(_prepared(request["model"]), _inspect_config(request["model"]), config,
+                           Path(request["work"]) / "ir", span.child(0.0, 0.9), images=images)
+    span.reporter.stage("publishing")
+    return {"conversion": result.as_dict(), "inspection": _ir_facts(result.folder, span.child(0.9, 0.97)),
+            "route": result.route, "max_abs_diff": result.equivalence.max_abs_diff,
+            "within_tolerance": result.equivalence.within_tolerance}
+
+
+def quantize(request: dict, span: Span) -> dict:
+    """INT8 by post-training quantization (with accuracy control or not) into work/int8; a PyTorch
+    or ONNX source is converted to an FP32 IR first, NNCF's OpenVINO flow being the reference one."""
+    from workers.pipeline.conversion import ConvertConfig
+    from workers.pipeline.conversion import convert as convert_model
+    from workers.pipeline.quantization import quantize_ir
+
+    work, source = Path(request["work"]), request["model"]
+    config, data, spec = _quantize_settings(request)
+    prepared = _prepared(source)
+    xml, bar = prepared.folder / prepared.primary, span
+    if prepared.format != "openvino_ir":
+        span.reporter.stage("converting")
+        span.reporter.log("Converting to an FP32 OpenVINO IR first (kept only inside this job).")
+        converted = convert_model(prepared, _inspect_config(source), ConvertConfig(input_size=spec.size),
+                                  work / "fp32", span.child(0.0, 0.2))
+        xml, bar = converted.folder / "model.xml", span.child(0.2, 1.0)
+    result = quantize_ir(source=xml, data=data, spec=spec, config=config, out=work / "int8", span=bar.child(0.0, 0.97))
+    span.reporter.stage("publishing")
+    return {"quantization": result.as_dict(),
+            "inspection": _ir_facts(result.folder, Span(span.reporter, 0.97, 0.99))}
+
+
+def qat(request: dict, span: Span) -> dict:
+    """Quantization-aware training: the training loop's curves, checkpoints and resume, then the
+    best epoch converted to an INT8 IR in work/qat."""
+    from workers.pipeline.formats import load_torch_module
+    from workers.pipeline.qat import quantization_aware_training
+    from workers.pipeline.training import TrainConfig
+
+    config, data, spec = _quantize_settings(request)
+    module = load_torch_module(_prepared(request["model"]), _inspect_config(request["model"]))
+    train_config = TrainConfig(**request["train"], input_size=spec.size[0], mean=spec.mean, std=spec.std)
+    result, training = quantization_aware_training(
+        module, train_config, Path(request["dataset"]), data, spec, config, Path(request["work"]) / "qat",
+        span.reporter, resume=_resume(request), save_checkpoint=_checkpoint_saver(request, span))
+    span.reporter.stage("publishing")
+    return {"quantization": result.as_dict(),
+            "training": {k: v for k, v in training.as_dict().items() if k != "weights"},
+            "inspection": _ir_facts(result.folder, Span(span.reporter, 0.97, 0.99))}
+
+
+def benchmark(request: dict, span: Span) -> dict:
+    """An IR's or ONNX model's speed with OpenVINO, and torch eager of its PyTorch source."""
+    from workers.pipeline.benchmark import BenchmarkConfig, benchmark_ir, benchmark_summary, host_facts, measure_torch
+    from workers.pipeline.formats import load_torch_module
+
+    settings = request["config"]
+    config = BenchmarkConfig(**{**settings, "hints": tuple(settings["hints"]),
+                                "matrix": tuple(tuple(point) for point in settings["matrix"])})
+    model, reference = request.get("model"), request.get("reference")
+    result = {"host": host_facts(config.device), "shape": config.shape, "measurements": [], "layers": [],
+              "layer_types": []}
+    if model is not None:
+        span.reporter.stage("measuring OpenVINO")
+        prepared = _prepared(model)
+        part = span.child(0.0, 0.8 if reference else 1.0)
+        result.update(benchmark_ir(prepared.folder / prepared.primary, config, part).as_dict())
+    if reference is not None:
+        span.reporter.stage("measuring torch eager")
+        module = load_torch_module(_prepared(reference), _inspect_config(reference))
+        height, width = request["input_size"]
+        part = span.child(0.8, 1.0) if model is not None else span
+        result["torch"] = asdict(measure_torch(module, [1, 3, height, width], config.seconds, part))
+    return {**result, **benchmark_summary(result)}
+
+
+def evaluate(request: dict, span: Span) -> dict:
+    """Top-1, top-5 and the confusion matrix of a model on images with known labels."""
+    from workers.pipeline.evaluation import Pictures, model_runner
+    from workers.pipeline.evaluation import evaluate as evaluate_model
+    from workers.pipeline.feeding import InputSpec
+
+    spec = InputSpec.of(request["preprocessing"], embedded=request["embedded"])
+    span.reporter.stage("loading")
+    runner = model_runner(_prepared(request["model"]), _inspect_config(request["model"], input_size=spec.size[0]))
+    span.reporter.stage("reading images")
+    pictures = Pictures([Path(path) for path in request["images"]], request["labels"], spec, span.child(0.0, 0.3))
+    span.reporter.stage("evaluating")
+    scores = evaluate_model(runner, pictures, request["classes"], span.child(0.3, 1.0))
+    return scores.as_dict()
+
+
+def train(request: dict, span: Span) -> dict:
+    """Train an image classifier; the best epoch's weights end in work/out/weights.pth. A cancel
+    with a finished epoch still hands back that epoch (`kept`), for "keep best epoch"."""
+    from workers.pipeline.formats import load_torch_module
+    from workers.pipeline.training import TrainConfig, TrainingCancelled
+    from workers.pipeline.training import train as train_model
+
+    init = request.get("init")
+    module = load_torch_module(_prepared(init), _inspect_config(init)) if init else None
+    work = Path(request["work"])
+    try:
+        result = train_model(TrainConfig(**request["config"]), Path(request["dataset"]), work / "out", span.reporter,
+                             init=module, resume=_resume(request), save_checkpoint=_checkpoint_saver(request, span))
+    except TrainingCancelled as cancelled:
+        cancelled.kept = _trained(cancelled.result) if cancelled.result is not None else None
+        raise
+    return _trained(result)
+
+
+def noop(request: dict, span: Span) -> dict:
+    """Nothing but the jail's start and end: what bench/jail.py times."""
+    span.progress(1.0)
+    return {"echo": request.get("echo")}
+
+
+STEPS = {step.__name__: step for step in (probe, dataset_import, model_import, convert, quantize, qat, benchmark,
+                                          evaluate, train, noop)}
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+
+def _prepared(model: dict):
+    from workers.pipeline.formats import Prepared
+
+    return Prepared(format=model["format"], folder=Path(model["folder"]), primary=model["primary"])
+
+
+def _inspect_config(model: dict, **overrides):
+    from workers.pipeline.formats import InspectConfig
+
+    return InspectConfig(architecture=model.get("architecture", ""), num_classes=model.get("num_classes"),
+                         input_size=overrides.get("input_size", model.get("input_size", 224)))
+
+
+def _with_graph(facts: dict, prepared, span: Span) -> dict:
+    """The graph view's data (OpenVINO IR and ONNX); a model it fails on is still published."""
+    from workers.pipeline.formats import one_line
+    from workers.pipeline.graphs import model_graph
+
+    if prepared.format in ("openvino_ir", "onnx"):
+        try:
+            facts["graph"] = model_graph(prepared)
+        except Exception as error:
+            span.reporter.log(f"No graph view for this model: {one_line(error)}", level="warning")
+    return facts
+
+
+def _ir_facts(folder: Path, span: Span) -> dict:
+    from workers.pipeline.formats import InspectConfig, Prepared, inspect_model
+
+    ir = Prepared(format="openvino_ir", folder=folder, primary="model.xml")
+    return _with_graph(inspect_model(ir, InspectConfig(), span).as_dict(), ir, span)
+
+
+def _quantize_settings(request: dict):
+    from workers.pipeline.feeding import InputSpec
+    from workers.pipeline.quantization import QuantizeConfig, QuantizeData
+
+    settings = request["config"]
+    config = QuantizeConfig(**{**settings, "ignored_names": tuple(settings["ignored_names"]),
+                               "ignored_patterns": tuple(settings["ignored_patterns"])})
+    data = request["data"]
+    data = QuantizeData(calibration=[Path(p) for p in data["calibration"]],
+                        validation=[Path(p) for p in data["validation"]], labels=data["labels"], classes=data["classes"])
+    return config, data, InputSpec.of(request["preprocessing"], embedded=request["embedded"])
+
+
+def _resume(request: dict) -> Path | None:
+    return Path(request["resume"]) if request.get("resume") else None
+
+
+def _checkpoint_saver(request: dict, span: Span):
+    """Hand each epoch's checkpoint to the worker, which keeps it in storage for a resumed attempt.
+    A link under a new name: the loop replaces its checkpoint file each epoch, never rewrites it."""
+    work = Path(request["work"])
+    (work / "checkpoints").mkdir(exist_ok=True)
+
+    def save(path: Path, summary: dict) -> None:
+        name = f"checkpoints/epoch-{summary['epoch']}.pth"
+        os.link(path, work / name)
+        span.reporter.checkpoint_file(name, summary)
+
+    return save
+
+
+def _trained(result) -> dict:
+    """The run's facts; its weights are work/out/weights.pth, where the worker looks for them."""
+    return {k: v for k, v in result.as_dict().items() if k != "weights"}
