@@ -2,6 +2,7 @@
 accuracy-controlled INT8, embedded preprocessing, progress, cancel, and the refusals."""
 
 import ctypes
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,15 @@ from PIL import Image
 
 from tests.fakes import FakeReporter
 from tests.model_builders import SIZE, tiny_net
+from workers.jail import Jail, run_jailed
 from workers.pipeline.augment import val_transform
 from workers.pipeline.evaluation import EXACT, Pictures, Scores, evaluate
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.quantization import QuantizeConfig, QuantizeData, _Run, quantize_ir
 from workers.pipeline.reporting import Cancelled, JobError, Span
 
-SPEC = InputSpec.of({"input_size": [SIZE, SIZE], "color": "RGB", "mean": [0.5], "std": [0.25]})
+PREPROCESSING = {"input_size": [SIZE, SIZE], "color": "RGB", "mean": [0.5], "std": [0.25]}
+SPEC = InputSpec.of(PREPROCESSING)
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +74,32 @@ def test_post_training_int8_is_scored_before_and_after_with_calibration_progress
     assert len({round(f, 4) for f in reporter.fractions if 0.2 < f <= 0.8}) >= 40
 
 
+def controlled(ir: Path, data: QuantizeData, folder: Path, reporter=None, **settings) -> tuple[dict, FakeReporter]:
+    """Accuracy control as a worker runs it: the quantize step in a jail, a process that ends with
+    the job. In this process NNCF's Cores would leave the thread's signal stack pointing at unmapped
+    memory, and the next signal handled here would kill it (quantization.quantize_ir says how)."""
+    reporter = reporter or FakeReporter()
+    config = {**asdict(QuantizeConfig(subset_size=40, method="accuracy", **settings)), "ignored_names": [],
+              "ignored_patterns": []}
+    request = {"model": {"format": "openvino_ir", "folder": str(ir.parent), "primary": ir.name},
+               "config": config, "preprocessing": PREPROCESSING, "embedded": False, "work": str(folder / "work"),
+               "data": {"calibration": [str(p) for p in data.calibration], "validation": [str(p) for p in data.validation],
+                        "labels": data.labels, "classes": data.classes}}
+    reads = [ir.parent, data.validation[0].parent]
+    return run_jailed("quantize", request, jail=Jail(), folder=folder, reads=reads, reporter=reporter), reporter
+
+
 def test_accuracy_control_puts_layers_back_into_floating_point_until_the_drop_fits(fp32_ir, noise, tmp_path):
     data = data_for(fp32_ir, noise)
     plain, _ = run(fp32_ir, data, tmp_path / "plain")
     assert plain.drop > 0, "the fixture's premise: plain INT8 flips some predictions"
     stack = signal_stack()
-    result, reporter = run(fp32_ir, data, tmp_path / "controlled", method="accuracy", max_drop=0.001)
-    # In this process, NNCF's Cores would have left the thread's signal stack pointing at unmapped
-    # memory, and the next signal handled here would kill it (workers/pipeline/processes.py).
+    result, reporter = controlled(fp32_ir, data, tmp_path / "controlled", max_drop=0.001)
     assert signal_stack() == stack
-    assert result.restored, "NNCF reported no layer put back into floating point"
-    assert result.target == {"max_drop": 0.001, "drop_type": "absolute", "allowed": 0.001, "met": True}
-    assert result.drop <= 0.001 and result.quantized_layers < plain.quantized_layers
+    result = result["quantization"]
+    assert result["restored"], "NNCF reported no layer put back into floating point"
+    assert result["target"] == {"max_drop": 0.001, "drop_type": "absolute", "allowed": 0.001, "met": True}
+    assert result["drop"] <= 0.001 and result["quantized_layers"] < plain.quantized_layers
     said = [message for _, message in reporter.logs]
     assert any(message.startswith("NNCF: Reverted") for message in said)
     assert not any("Elapsed Time" in message for message in said)
@@ -91,8 +108,8 @@ def test_accuracy_control_puts_layers_back_into_floating_point_until_the_drop_fi
 def test_a_cancelled_accuracy_control_stops_its_process(fp32_ir, noise, tmp_path):
     reporter = FakeReporter(cancel_after=3)
     with pytest.raises(Cancelled):
-        run(fp32_ir, data_for(fp32_ir, noise), tmp_path / "int8", reporter, method="accuracy")
-    assert not (tmp_path / "int8").exists()
+        controlled(fp32_ir, data_for(fp32_ir, noise), tmp_path / "job", reporter)
+    assert not (tmp_path / "job" / "work" / "int8" / "model.xml").exists()
 
 
 class _Stack(ctypes.Structure):

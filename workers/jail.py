@@ -108,10 +108,13 @@ def run_jailed(step: str, request: dict, *, jail: Jail, folder: Path, reads: lis
         raise JobError(f"This worker cannot run jobs in a jail ({jail_problem()}), and jobs never run unjailed "
                        "unless an administrator sets VINTNER_JAIL=off. Ask your administrator.")
     work, tmp = folder / "work", folder / "tmp"
+    own_user = os.geteuid() == 0 and jail.mode == "bwrap"
     for path in (work, tmp):
         path.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0 and jail.mode == "bwrap":
+        if own_user:
             os.chown(path, jail.uid, jail.uid)
+    if own_user:
+        _readable_by_others(reads)
     if jail.mode != "bwrap":
         reporter.log("This worker runs jobs without a jail (VINTNER_JAIL=off): the job's code can reach "
                      "everything the worker can.", level="warning")
@@ -137,6 +140,17 @@ def run_jailed(step: str, request: dict, *, jail: Jail, folder: Path, reads: lis
         _kill(process)
         relay.join()
     return _outcome(process.returncode, relay, stopped, jail.limits, _tail(log_path))
+
+
+def _readable_by_others(paths: list[Path]) -> None:
+    """The jail's user reads its inputs as "others": the folders above them are made anew inside
+    the jail, and what Vintner publishes is 0644/0755 (checked_tree), but a staged path's own mode
+    may be narrower (a private temporary folder)."""
+    for path in paths:
+        mode = os.stat(path).st_mode
+        wanted = mode | stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+        if wanted != mode:
+            os.chmod(path, stat.S_IMODE(wanted))
 
 
 def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> list[str]:

@@ -34,7 +34,6 @@ import openvino as ov
 from workers.pipeline.evaluation import Pictures, Scores, evaluate, ir_runner
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.formats import one_line
-from workers.pipeline.processes import run_isolated
 from workers.pipeline.reporting import Cancelled, JobError, Span, timed
 
 METHODS = ("ptq", "accuracy")
@@ -152,19 +151,13 @@ def nncf_settings(config: QuantizeConfig) -> dict:
 
 def quantize_ir(*, source: Path, data: QuantizeData, spec: InputSpec, config: QuantizeConfig, out: Path,
                 span: Span) -> QuantizeResult:
-    """Quantize the IR at `source` (model.xml) into `out`; see the module docstring. Accuracy
-    control runs in a process of its own: it leaves OpenVINO's signal stacks broken behind it
-    (workers/pipeline/processes.py says how)."""
+    """Quantize the IR at `source` (model.xml) into `out`; see the module docstring.
+
+    Run accuracy control only in a process that ends with the job (the jail's child does): NNCF
+    makes and drops OpenVINO Cores out of order, and each Core's CPU plugin, when it goes, puts
+    back the thread's alternate signal stack it found, even one another Core has unmapped since;
+    the next signal the thread handles then kills the process with SIGSEGV."""
     check_config(config)
-    if config.method == "accuracy":
-        span.reporter.log("Accuracy control runs in a process of its own; starting it takes a few seconds.")
-        return run_isolated(_quantize, span, "accuracy control", source=source, data=data, spec=spec,
-                            config=config, out=out)
-    return _quantize(source=source, data=data, spec=spec, config=config, out=out, span=span)
-
-
-def _quantize(*, source: Path, data: QuantizeData, spec: InputSpec, config: QuantizeConfig, out: Path,
-              span: Span) -> QuantizeResult:
     return _Run(data, spec, config, span).go(source, Path(out))
 
 

@@ -34,7 +34,6 @@ from torch.utils.data import DataLoader
 
 from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
 from workers.pipeline.augment import AUGMENTS, EpochSampler, ImageDataset, read_index, train_transform, val_transform
-from workers.pipeline.processes import children_allowed
 from workers.pipeline.reporting import Cancelled, JobError, Reporter
 
 ARCHS: tuple[str, ...] = TRAINABLE  # torchvision's ARCHITECTURES and small_cnn
@@ -422,7 +421,7 @@ def train(config: TrainConfig, dataset: Path, out: Path, reporter: Reporter, *,
     if where.type == "cuda" and not torch.cuda.is_available():
         raise JobError(f"Training was asked to run on {device}, but this worker has no usable CUDA GPU.")
     run = _Run(config, data, out, reporter, where, save_checkpoint)
-    with children_allowed(), _cpu_threads(where, config.workers):
+    with _cpu_threads(where, config.workers):
         try:
             run.prepare(init, resume)
             return run.loop()
