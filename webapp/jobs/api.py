@@ -9,19 +9,24 @@ from webapp.jobs import services
 from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
 from webapp.jobs.models import Job
-from webapp.jobs.selectors import job_for_user, jobs_of_project
+from webapp.jobs.selectors import inputs_of_job, job_for_user, jobs_of_project
 from webapp.projects.selectors import project_for_user
 
 
 class JobSerializer(serializers.ModelSerializer):
+    inputs = serializers.SerializerMethodField(help_text='What it reads: {"datasets": [ids], "artifacts": [ids]}.')
+
     class Meta:
         model = Job
         fields = [
-            "id", "project", "kind", "params", "inputs", "state", "progress", "stage", "queue", "worker_host",
+            "id", "project", "kind", "params", "inputs", "model", "state", "progress", "stage", "queue", "worker_host",
             "attempts", "created_at", "started_at", "finished_at", "cancel_requested_at", "error", "error_detail",
             "result", "last_seq",
         ]
         read_only_fields = fields
+
+    def get_inputs(self, job: Job) -> dict[str, list[int]]:
+        return inputs_of_job(job)
 
 
 class JobSubmitSerializer(serializers.Serializer):
@@ -56,7 +61,6 @@ class ProjectJobsView(APIView):
             user=request.user,
             kind=data["kind"],
             params=data["params"],
-            inputs=data["inputs"],
             idempotency_key=data.get("idempotency_key") or request.headers.get("Idempotency-Key"),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
