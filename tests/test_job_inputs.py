@@ -146,3 +146,18 @@ def test_it_refuses_deleting_a_model_a_run_is_training(alice, vision, dataset):
     job.refresh_from_db()
     assert job.model is None and job.params["model_name"] == "colours"  # the run stays, naming it
 
+
+# --- a model's runs -----------------------------------------------------------------------------
+
+
+def test_renaming_a_model_keeps_its_training_runs(alice, vision, dataset):
+    first, _ = train(alice, vision, dataset)
+    second, _ = train(alice, vision, dataset)
+    Job.objects.filter(id=first.id).update(state=JobState.FAILED)
+    client = signed_in(alice)
+    response = client.patch(f"/api/v1/models/{first.model_id}/", {"name": "hues"}, content_type="application/json")
+    assert response.status_code == 200 and response.json()["name"] == "hues"
+    page = client.get(f"/models/{first.model_id}/runs/").content.decode()
+    assert "Training runs of hues" in page and "2 runs" in page
+    assert f'data-job="{first.id}"' in page and f'data-job="{second.id}"' in page
+    assert f'href="/models/{first.model_id}/"><b>hues</b>' in client.get(f"/jobs/{first.id}/").content.decode()

@@ -35,6 +35,11 @@ def active_jobs_of_model(model: Model) -> list[Job]:
     return list(Job.objects.filter(reads_or_makes, state__in=ACTIVE_STATES).distinct())
 
 
+def training_runs_of_model(model: Model) -> QuerySet[Job]:
+    """Its training runs, oldest first, by the relation: they stay its runs when it is renamed."""
+    return model.jobs.filter(kind="train").order_by("created_at", "id")
+
+
 def lineage(artifacts: list[Artifact]) -> dict:
     """The model's artifacts as a graph laid out in columns by generation (uploaded or trained
     first, then converted, then quantized…), for the model page to draw as SVG."""
