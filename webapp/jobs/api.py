@@ -30,10 +30,27 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobSubmitSerializer(serializers.Serializer):
+    """What a client may send. What the job reads is not among it: the kinds submitted here read
+    nothing (a probe), and those whose params name a dataset or artifact go through their own
+    endpoints, whose services check access and record what the job reads. A key it does not
+    know is refused by name, never ignored."""
+
     kind = serializers.ChoiceField(choices=DIRECT_KINDS)
     params = serializers.DictField(required=False, default=dict)
-    inputs = serializers.DictField(required=False, default=dict)
     idempotency_key = serializers.CharField(required=False, max_length=100, help_text="Or the Idempotency-Key header.")
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields) - {"csrfmiddlewaretoken"})  # a form's token
+            if unknown:
+                raise serializers.ValidationError({name: [_unknown(name)] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def _unknown(name: str) -> str:
+    if name == "inputs":
+        return "A job's inputs are not sent: the server takes them from the parameters."
+    return f"Unknown field “{name}”. A job takes kind, params and idempotency_key."
 
 
 class JobEventSerializer(serializers.Serializer):
