@@ -17,7 +17,7 @@ from tests.archive_builders import class_entries, image_bytes, make_tar, make_zi
 from tests.helpers import signed_in, uploaded
 from tests.servers import wait_for
 from webapp.datasets.models import Dataset
-from webapp.jobs.models import Job, JobState
+from webapp.jobs.models import Job, JobInput, JobState
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
 
@@ -149,7 +149,8 @@ def test_a_failed_dataset_can_be_deleted_with_its_archive(worker_host, alice, pr
 def test_deleting_a_dataset_a_job_uses_is_refused_with_the_reason(worker_host, alice, project, tmp_path):
     client = signed_in(alice)
     dataset = import_dataset(client, project, uploaded(alice, project, make_zip(tmp_path / "a.zip", class_entries())))
-    user = Job.objects.create(project=project, kind="probe", queue="optimize", state=JobState.RUNNING, inputs={"datasets": [dataset.id]})
+    user = Job.objects.create(project=project, kind="probe", queue="optimize", state=JobState.RUNNING)
+    JobInput.objects.create(job=user, kind="dataset", dataset=dataset)
     response = client.delete(f"/api/v1/datasets/{dataset.id}/")
     assert response.status_code == 400
     assert f"job #{user.id}" in str(response.json()) and "in use" in str(response.json())

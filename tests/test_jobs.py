@@ -58,6 +58,22 @@ def test_it_refuses_an_unknown_kind(client, alice, project):
     assert response.status_code == 400 and not Job.objects.exists()
 
 
+def test_it_refuses_inputs_from_the_client_and_any_key_it_does_not_know(client, alice, project):
+    client.force_login(alice)
+    response = submit(client, project, QUICK, inputs={"datasets": [1], "artifacts": []})
+    assert response.status_code == 400 and "inputs" in response.json()
+    assert "from the parameters" in response.json()["inputs"][0]
+    response = submit(client, project, QUICK, priority="high")
+    assert response.status_code == 400 and "“priority”" in response.json()["priority"][0]
+    assert not Job.objects.exists()
+
+
+def test_it_shows_a_probe_reading_nothing(client, alice, project):
+    client.force_login(alice)
+    job = submit(client, project, QUICK).json()
+    assert job["inputs"] == {"datasets": [], "artifacts": []} and job["model"] is None
+
+
 def test_it_makes_one_job_for_a_repeated_idempotency_key(client, alice, project):
     client.force_login(alice)
     first = submit(client, project, QUICK, idempotency_key="click-1")

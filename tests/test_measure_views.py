@@ -14,6 +14,7 @@ from tests.conftest import make_user
 from tests.helpers import COLOURS, make_artifact, make_dataset, make_model, signed_in
 from tests.jobs_helpers import make_project
 from webapp.jobs.models import Job, JobState
+from webapp.jobs.selectors import inputs_of_job
 from webapp.registry.deploy import snippet
 from webapp.registry.models import Artifact, Origin
 from webapp.teams.models import Membership, Role
@@ -177,7 +178,8 @@ def test_the_benchmark_form_starts_a_job_with_its_settings(alice, fp32, trained)
     assert params["matrix"] == [{"batch": 4, "streams": 2}, {"batch": 8, "streams": 1}]
     assert params["layer_counters"] is False  # unchecked: not sent
     assert params["torch_reference"] is True and params["reference"] == trained.id
-    assert job.inputs["artifacts"] == [fp32.id, trained.id] and job.queue == "optimize"
+    assert inputs_of_job(job)["artifacts"] == [fp32.id, trained.id] and job.queue == "optimize"
+    assert job.model is None  # it measures; it makes no artifact
 
 
 @pytest.mark.parametrize("fields, words", [
@@ -199,7 +201,7 @@ def test_the_evaluate_form_starts_a_job_on_the_split(alice, fp32, dataset):
     job = Job.objects.get(kind="evaluate")
     assert response["Location"] == f"/jobs/{job.id}/"
     assert job.params == {"artifact": fp32.id, "dataset": dataset.id, "split": "val"}
-    assert job.inputs == {"artifacts": [fp32.id], "datasets": [dataset.id]}
+    assert inputs_of_job(job) == {"artifacts": [fp32.id], "datasets": [dataset.id]}
 
 
 @pytest.mark.parametrize("case, words", [

@@ -58,7 +58,8 @@ def test_it_starts_a_quantize_job_on_the_optimize_queue(alice, fp32, dataset):
     assert (job.kind, job.queue, job.state) == ("quantize", "optimize", JobState.QUEUED)
     assert job.params["artifact"] == fp32.id and job.params["dataset"] == dataset.id and job.params["subset_size"] == 20
     assert job.params["ignored_scope"] == ["re:.*head.*"] and job.params["fast_bias_correction"] is True
-    assert job.inputs == {"artifacts": [fp32.id], "datasets": [dataset.id]}
+    assert response.json()["inputs"] == {"artifacts": [fp32.id], "datasets": [dataset.id]}
+    assert job.model_id == fp32.model_id  # its INT8 artifact will be the model's
 
 
 def test_it_sends_quantization_aware_training_to_the_train_queue(alice, fp32, dataset):

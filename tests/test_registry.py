@@ -15,7 +15,7 @@ from django.test import Client
 from tests import model_builders as build
 from tests.helpers import signed_in, uploaded
 from tests.servers import wait_for
-from webapp.jobs.models import Job, JobState
+from webapp.jobs.models import Job, JobInput, JobState
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact
 from webapp.uploads.models import Upload
@@ -158,7 +158,8 @@ def test_ir_with_an_xml_entity_or_a_short_bin_is_refused(worker_host, alice, pro
 
 def test_deleting_an_artifact_a_job_uses_is_refused(worker_host, alice, project, client, tmp_path):
     artifact = register(client, alice, project, build.onnx_file(tmp_path / "tiny.onnx"))
-    user = Job.objects.create(project=project, kind="probe", queue="optimize", state=JobState.QUEUED, inputs={"artifacts": [artifact.id]})
+    user = Job.objects.create(project=project, kind="probe", queue="optimize", state=JobState.QUEUED)
+    JobInput.objects.create(job=user, kind="artifact", artifact=artifact)
     response = client.delete(f"/api/v1/artifacts/{artifact.id}/")
     assert response.status_code == 400 and f"job #{user.id}" in str(response.json())
     assert client.delete(f"/api/v1/models/{artifact.model_id}/").status_code == 400

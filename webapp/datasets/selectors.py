@@ -43,6 +43,6 @@ def items_of_dataset(dataset: Dataset, *, label: str = "", split: str = "") -> Q
 
 
 def active_jobs_using(dataset: Dataset) -> list[Job]:
-    """Jobs not yet finished that read this dataset (their `inputs` name it)."""
-    active = Job.objects.filter(project_id=dataset.project_id, state__in=ACTIVE_STATES)
-    return [job for job in active if dataset.id in job.inputs.get("datasets", [])]
+    """Jobs not yet finished that read this dataset, in whichever project of the team they run
+    (not only the dataset's own), its import included."""
+    return list(Job.objects.filter(reads__dataset=dataset, state__in=ACTIVE_STATES).distinct())

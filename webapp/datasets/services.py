@@ -65,7 +65,7 @@ def dataset_import_start(*, dataset: Dataset, user) -> None:
         user=user,
         kind="dataset_import",
         params={"dataset": dataset.id},
-        inputs={"datasets": [dataset.id]},
+        datasets=[dataset],  # it is in use while it imports
     )
     dataset.import_job = job
     dataset.save(update_fields=["import_job"])

@@ -9,26 +9,48 @@ from webapp.jobs import services
 from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
 from webapp.jobs.models import Job
-from webapp.jobs.selectors import job_for_user, jobs_of_project
+from webapp.jobs.selectors import inputs_of_job, job_for_user, jobs_of_project
 from webapp.projects.selectors import project_for_user
 
 
 class JobSerializer(serializers.ModelSerializer):
+    inputs = serializers.SerializerMethodField(help_text='What it reads: {"datasets": [ids], "artifacts": [ids]}.')
+
     class Meta:
         model = Job
         fields = [
-            "id", "project", "kind", "params", "inputs", "state", "progress", "stage", "queue", "worker_host",
+            "id", "project", "kind", "params", "inputs", "model", "state", "progress", "stage", "queue", "worker_host",
             "attempts", "created_at", "started_at", "finished_at", "cancel_requested_at", "error", "error_detail",
             "result", "last_seq",
         ]
         read_only_fields = fields
 
+    def get_inputs(self, job: Job) -> dict[str, list[int]]:
+        return inputs_of_job(job)
+
 
 class JobSubmitSerializer(serializers.Serializer):
+    """What a client may send. What the job reads is not among it: the kinds submitted here read
+    nothing (a probe), and those whose params name a dataset or artifact go through their own
+    endpoints, whose services check access and record what the job reads. A key it does not
+    know is refused by name, never ignored."""
+
     kind = serializers.ChoiceField(choices=DIRECT_KINDS)
     params = serializers.DictField(required=False, default=dict)
-    inputs = serializers.DictField(required=False, default=dict)
     idempotency_key = serializers.CharField(required=False, max_length=100, help_text="Or the Idempotency-Key header.")
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields) - {"csrfmiddlewaretoken"})  # a form's token
+            if unknown:
+                raise serializers.ValidationError({name: [_unknown(name)] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def _unknown(name: str) -> str:
+    if name == "inputs":
+        return "A job's inputs are not sent: the server takes them from the parameters."
+    return f"Unknown field “{name}”. A job takes kind, params and idempotency_key."
 
 
 class JobEventSerializer(serializers.Serializer):
@@ -56,7 +78,6 @@ class ProjectJobsView(APIView):
             user=request.user,
             kind=data["kind"],
             params=data["params"],
-            inputs=data["inputs"],
             idempotency_key=data.get("idempotency_key") or request.headers.get("Idempotency-Key"),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

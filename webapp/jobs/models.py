@@ -23,7 +23,10 @@ class Job(models.Model):
     kind = models.CharField(max_length=40)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     params = models.JSONField(default=dict)
-    inputs = models.JSONField(default=dict, help_text="Ids of the datasets and artifacts the job reads.")
+    # What it reads is in JobInput (job.reads); what it makes or trains, here. SET_NULL: deleting
+    # the model leaves the job's history, which names the model in its params too.
+    model = models.ForeignKey("registry.Model", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs",
+                              help_text="The model it trains or whose new artifact it makes.")
     idempotency_key = models.CharField(max_length=100, null=True, blank=True)
 
     state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
@@ -74,6 +77,46 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+class InputKind(models.TextChoices):
+    DATASET = "dataset"
+    ARTIFACT = "artifact"
+
+
+class JobInput(models.Model):
+    """One dataset or artifact a job reads: what the "in use" guards ask and the job's inputs show.
+
+    Deleting what a job reads is refused by the services while the job is active (queued or
+    running), and allowed once it has finished. So the link is SET_NULL, neither PROTECT (which
+    would forbid ever deleting a dataset a finished job read, its own import included) nor
+    CASCADE (which would make a finished job seem to have read nothing): the row stays, saying
+    "read a dataset, since deleted" through `kind`, and the job's params keep the id. The check
+    holds every row to its kind, so a row never names both; the submit service makes each with
+    exactly one set."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="reads")
+    kind = models.CharField(max_length=10, choices=InputKind.choices)
+    dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="read_by")
+    artifact = models.ForeignKey("registry.Artifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="read_by")
+
+    class Meta:
+        ordering = ["job", "id"]  # the order the service gave them
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind=InputKind.DATASET, artifact__isnull=True)
+                | models.Q(kind=InputKind.ARTIFACT, dataset__isnull=True),
+                name="job_input_is_its_kind_only",
+            ),
+            models.UniqueConstraint(fields=["job", "dataset"], condition=models.Q(dataset__isnull=False),
+                                    name="job_reads_a_dataset_once"),
+            models.UniqueConstraint(fields=["job", "artifact"], condition=models.Q(artifact__isnull=False),
+                                    name="job_reads_an_artifact_once"),
+        ]
+
+    def __str__(self) -> str:
+        target = self.dataset_id if self.kind == InputKind.DATASET else self.artifact_id
+        return f"job #{self.job_id} reads {self.kind} #{target or '(deleted)'}"
 
 
 class EventKind(models.TextChoices):

@@ -9,7 +9,16 @@ def job_for_user(user, job_id: int, action: Action) -> Job:
 
 
 def jobs_of_project(project_id: int) -> QuerySet[Job]:
-    return Job.objects.filter(project_id=project_id).select_related("created_by")
+    return Job.objects.filter(project_id=project_id).select_related("created_by").prefetch_related("reads")
+
+
+def inputs_of_job(job: Job) -> dict[str, list[int]]:
+    """The ids of what the job reads, as the API has always shown them: {"datasets": [...],
+    "artifacts": [...]}, in the order it was given them. One deleted since is left out (its row
+    remains, with its kind; the job's params keep the id)."""
+    reads = job.reads.all()  # prefetched by jobs_of_project
+    return {"datasets": [row.dataset_id for row in reads if row.dataset_id is not None],
+            "artifacts": [row.artifact_id for row in reads if row.artifact_id is not None]}
 
 
 def job_log_lines(job: Job):

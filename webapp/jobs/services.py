@@ -2,7 +2,9 @@
 Reconciler: recover what lost workers and a lost broker left behind. Every state change is
 an atomic conditional update plus a stored `state` event."""
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,8 +15,12 @@ from django.utils import timezone
 from webapp.celery import app as celery_app
 from webapp.jobs.events import events_append
 from webapp.jobs.kinds import KINDS
-from webapp.jobs.models import Job, JobState
+from webapp.jobs.models import InputKind, Job, JobInput, JobState
 from webapp.projects.models import Project
+
+if TYPE_CHECKING:  # these apps' models import this app's
+    from webapp.datasets.models import Dataset
+    from webapp.registry.models import Artifact, Model
 
 
 def _state_event(state: str, **extra) -> tuple[str, dict]:
@@ -44,9 +50,19 @@ def _messages(errors) -> list[str]:
 
 
 def job_submit(
-    *, project: Project, user, kind: str, params: dict, inputs: dict | None = None, idempotency_key: str | None = None
+    *,
+    project: Project,
+    user,
+    kind: str,
+    params: dict,
+    datasets: Sequence["Dataset"] = (),
+    artifacts: Sequence["Artifact"] = (),
+    model: "Model | None" = None,
+    idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
-    """Create the job and enqueue it on commit. The same idempotency key gives back the same job."""
+    """Create the job, with the datasets and artifacts it reads and the model it makes or trains,
+    and enqueue it on commit. The caller has checked that the user may use them. The same
+    idempotency key gives back the same job."""
     clean = params_validate(kind, params)
     key = (idempotency_key or "").strip()[:100] or None
     if key:
@@ -60,16 +76,24 @@ def job_submit(
                 kind=kind,
                 created_by=user,
                 params=clean,
-                inputs=inputs or {},
+                model=model,
                 idempotency_key=key,
                 queue=KINDS[kind].route(clean),
             )
+            JobInput.objects.bulk_create(_inputs(job, datasets, artifacts))
             events_append(job.id, [_state_event(JobState.QUEUED, queue=job.queue)])
             # robust: with the broker down the job stays queued and the reconciler sends it later.
             transaction.on_commit(lambda: job_enqueue(job_id=job.id), robust=True)
     except IntegrityError:  # a concurrent request with the same key won the race
         return Job.objects.get(project=project, created_by=user, idempotency_key=key), False
     return job, True
+
+
+def _inputs(job: Job, datasets: Sequence["Dataset"], artifacts: Sequence["Artifact"]) -> list[JobInput]:
+    """One row per dataset and artifact, in the order given, each once."""
+    rows = {("dataset", d.id): JobInput(job=job, kind=InputKind.DATASET, dataset=d) for d in datasets}
+    rows.update({("artifact", a.id): JobInput(job=job, kind=InputKind.ARTIFACT, artifact=a) for a in artifacts})
+    return list(rows.values())
 
 
 def job_enqueue(*, job_id: int) -> None:

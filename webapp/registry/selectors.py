@@ -1,4 +1,4 @@
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from webapp.access import Action, get_for_user
 from webapp.jobs.models import ACTIVE_STATES, Job
@@ -23,12 +23,21 @@ def artifacts_of_model(model: Model) -> QuerySet[Artifact]:
 
 
 def active_jobs_using(artifacts: list[Artifact]) -> list[Job]:
-    """Jobs not yet finished that read one of these artifacts (their `inputs` name it)."""
-    if not artifacts:
-        return []
-    ids = {artifact.id for artifact in artifacts}
-    active = Job.objects.filter(project_id=artifacts[0].model.project_id, state__in=ACTIVE_STATES)
-    return [job for job in active if ids & set(job.inputs.get("artifacts", []))]
+    """Jobs not yet finished that read one of these artifacts, in whichever project of the team
+    they run (not only the model's own), an upload's inspection included."""
+    return list(Job.objects.filter(reads__artifact__in=artifacts, state__in=ACTIVE_STATES).distinct())
+
+
+def active_jobs_of_model(model: Model) -> list[Job]:
+    """Jobs not yet finished that read one of the model's artifacts (from any project of the
+    team) or make one for it (a training run, a conversion)."""
+    reads_or_makes = Q(reads__artifact__model=model) | Q(model=model)
+    return list(Job.objects.filter(reads_or_makes, state__in=ACTIVE_STATES).distinct())
+
+
+def training_runs_of_model(model: Model) -> QuerySet[Job]:
+    """Its training runs, oldest first, by the relation: they stay its runs when it is renamed."""
+    return model.jobs.filter(kind="train").order_by("created_at", "id")
 
 
 def lineage(artifacts: list[Artifact]) -> dict:

@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from webapp.core import files
 from webapp.jobs.models import Job
-from webapp.jobs.services import job_submit
+from webapp.jobs.services import job_submit, params_validate
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Format, Model, Origin
 from webapp.registry.fit import dataset_fits, few, split_counts
-from webapp.registry.selectors import active_jobs_using
+from webapp.registry.selectors import active_jobs_of_model, active_jobs_using
 from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
 
@@ -109,7 +109,7 @@ def model_upload(
             upload_claim(upload=upload)
         job, _ = job_submit(
             project=project, user=user, kind="model_import",
-            params={"artifact": artifact.id, "format": declared_format}, inputs={"artifacts": [artifact.id]},
+            params={"artifact": artifact.id, "format": declared_format}, artifacts=[artifact], model=model,
         )
         artifact.job = job
         artifact.save(update_fields=["job"])
@@ -124,9 +124,9 @@ def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) ->
         raise ValidationError("This artifact is already an OpenVINO IR.")
     if dataset is not None and (dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready"):
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
-    inputs = {"artifacts": [artifact.id], "datasets": [dataset.id] if dataset else []}
     params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params, inputs=inputs)
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params,
+                        artifacts=[artifact], datasets=[dataset] if dataset else [], model=artifact.model)
     return job
 
 
@@ -152,9 +152,9 @@ def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict) -> Job
     if dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready":
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
     _check_fit(artifact, dataset, method)
-    inputs = {"artifacts": [artifact.id], "datasets": [dataset.id]}
     params = {**params, "artifact": artifact.id, "dataset": dataset.id}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="quantize", params=params, inputs=inputs)
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="quantize", params=params,
+                        artifacts=[artifact], datasets=[dataset], model=artifact.model)
     return job
 
 
@@ -169,10 +169,9 @@ def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
     # A PyTorch artifact's only measurement is torch eager: it is always its own reference.
     wanted = params.get("torch_reference", True) or artifact.format in TORCH_FORMATS
     reference = torch_ancestor(artifact) if wanted else None
-    inputs = {"artifacts": [artifact.id] + ([reference.id] if reference and reference.id != artifact.id else []),
-              "datasets": []}
     params = {**params, "artifact": artifact.id, "reference": reference.id if reference else None}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params, inputs=inputs)
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params,
+                        artifacts=[artifact, reference] if reference else [artifact])  # makes nothing: no model
     return job
 
 
@@ -195,9 +194,9 @@ def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
     split = params.get("split", "val")
     dataset_fits(artifact, dataset, split=split, purpose="to evaluate on")
-    inputs = {"artifacts": [artifact.id], "datasets": [dataset.id]}
     params = {**params, "artifact": artifact.id, "dataset": dataset.id}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params, inputs=inputs)
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params,
+                        artifacts=[artifact], datasets=[dataset])  # makes nothing: no model
     return job
 
 
@@ -230,7 +229,6 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
         raise ValidationError({"params.model_name": (
             f"Model “{existing}” has the classes {', '.join(existing.labels[:8])}; dataset “{dataset}” has "
             f"{', '.join(dataset.classes[:8])}. Train under a new model name.")})
-    inputs = {"datasets": [dataset.id], "artifacts": []}
     if init is not None:
         if init.model.project.team_id != project.team_id or init.state != "ready":
             raise ValidationError({"params.init_artifact": "Choose a ready artifact of this team."})
@@ -239,9 +237,14 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
                                                            f"not {init.get_format_display()}."})
         if init.format == Format.STATE_DICT and init.architecture != params.get("architecture", init.architecture):
             raise ValidationError({"params.architecture": f"The artifact is a {init.architecture}; you chose {params.get('architecture')}."})
-        inputs["artifacts"] = [init.id]
     params = {**params, "dataset": dataset.id, "init_artifact": init.id if init else None}
-    job, _ = job_submit(project=project, user=user, kind="train", params=params, inputs=inputs)
+    name = params_validate("train", params)["model_name"]  # checked before a model of that name is made
+    with transaction.atomic():
+        # The model exists from the run's start (without artifacts until a run publishes one), so
+        # every run is its run by relation: a failed first run too, and all of them after a rename.
+        model, _ = Model.objects.get_or_create(project=project, name=name, defaults={"created_by": user})
+        job, _ = job_submit(project=project, user=user, kind="train", params=params, datasets=[dataset],
+                            artifacts=[init] if init else [], model=model)
     return job
 
 
@@ -329,8 +332,9 @@ def artifact_delete(*, artifact: Artifact) -> None:
 
 
 def model_delete(*, model: Model) -> None:
-    artifacts = list(model.artifacts.select_related("model"))
-    users = active_jobs_using(artifacts)
+    """Refused while a job reads one of its artifacts or makes one for it (a run training it)."""
+    artifacts = list(model.artifacts.all())
+    users = active_jobs_of_model(model)
     if users:
         names = ", ".join(f"{job.kind_label.lower()} job #{job.id}" for job in users)
         raise ValidationError(f"“{model}” is in use by {names}. Cancel it or wait for it to finish, then delete.")

@@ -9,7 +9,6 @@ from webapp.access import Action, authorize, role_allows
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams
-from webapp.jobs.models import Job
 from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
@@ -18,7 +17,7 @@ from webapp.registry.models import Artifact, Format, Origin
 from webapp.registry.quantization import quantization_figures
 from webapp.core.views import form_errors
 from webapp.registry.measure_views import measure_context
-from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user
+from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user, training_runs_of_model
 from webapp.uploads.models import Upload
 from workers.pipeline.architectures import ARCHITECTURES
 
@@ -91,7 +90,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
 def model_runs(request: HttpRequest, model_id: int) -> HttpResponse:
     """Every training run of a model, their curves on shared charts."""
     model = model_for_user(request.user, model_id, Action.VIEW)
-    runs = Job.objects.filter(project=model.project, kind="train", params__model_name=model.name).order_by("created_at")
+    runs = training_runs_of_model(model)
     context = {"model": model, "project": model.project, "team": model.project.team, "runs": runs,
                "series": runs_series(list(runs))}
     return render(request, "registry/model_runs.html", context)
