@@ -23,7 +23,8 @@ RUN groupadd --system vintner \
 WORKDIR /app
 
 # A C++ compiler: NNCF builds its PyTorch quantization kernels (quantization-aware training).
-RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+# bubblewrap: the jail every job runs in (workers/jail.py); setpriv comes with util-linux.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ bubblewrap && rm -rf /var/lib/apt/lists/*
 
 # Dependencies first, so that code changes do not reinstall torch.
 COPY requirements.txt .

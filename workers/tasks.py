@@ -16,7 +16,7 @@ from webapp.hosts.services import host_report
 from webapp.registry.models import Artifact, Model, Origin
 from webapp.registry.services import TORCH_FORMATS, artifact_publish, artifact_record
 from webapp.registry.models import Format
-from workers.jail import StepCancelled, checked_tree
+from workers.jail import StepCancelled, checked_tree, jail_problem
 from workers.pipeline.data import ImageItem
 from workers.pipeline.hostinfo import probe_host
 from workers.pipeline.reporting import JobError
@@ -25,7 +25,9 @@ from workers.runner import JobRun, execute
 @shared_task(bind=True, name="hosts.report_capabilities")
 def report_capabilities(self) -> None:
     """Runs on the host it describes: it is routed to that worker's own direct queue."""
-    host_report(hostname=self.request.hostname, capabilities=probe_host())
+    jail = {"mode": settings.VINTNER_JAIL, "problem": jail_problem() if settings.VINTNER_JAIL == "bwrap" else "",
+            "memory_gb": settings.JAIL_MEMORY_GB, "max_processes": settings.JAIL_MAX_PROCESSES}
+    host_report(hostname=self.request.hostname, capabilities={**probe_host(), "jail": jail})
 
 
 def job_task(kind: str) -> Callable:
@@ -332,8 +334,8 @@ def _epoch_checkpoints(run: JobRun) -> tuple:
 
 
 def _publish_trained(run: JobRun, params: dict, dataset, init, result: dict) -> Artifact:
-    model, _ = Model.objects.get_or_create(project=run.job.project, name=params["model_name"].strip(),
-                                           defaults={"created_by": run.job.created_by})
+    model = run.job.model or Model.objects.get_or_create(  # the job's model, even if renamed since
+        project=run.job.project, name=params["model_name"].strip(), defaults={"created_by": run.job.created_by})[0]
     size, classes = int(result["input_size"]), [str(name) for name in result["classes"]]
     model.labels = classes
     model.preprocessing = {"input_size": [size, size], "layout": "NCHW", "color": "RGB",
