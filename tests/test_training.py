@@ -308,16 +308,6 @@ def test_grayscale_dataset_trains_on_rgb_models(tmp_path):
         validate(config, classes=3, grayscale=False)
 
 
-def test_loader_processes_start_inside_a_daemonic_process(dataset, tmp_path, monkeypatch):
-    """Celery's prefork pool runs tasks in daemonic processes, which multiprocessing forbids to
-    start children; DataLoader workers must start all the same."""
-    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
-    result = train(replace(SMALL, epochs=1, workers=2), dataset, tmp_path / "out",
-                   RecordingReporter())
-    assert result.epochs_run == 1 and result.weights.is_file()
-    assert multiprocessing.current_process().daemon  # as it was
-
-
 @pytest.mark.parametrize("change", [
     {"augment": "strong", "optimizer": "sgd", "schedule": "step", "step_size": 1, "gamma": 0.5},
     {"augment": "none", "warmup_epochs": 1.0, "label_smoothing": 0.1, "weight_decay": 0.0},

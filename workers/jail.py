@@ -138,7 +138,7 @@ def run_jailed(step: str, request: dict, *, jail: Jail, folder: Path, reads: lis
         raise
     finally:
         _kill(process)
-        relay.join()
+        relay.join(timeout=10)  # an unjailed child's stray process could keep the pipe open
     return _outcome(process.returncode, relay, stopped, jail.limits, _tail(log_path))
 
 
@@ -161,6 +161,10 @@ def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> lis
     root = os.geteuid() == 0
     # /tmp first: a folder below it (a test's data folder) is then bound on top of the private one
     binds = [*_system_binds(), "--bind", str(tmp), "/tmp", *_tree_binds(_python_trees(), "--ro-bind")]
+    # Semaphores and DataLoader batches live in /dev/shm: writable by the job, and no bigger than
+    # its memory limit (tmpfs pages are memory that RLIMIT_DATA does not count).
+    binds += [*(["--size", str(jail.limits.memory_bytes)] if jail.limits.memory_bytes else []),
+              "--perms", "1777", "--tmpfs", "/dev/shm"]
     binds += _tree_binds([ROOT / "workers", *[Path(p) for p in reads if Path(p).exists()]], "--ro-bind")
     binds += _tree_binds([work], "--bind")
     binds += [arg for name in GPU_DEVICES + _gpu_numbers() for arg in ("--dev-bind-try", f"/dev/{name}", f"/dev/{name}")]
@@ -256,6 +260,10 @@ def _child_limits(jail: Jail):
     return setup
 
 
+class _WorkerFault(Exception):
+    """A checkpoint the child handed over that the worker could not keep."""
+
+
 class _Relay(threading.Thread):
     """Reads the child's messages, checks each, applies reports to the job as they come, keeps the end."""
 
@@ -267,6 +275,7 @@ class _Relay(threading.Thread):
         self.on_checkpoint, self.on_checkpoint_file = on_checkpoint, on_checkpoint_file
         self.end: dict | None = None  # the result, error or cancelled message
         self.violation = ""  # what the child sent that it may not
+        self.fault = ""  # what went wrong on the worker's side while keeping a checkpoint
 
     def run(self) -> None:
         with self.stream:
@@ -278,6 +287,9 @@ class _Relay(threading.Thread):
                     if len(line) > MAX_MESSAGE_BYTES:
                         raise ValueError(f"a message over {MAX_MESSAGE_BYTES // 2**20} MB")
                     self._apply(json.loads(line))
+                except _WorkerFault as fault:  # the worker's own trouble (storage), not the child's
+                    self.fault = self.fault or str(fault.__cause__)[:500]
+                    return
                 except Exception as error:  # noqa: BLE001 - whatever the child sent, the job learns it was refused
                     self.violation = self.violation or f"{type(error).__name__}: {error}"[:500]
                     return  # the caller kills the child: it said something it may not
@@ -304,12 +316,19 @@ class _Relay(threading.Thread):
         elif kind == "checkpoint":
             if self.on_checkpoint is None:
                 raise ValueError("this step keeps no checkpoint")
-            self.on_checkpoint(_object(message, "state"))
+            state = _object(message, "state")
+            try:
+                self.on_checkpoint(state)
+            except Exception as error:
+                raise _WorkerFault() from error
         elif kind == "checkpoint_file":
             if self.on_checkpoint_file is None:
                 raise ValueError("this step keeps no checkpoint files")
-            state = _object(message, "state")
-            self.on_checkpoint_file(self._copy_out(_text(message, "path", 1000)), state)
+            state, copy = _object(message, "state"), self._copy_out(_text(message, "path", 1000))
+            try:
+                self.on_checkpoint_file(copy, state)
+            except Exception as error:
+                raise _WorkerFault() from error
         else:
             self.end = message
 
@@ -408,6 +427,8 @@ def _watch(process: subprocess.Popen, relay: _Relay, reporter: Reporter, jail: J
         now = time.monotonic()
         if relay.violation:
             return "violation"
+        if relay.fault:
+            return "fault"
         if cancelled_at is None and reporter.cancelled():
             cancelled_at = now
             try:
@@ -419,16 +440,16 @@ def _watch(process: subprocess.Popen, relay: _Relay, reporter: Reporter, jail: J
             return "cancel"
         if wall_seconds and now - started > wall_seconds:
             return "time"
-    return "violation" if relay.violation else ""
+    return ""
 
 
 def _kill(process: subprocess.Popen) -> None:
-    """The whole jail goes: bubblewrap is its session's leader, and its PID namespace ends with it."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """The whole jail goes: bubblewrap leads its session, and its PID namespace ends with it (an
+    unjailed child's session is killed whole, whatever it left running)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     process.wait()
     if process.stdin:
         try:
@@ -439,9 +460,11 @@ def _kill(process: subprocess.Popen) -> None:
 
 def _outcome(code: int, relay: _Relay, stopped: str, limits: Limits, log: str) -> dict:
     end = relay.end or {}
-    if stopped == "violation":
+    if relay.violation:  # read to the end only after the child was stopped, too
         raise Failed("The job's process sent the worker a message it may not send, so it was stopped.",
                      relay.violation)
+    if relay.fault:
+        raise Failed("The worker could not keep the job's checkpoint, so the job was stopped.", relay.fault)
     if stopped == "cancel":
         raise StepCancelled()
     if stopped == "time":

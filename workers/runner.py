@@ -79,6 +79,7 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     job = services.job_claim(job_id=job_id, owner=owner, host=host)
     if job is None:
         log.info("job %s is not queued any more; this delivery does nothing", job_id)
+        services.job_note_duplicate(job_id=job_id, host=host)
         return
     # A killed attempt on this host left its folder behind: it is swept before this one starts.
     shutil.rmtree(scratch_dir(job.id, 0).parent, ignore_errors=True)

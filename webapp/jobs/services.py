@@ -151,6 +151,15 @@ def job_claim(*, job_id: int, owner: str, host: str) -> Job | None:
     return Job.objects.get(id=job_id)
 
 
+def job_note_duplicate(*, job_id: int, host: str) -> None:
+    """Say in a running job's log that another delivery of its task reached `host` and did nothing
+    (a broker that redelivered it): the lease held, and an operator can see that it did."""
+    with transaction.atomic():
+        if Job.objects.select_for_update().filter(id=job_id, state=JobState.RUNNING).exists():
+            events_append(job_id, [("log", {"level": "info", "message": f"Another delivery of this job reached "
+                                            f"{host} and was ignored: the job is already running."})])
+
+
 def job_renew_lease(*, job_id: int, owner: str) -> bool:
     """False when this attempt no longer holds the job (hard-stopped, or taken over)."""
     return bool(
