@@ -6,12 +6,16 @@ import time
 
 import pytest
 
+from tests.archive_builders import colour_classes, make_zip
+from tests.helpers import uploaded
 from tests.jobs_helpers import events, make_project, states, wait_done, wait_state
 from tests.servers import start_worker, wait_for
 from webapp.celery import app as celery_app
+from webapp.datasets import services as datasets
 from webapp.jobs import services
 from webapp.jobs.kinds import KINDS
 from webapp.jobs.models import Job, JobState
+from workers.runner import scratch_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -132,3 +136,22 @@ def test_it_sends_a_job_submitted_while_the_broker_was_down(workers, alice, team
     workers("after-outage")
     done = wait_done(job.id, timeout=120)
     assert done.state == JobState.SUCCEEDED and done.attempts == 1
+
+
+def test_a_killed_import_runs_again_on_the_same_host_over_its_swept_folder(workers, alice, team_a, tmp_path):
+    """The retry used to fail with FileExistsError on the folder the killed attempt left."""
+    project = make_project(team_a)
+    upload = uploaded(alice, project, make_zip(tmp_path / "colours.zip", colour_classes(per_class=400, size=64)))
+    first = workers("first")
+    dataset = datasets.dataset_create(project=project, user=alice, name="colours", upload=upload, val_fraction=0.25)
+    wait_for(lambda: Job.objects.filter(id=dataset.import_job_id, stage="validating").exists(), timeout=120,
+             what="the import to validate", interval=0.1)
+    first.stop(signal.SIGKILL)
+    left = scratch_dir(dataset.import_job_id, 1)
+    assert (left / "jail" / "work" / "extracted").is_dir(), "the killed attempt's folder is there to sweep"
+    workers("second")
+    done = wait_done(dataset.import_job_id, timeout=240)
+    assert done.state == JobState.SUCCEEDED, done.error_detail
+    assert done.attempts == 2 and not left.exists() and not scratch_dir(done.id, 2).exists()
+    dataset.refresh_from_db()
+    assert dataset.image_count == 1200 and dataset.items.count() == 1200
