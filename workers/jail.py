@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]  # the project: its workers/ is the j
 MAX_MESSAGE_BYTES = 64 * 2**20  # a result with a model's graph can be a few MB
 MEMORY_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf",
-             "passwd", "group", "mime.types", "ssl/openssl.cnf")  # what libraries look up; no host config
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "mime.types",
+             "ssl/openssl.cnf")  # what libraries look up; no host config, no host accounts
 GPU_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 
 
@@ -170,12 +170,21 @@ def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> lis
     binds += [arg for name in GPU_DEVICES + _gpu_numbers() for arg in ("--dev-bind-try", f"/dev/{name}", f"/dev/{name}")]
     if _gpu_numbers():
         binds += ["--ro-bind-try", "/sys", "/sys"]  # the CUDA driver reads the devices' PCI facts
+    binds += ["--ro-bind", str(_accounts(tmp.parent, jail.uid if root else os.getuid())), "/etc/passwd"]
     binds += ["--chdir", str(work)]
     drop = []
     if root:  # set up as root, run as nobody in particular: no capabilities, no way back
         drop = ["setpriv", f"--reuid={jail.uid}", f"--regid={jail.uid}", "--clear-groups", "--inh-caps=-all",
                 "--bounding-set=-all", "--no-new-privs", "--"]
     return [*_namespaces(root), *binds, *drop, *python]
+
+
+def _accounts(folder: Path, uid: int) -> Path:
+    """An /etc/passwd of the jail's user alone: libraries that ask who they run as get an answer,
+    and the host's accounts stay out of sight."""
+    path = folder / "passwd"
+    path.write_text(f"root:x:0:0::/:/usr/sbin/nologin\njob:x:{uid}:{uid}::/tmp:/usr/sbin/nologin\n")
+    return path
 
 
 def _namespaces(root: bool) -> list[str]:
@@ -232,6 +241,8 @@ def _child_env(message_fd: int) -> dict[str, str]:
         "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
+        "USER": "job",
+        "LOGNAME": "job",
         "PYTHONPATH": str(ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",

@@ -2,6 +2,7 @@
 runs its pipeline step in the jail (`run.jailed`: workers/pipeline/steps.py) and publishes what
 the step made, checked; workers/runner.py does the rest. Nothing here opens a model or an archive."""
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,12 +68,15 @@ def dataset_import(run: JobRun) -> dict:
     run.reporter.stage("publishing")
     folder = run.work / "dataset"
     files = checked_tree(folder, max_bytes=room)
-    classes = [str(name) for name in result["classes"]]
-    items = [_dataset_item(item, files, classes) for item in result["items"]]
-    dataset_publish(dataset=dataset, folder=folder, items=items, classes=classes, report=result["report"],
+    index = json.loads((folder / "index.json").read_text()) if "index.json" in files else {}
+    classes = [str(name) for name in index.get("classes", [])]
+    items = [_dataset_item(item, files, classes) for item in index.get("items", [])]
+    if len(items) != result["images"] or not isinstance(index.get("report"), dict):
+        raise JobError("The import's index does not describe what it made, so nothing was published.")
+    dataset_publish(dataset=dataset, folder=folder, items=items, classes=classes, report=index["report"],
                     size=sum(files.values()))
-    return {"dataset": dataset.id, "images": len(items), "classes": len(result["classes"]),
-            "skipped": result["report"].get("skipped_count", 0)}
+    return {"dataset": dataset.id, "images": len(items), "classes": len(classes),
+            "skipped": index["report"].get("skipped_count", 0)}
 
 
 def _dataset_item(facts: dict, files: dict[str, int], classes: list[str]) -> ImageItem:
