@@ -13,9 +13,8 @@ from webapp.core.quota import quota_left
 from webapp.datasets.models import Dataset
 from webapp.datasets.services import dataset_publish
 from webapp.hosts.services import host_report
-from webapp.registry.models import Artifact, Model, Origin
-from webapp.registry.services import TORCH_FORMATS, artifact_publish, artifact_record
-from webapp.registry.models import Format
+from webapp.registry.models import TORCH_FORMATS, Artifact, Format, Model, Origin
+from webapp.registry.services import artifact_publish, artifact_record
 from workers.jail import StepCancelled, checked_tree, jail_problem
 from workers.pipeline.data import ImageItem
 from workers.pipeline.hostinfo import probe_host

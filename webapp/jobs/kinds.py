@@ -223,7 +223,7 @@ KINDS: dict[str, JobKind] = {
             params=ConvertParams,
             route=lambda params: "optimize",
             resumable=True,  # the new artifact is published only at the end: a second attempt starts over
-            direct=False,  # submitted through the artifact (registry.services.artifact_convert)
+            direct=False,  # submitted through the artifact (optimize.services.artifact_convert)
         ),
         JobKind(
             name="quantize",
@@ -232,7 +232,7 @@ KINDS: dict[str, JobKind] = {
             # quantization-aware training trains: it goes where training goes
             route=lambda params: "train" if params["method"] == "qat" else "optimize",
             resumable=True,  # QAT continues from its last epoch; the others start over
-            direct=False,  # submitted through the artifact (registry.services.artifact_quantize)
+            direct=False,  # submitted through the artifact (optimize.services.artifact_quantize)
         ),
         JobKind(
             name="benchmark",
@@ -240,7 +240,7 @@ KINDS: dict[str, JobKind] = {
             params=BenchmarkParams,
             route=lambda params: "train" if params["device"] == "GPU" else "optimize",  # GPU hosts take train
             resumable=True,  # measuring again is the only way on
-            direct=False,  # submitted through the artifact (registry.services.artifact_benchmark)
+            direct=False,  # submitted through the artifact (optimize.services.artifact_benchmark)
         ),
         JobKind(
             name="evaluate",
@@ -248,7 +248,7 @@ KINDS: dict[str, JobKind] = {
             params=EvaluateParams,
             route=lambda params: "optimize",
             resumable=True,
-            direct=False,  # submitted through the artifact (registry.services.artifact_evaluate)
+            direct=False,  # submitted through the artifact (optimize.services.artifact_evaluate)
         ),
         JobKind(
             name="model_import",

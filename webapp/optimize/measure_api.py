@@ -13,9 +13,9 @@ from webapp.access import Action
 from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
 from webapp.jobs.kinds import BenchmarkParams, EvaluateParams, params_from_body
-from webapp.registry import services
-from webapp.registry.comparison import DEFAULT_MAX_DROP, compare
-from webapp.registry.deploy import snippet
+from webapp.optimize import services
+from webapp.optimize.comparison import DEFAULT_MAX_DROP, compare
+from webapp.optimize.deploy import snippet
 from webapp.registry.selectors import artifact_for_user, model_for_user
 
 
