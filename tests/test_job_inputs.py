@@ -103,7 +103,7 @@ def test_kinds_clients_may_submit_read_nothing(alice):
     """The generic endpoint records no inputs: a kind whose params name a dataset or artifact
     must go through a service that checks access and records what it reads."""
     names = {"dataset", "artifact", "init_artifact", "reference"}
-    assert DIRECT_KINDS and all(not names & set(KINDS[kind].params().fields) for kind in DIRECT_KINDS)
+    assert DIRECT_KINDS and all(not names & set(KINDS[kind].serializer().fields) for kind in DIRECT_KINDS)
 
 
 # --- the "in use" guards, across the team ---------------------------------------------------------

@@ -5,6 +5,7 @@ jobs are the record (optimize.comparison reads them the same way)."""
 
 import re
 import shlex
+from dataclasses import fields as dataclass_fields
 from importlib.metadata import version
 
 from django.contrib.auth.decorators import login_required
@@ -18,7 +19,8 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import BenchmarkParams, MatrixPoint
+from webapp.jobs.kinds import KINDS
+from workers.pipeline.params import MatrixPoint
 from webapp.jobs.models import ACTIVE_STATES, Job, JobState
 from webapp.core.views import form_errors
 from webapp.optimize import services
@@ -83,9 +85,9 @@ def benchmark_params(post) -> dict:
 def matrix_points(text: str) -> list[dict]:
     """"4x2" lines (or comma-separated) as [{"batch": 4, "streams": 2}], each within BenchmarkParams'
     limits; anything else is refused, naming the line."""
-    fields = MatrixPoint().fields
-    low_batch, high_batch = fields["batch"].min_value, fields["batch"].max_value
-    low_streams, high_streams = fields["streams"].min_value, fields["streams"].max_value
+    limits = {spec.name: spec.metadata for spec in dataclass_fields(MatrixPoint)}
+    low_batch, high_batch = limits["batch"]["min"], limits["batch"]["max"]
+    low_streams, high_streams = limits["streams"]["min"], limits["streams"]["max"]
     points = []
     for chunk in re.split(r"[\n,;]+", text):
         chunk = chunk.strip()
@@ -135,7 +137,7 @@ def measure_context(artifact: Artifact) -> dict:
     benchmark = next(iter(_latest_succeeded(jobs, "benchmark")), None)
     evaluation = next(iter(_latest_succeeded(jobs, "evaluate")), None)
     datasets = [(dataset, dataset_matches(artifact, dataset)) for dataset in ready_datasets_of_project(artifact.model.project_id)]
-    fields = BenchmarkParams().fields
+    fields = KINDS["benchmark"].serializer().fields
     made = comparison_row(artifact, None, None)
     return {
         "made_top1": (percent(made.top1), made.top1_from) if made.top1 is not None else None,
@@ -227,7 +229,7 @@ def model_compare(request: HttpRequest, model_id: int) -> HttpResponse:
         form_errors(request, error)
         dataset_id, split, max_drop = comparison_query({})
     comparison = compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop)
-    fields = BenchmarkParams().fields
+    fields = KINDS["benchmark"].serializer().fields
     context = {
         "model": model, "project": model.project, "team": model.project.team,
         "can_write": role_allows(role, Action.WRITE),

@@ -20,7 +20,7 @@ def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) ->
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
     params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params,
-                        artifacts=[artifact], datasets=[dataset] if dataset else [], model=artifact.model)
+                        model=artifact.model)
     return job
 
 
@@ -48,7 +48,7 @@ def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict) -> Job
     _check_fit(artifact, dataset, method)
     params = {**params, "artifact": artifact.id, "dataset": dataset.id}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="quantize", params=params,
-                        artifacts=[artifact], datasets=[dataset], model=artifact.model)
+                        model=artifact.model)
     return job
 
 
@@ -61,8 +61,7 @@ def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
     wanted = params.get("torch_reference", True) or artifact.format in TORCH_FORMATS
     reference = torch_ancestor(artifact) if wanted else None
     params = {**params, "artifact": artifact.id, "reference": reference.id if reference else None}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params,
-                        artifacts=[artifact, reference] if reference else [artifact])  # makes nothing: no model
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params)  # makes nothing: no model
     return job
 
 
@@ -86,8 +85,7 @@ def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job
     split = params.get("split", "val")
     dataset_fits(artifact, dataset, split=split, purpose="to evaluate on")
     params = {**params, "artifact": artifact.id, "dataset": dataset.id}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params,
-                        artifacts=[artifact], datasets=[dataset])  # makes nothing: no model
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params)  # makes nothing: no model
     return job
 
 

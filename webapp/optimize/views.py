@@ -11,7 +11,7 @@ from webapp.access import Action
 from webapp.core.views import form_errors
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import ConvertParams, QuantizeParams
+from webapp.jobs.kinds import KINDS
 from webapp.optimize import services
 from webapp.optimize.fit import dataset_matches
 from webapp.optimize.measure_views import measure_context
@@ -27,10 +27,10 @@ def artifact_panels(artifact: Artifact) -> dict:
     fitting = [(dataset, dataset_matches(artifact, dataset)) for dataset in datasets]
     return {
         "convertible": artifact.state == "ready" and artifact.format != "openvino_ir",
-        "convert_fields": ConvertParams().fields,
+        "convert_fields": KINDS["convert"].serializer().fields,
         "datasets": datasets,
         "quantizable": _quantizable(artifact),
-        "quantize_fields": QuantizeParams().fields,
+        "quantize_fields": KINDS["quantize"].serializer().fields,
         "quantize_datasets": fitting,
         "quantize_dataset": next((dataset.id for dataset, fits in fitting if fits), None),
         "quantization": quantization,
@@ -50,7 +50,7 @@ def _quantizable(artifact: Artifact) -> bool:
 @require_POST
 def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-    fields = ConvertParams().fields
+    fields = KINDS["convert"].serializer().fields
     params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
     params["embed_preprocessing"] = "embed_preprocessing" in request.POST
     try:
@@ -66,7 +66,7 @@ def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
 @require_POST
 def artifact_quantize(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-    fields = QuantizeParams().fields
+    fields = KINDS["quantize"].serializer().fields
     params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
     params["fast_bias_correction"] = "fast_bias_correction" in request.POST  # unchecked: not sent at all
     params["ignored_scope"] = request.POST.get("ignored_scope", "").splitlines()  # one layer or re:pattern a line

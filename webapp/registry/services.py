@@ -108,7 +108,7 @@ def model_upload(
             upload_claim(upload=upload)
         job, _ = job_submit(
             project=project, user=user, kind="model_import",
-            params={"artifact": artifact.id, "format": declared_format}, artifacts=[artifact], model=model,
+            params={"artifact": artifact.id, "format": declared_format}, model=model,
         )
         artifact.job = job
         artifact.save(update_fields=["job"])
@@ -141,8 +141,7 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
         # The model exists from the run's start (without artifacts until a run publishes one), so
         # every run is its run by relation: a failed first run too, and all of them after a rename.
         model, _ = Model.objects.get_or_create(project=project, name=name, defaults={"created_by": user})
-        job, _ = job_submit(project=project, user=user, kind="train", params=params, datasets=[dataset],
-                            artifacts=[init] if init else [], model=model)
+        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model)
     return job
 
 

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import TrainParams
+from webapp.jobs.kinds import KINDS
 from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
@@ -58,7 +58,7 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
 def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the training form, with each architecture's defaults. POST: start the run."""
     project = project_for_user(request.user, project_id, Action.WRITE)
-    fields = TrainParams().fields
+    fields = KINDS["train"].serializer().fields
     if request.method == "POST":
         params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
         for flag in ("amp", "pretrained", "keep_best_on_cancel"):
