@@ -22,7 +22,7 @@ from PIL import Image
 from tests.helpers import SMALL, make_artifact, signed_in
 from tests.jobs_helpers import make_project
 from webapp.core.files import store_copy
-from webapp.registry.deploy import snippet
+from webapp.optimize.deploy import snippet
 from webapp.registry.models import Model
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from tests.jobs_helpers import make_project
 from webapp.datasets.models import Dataset
 from webapp.jobs.kinds import DIRECT_KINDS, KINDS
 from webapp.jobs.models import Job, JobInput, JobState
-from webapp.registry import services as registry
+from webapp.optimize import services as optimize
 from webapp.registry.models import Artifact, Model, Origin
 
 pytestmark = pytest.mark.django_db
@@ -77,9 +77,9 @@ def test_a_refused_run_makes_no_model(alice, vision, dataset):
 def test_a_benchmark_reads_its_torch_reference_once_and_makes_no_model(alice, vision):
     trained = make_artifact(make_model(vision, alice), fmt="state_dict", origin=Origin.TRAINED)
     ir = make_artifact(trained.model, parent=trained)
-    job = registry.artifact_benchmark(artifact=ir, user=alice, params={"hints": ["latency"]})
+    job = optimize.artifact_benchmark(artifact=ir, user=alice, params={"hints": ["latency"]})
     assert [row.artifact_id for row in job.reads.all()] == [ir.id, trained.id] and job.model is None
-    itself = registry.artifact_benchmark(artifact=trained, user=alice, params={"hints": ["latency"]})
+    itself = optimize.artifact_benchmark(artifact=trained, user=alice, params={"hints": ["latency"]})
     assert [row.artifact_id for row in itself.reads.all()] == [trained.id]  # its own reference, once
 
 
@@ -103,7 +103,7 @@ def test_kinds_clients_may_submit_read_nothing(alice):
     """The generic endpoint records no inputs: a kind whose params name a dataset or artifact
     must go through a service that checks access and records what it reads."""
     names = {"dataset", "artifact", "init_artifact", "reference"}
-    assert DIRECT_KINDS and all(not names & set(KINDS[kind].params().fields) for kind in DIRECT_KINDS)
+    assert DIRECT_KINDS and all(not names & set(KINDS[kind].serializer().fields) for kind in DIRECT_KINDS)
 
 
 # --- the "in use" guards, across the team ---------------------------------------------------------

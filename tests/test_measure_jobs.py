@@ -13,7 +13,7 @@ from tests.helpers import signed_in
 from tests.jobs_helpers import events, make_project, wait_done
 from tests.test_train_job import colours_dataset, start_training
 from webapp.jobs.models import Job, JobState
-from webapp.registry import services as registry
+from webapp.optimize import services as optimize
 from webapp.registry.models import Artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -31,15 +31,15 @@ def variants(worker_host, alice, team_a, tmp_path):
     project = make_project(team_a)
     dataset = colours_dataset(alice, project, tmp_path)
     trained = Artifact.objects.get(id=done(start_training(alice, project, dataset, epochs=5)).result["artifact"])
-    fp32 = Artifact.objects.get(id=done(registry.artifact_convert(artifact=trained, user=alice, params={})).result["artifact"])
-    int8_job = registry.artifact_quantize(artifact=fp32, user=alice, dataset=dataset, params={"subset_size": 20})
+    fp32 = Artifact.objects.get(id=done(optimize.artifact_convert(artifact=trained, user=alice, params={})).result["artifact"])
+    int8_job = optimize.artifact_quantize(artifact=fp32, user=alice, dataset=dataset, params={"subset_size": 20})
     int8 = Artifact.objects.get(id=done(int8_job).result["artifact"])
     return dataset, trained, fp32, int8
 
 
 def test_benchmark_measures_hints_matrix_layers_and_torch_eager_on_one_host(variants, alice):
     _, trained, fp32, int8 = variants
-    job = done(registry.artifact_benchmark(artifact=int8, user=alice, params={
+    job = done(optimize.artifact_benchmark(artifact=int8, user=alice, params={
         "seconds": 1, "matrix": [{"batch": 2, "streams": 1}]}))
     result = job.result
     assert job.queue == "optimize" and result["reference"] == trained.id  # the nearest PyTorch ancestor
@@ -57,13 +57,13 @@ def test_benchmark_measures_hints_matrix_layers_and_torch_eager_on_one_host(vari
     assert sum(kind["share"] for kind in result["layer_types"]) == pytest.approx(1.0, abs=0.01)
     assert {"measuring OpenVINO", "measuring torch eager"} <= {e.data["stage"] for e in events(job.id, "stage")}
 
-    plain = done(registry.artifact_benchmark(artifact=fp32, user=alice, params={
+    plain = done(optimize.artifact_benchmark(artifact=fp32, user=alice, params={
         "seconds": 1, "hints": ["latency"], "layer_counters": False, "torch_reference": False}))
     assert [m["hint"] for m in plain.result["measurements"]] == ["latency"] and plain.result["layers"] == []
     assert "torch" not in plain.result and plain.result["reference"] is None
 
     # a PyTorch artifact's measurement is torch eager, asked for or not
-    eager = done(registry.artifact_benchmark(artifact=trained, user=alice, params={"seconds": 1, "torch_reference": False}))
+    eager = done(optimize.artifact_benchmark(artifact=trained, user=alice, params={"seconds": 1, "torch_reference": False}))
     assert eager.result["measurements"] == [] and eager.result["latency_ms"] == eager.result["torch"]["latency_ms"]["p50"]
 
 
@@ -72,7 +72,7 @@ def test_evaluation_scores_every_format_on_a_split(variants, alice):
     val = dataset.items.filter(split="val").count()
     scores = {}
     for artifact in (trained, fp32, int8):
-        job = done(registry.artifact_evaluate(artifact=artifact, user=alice, dataset=dataset, params={"split": "val"}))
+        job = done(optimize.artifact_evaluate(artifact=artifact, user=alice, dataset=dataset, params={"split": "val"}))
         result = job.result
         assert result["images"] == val and sum(map(sum, result["confusion"])) == val
         assert result["labels"] == artifact.model.labels and len(result["confusion"]) == 3
@@ -81,7 +81,7 @@ def test_evaluation_scores_every_format_on_a_split(variants, alice):
     assert scores["state_dictfp32"] == scores["openvino_irfp32"] == trained.metrics["training"]["final"]["val_top1"]
     assert scores["openvino_irint8"] == int8.metrics["quantization"]["int8"]["top1"]
     with pytest.raises(ValidationError, match="has no test images to evaluate on"):
-        registry.artifact_evaluate(artifact=trained, user=alice, dataset=dataset, params={"split": "test"})
+        optimize.artifact_evaluate(artifact=trained, user=alice, dataset=dataset, params={"split": "test"})
 
 
 

@@ -15,7 +15,7 @@ from tests.helpers import COLOURS, make_artifact, make_dataset, make_model, sign
 from tests.jobs_helpers import make_project
 from webapp.jobs.models import Job, JobState
 from webapp.jobs.selectors import inputs_of_job
-from webapp.registry.deploy import snippet
+from webapp.optimize.deploy import snippet
 from webapp.registry.models import Artifact, Origin
 from webapp.teams.models import Membership, Role
 

@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from tests.jobs_helpers import events, make_project, wait_done
 from tests.test_train_job import colours_dataset, start_training
 from webapp.jobs.models import JobState
-from webapp.registry import services as registry
+from webapp.optimize import services as optimize
 from webapp.registry.models import Artifact
 from workers.pipeline.feeding import InputSpec
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def quantize(alice, artifact, dataset, **params):
-    job = registry.artifact_quantize(artifact=artifact, user=alice, dataset=dataset, params=params)
+    job = optimize.artifact_quantize(artifact=artifact, user=alice, dataset=dataset, params=params)
     done = wait_done(job.id, timeout=300)
     assert done.state == JobState.SUCCEEDED, done.error_detail
     return done, Artifact.objects.get(id=done.result["artifact"])
@@ -60,7 +60,7 @@ def test_a_trained_model_quantizes_by_all_three_methods(worker_host, alice, team
     assert predicts(int8, red_image, spec) == fp32.model.labels.index("red")
 
     # accuracy control, on the FP32 IR this time
-    converted = wait_done(registry.artifact_convert(artifact=fp32, user=alice, params={}).id, timeout=120)
+    converted = wait_done(optimize.artifact_convert(artifact=fp32, user=alice, params={}).id, timeout=120)
     ir = Artifact.objects.get(id=converted.result["artifact"])
     job, controlled = quantize(alice, ir, dataset, method="accuracy", subset_size=30, max_drop=1.0)
     target = controlled.metrics["quantization"]["target"]

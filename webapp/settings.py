@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "webapp.uploads",
     "webapp.datasets",
     "webapp.registry",
+    "webapp.optimize",
 ]
 
 MIDDLEWARE = [

@@ -13,8 +13,11 @@ from webapp.jobs import api as jobs_api
 from webapp.jobs import views as jobs_views
 from webapp.projects import api as projects_api
 from webapp.projects import views as projects_views
+from webapp.optimize import api as optimize_api
+from webapp.optimize import measure_api, measure_views
+from webapp.optimize import views as optimize_views
 from webapp.registry import api as registry_api
-from webapp.registry import graph_views, measure_api, measure_views
+from webapp.registry import graph_views
 from webapp.registry import views as registry_views
 from webapp.teams import api as teams_api
 from webapp.teams import views as teams_views
@@ -43,12 +46,12 @@ api_v1 = [
     path("models/<int:model_id>/", registry_api.ModelDetailView.as_view(), name="api_model_detail"),
     path("artifacts/<int:artifact_id>/", registry_api.ArtifactDetailView.as_view(), name="api_artifact_detail"),
     path("artifacts/<int:artifact_id>/download/", registry_api.ArtifactDownloadView.as_view(), name="api_artifact_download"),
-    path("artifacts/<int:artifact_id>/convert/", registry_api.ArtifactConvertView.as_view(), name="api_artifact_convert"),
+    path("artifacts/<int:artifact_id>/convert/", optimize_api.ArtifactConvertView.as_view(), name="api_artifact_convert"),
     path("artifacts/<int:artifact_id>/benchmark/", measure_api.ArtifactBenchmarkView.as_view(), name="api_artifact_benchmark"),
     path("artifacts/<int:artifact_id>/evaluate/", measure_api.ArtifactEvaluateView.as_view(), name="api_artifact_evaluate"),
     path("artifacts/<int:artifact_id>/snippet/", measure_api.ArtifactSnippetView.as_view(), name="api_artifact_snippet"),
     path("models/<int:model_id>/compare/", measure_api.ModelCompareView.as_view(), name="api_model_compare"),
-    path("artifacts/<int:artifact_id>/quantize/", registry_api.ArtifactQuantizeView.as_view(), name="api_artifact_quantize"),
+    path("artifacts/<int:artifact_id>/quantize/", optimize_api.ArtifactQuantizeView.as_view(), name="api_artifact_quantize"),
     path("jobs/<int:job_id>/", jobs_api.JobDetailView.as_view(), name="api_job_detail"),
     path("jobs/<int:job_id>/events/", jobs_api.JobEventsView.as_view(), name="api_job_events"),
     path("jobs/<int:job_id>/cancel/", jobs_api.JobCancelView.as_view(), name="api_job_cancel"),
@@ -89,8 +92,8 @@ urlpatterns = [
     path("artifacts/<int:artifact_id>/", registry_views.artifact_detail, name="artifact_detail"),
     path("artifacts/<int:artifact_id>/download/", registry_views.artifact_download, name="artifact_download"),
     path("artifacts/<int:artifact_id>/delete/", registry_views.artifact_delete, name="artifact_delete"),
-    path("artifacts/<int:artifact_id>/convert/", registry_views.artifact_convert, name="artifact_convert"),
-    path("artifacts/<int:artifact_id>/quantize/", registry_views.artifact_quantize, name="artifact_quantize"),
+    path("artifacts/<int:artifact_id>/convert/", optimize_views.artifact_convert, name="artifact_convert"),
+    path("artifacts/<int:artifact_id>/quantize/", optimize_views.artifact_quantize, name="artifact_quantize"),
     path("artifacts/<int:artifact_id>/graph/", graph_views.artifact_graph, name="artifact_graph"),
     path("artifacts/<int:artifact_id>/benchmark/", measure_views.artifact_benchmark, name="artifact_benchmark"),
     path("artifacts/<int:artifact_id>/evaluate/", measure_views.artifact_evaluate, name="artifact_evaluate"),

@@ -155,7 +155,8 @@ def _readable_by_others(paths: list[Path]) -> None:
 
 def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> list[str]:
     """The child's command line: bubblewrap's namespaces and mounts, then the entry point."""
-    python = [sys.executable, "-m", "workers.pipeline.jailed"]
+    # The interpreter by its real folder: the jail binds the virtualenv there, not a link to it.
+    python = [str(Path(sys.executable).parent.resolve() / Path(sys.executable).name), "-m", "workers.pipeline.jailed"]
     if jail.mode != "bwrap":
         return python
     root = os.geteuid() == 0

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from webapp.jobs import services
+from webapp.jobs.kinds import KINDS
 from webapp.jobs.models import Job, JobState
 from workers.jail import Jail, Limits, run_jailed
 from workers.pipeline.reporting import Cancelled, JobError
@@ -32,6 +33,11 @@ class JobRun:
     @property
     def params(self) -> dict:
         return self.job.params
+
+    @property
+    def step(self) -> str:
+        """The pipeline entry its kind declares (webapp/jobs/kinds.py), run in the jail."""
+        return KINDS[self.job.kind].step_name
 
     @property
     def checkpoint(self) -> dict | None:

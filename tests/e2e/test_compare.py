@@ -28,7 +28,7 @@ from tests.e2e.helpers import api_headers, assert_hidden_from, by_testid, shot, 
 from tests.jobs_helpers import make_project, wait_done
 from tests.test_train_job import colours_dataset, start_training
 from webapp.jobs.models import Job, JobState
-from webapp.registry import services as registry
+from webapp.optimize import services as optimize
 from webapp.registry.models import Artifact
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -64,9 +64,9 @@ def variants(worker_host, alice, team_a, tmp_path):
         project = make_project(team_a, "Colour sorter")
         dataset = colours_dataset(alice, project, tmp_path)
         trained = Artifact.objects.get(id=done(start_training(alice, project, dataset, epochs=4)).result["artifact"])
-        convert = registry.artifact_convert(artifact=trained, user=alice, params={})
+        convert = optimize.artifact_convert(artifact=trained, user=alice, params={})
         fp32 = Artifact.objects.get(id=done(convert).result["artifact"])
-        quantize = registry.artifact_quantize(artifact=fp32, user=alice, dataset=dataset, params={"subset_size": 20})
+        quantize = optimize.artifact_quantize(artifact=fp32, user=alice, dataset=dataset, params={"subset_size": 20})
         int8 = Artifact.objects.get(id=done(quantize).result["artifact"])
         return dataset, trained, fp32, int8
 

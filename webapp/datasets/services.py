@@ -64,8 +64,7 @@ def dataset_import_start(*, dataset: Dataset, user) -> None:
         project=dataset.project,
         user=user,
         kind="dataset_import",
-        params={"dataset": dataset.id},
-        datasets=[dataset],  # it is in use while it imports
+        params={"dataset": dataset.id},  # the job reads it: it is in use while it imports
     )
     dataset.import_job = job
     dataset.save(update_fields=["import_job"])

@@ -2,7 +2,6 @@
 Reconciler: recover what lost workers and a lost broker left behind. Every state change is
 an atomic conditional update plus a stored `state` event."""
 
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -14,13 +13,12 @@ from django.utils import timezone
 
 from webapp.celery import app as celery_app
 from webapp.jobs.events import events_append
-from webapp.jobs.kinds import KINDS
+from webapp.jobs.kinds import KINDS, JobKind
 from webapp.jobs.models import InputKind, Job, JobInput, JobState
 from webapp.projects.models import Project
 
 if TYPE_CHECKING:  # these apps' models import this app's
-    from webapp.datasets.models import Dataset
-    from webapp.registry.models import Artifact, Model
+    from webapp.registry.models import Model
 
 
 def _state_event(state: str, **extra) -> tuple[str, dict]:
@@ -31,7 +29,7 @@ def params_validate(kind: str, params: dict) -> dict:
     """Per-field errors as a ValidationError, before any row exists."""
     if kind not in KINDS:
         raise ValidationError({"kind": f"Unknown job kind “{kind}”. Known kinds: {', '.join(sorted(KINDS))}."})
-    serializer = KINDS[kind].params(data=params)
+    serializer = KINDS[kind].serializer(data=params)
     if not serializer.is_valid():
         raise ValidationError({f"params.{field}": _messages(errors) for field, errors in serializer.errors.items()})
     return dict(serializer.validated_data)
@@ -55,14 +53,12 @@ def job_submit(
     user,
     kind: str,
     params: dict,
-    datasets: Sequence["Dataset"] = (),
-    artifacts: Sequence["Artifact"] = (),
     model: "Model | None" = None,
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
-    """Create the job, with the datasets and artifacts it reads and the model it makes or trains,
-    and enqueue it on commit. The caller has checked that the user may use them. The same
-    idempotency key gives back the same job."""
+    """Create the job, with the datasets and artifacts its params name (its kind says which fields)
+    and the model it makes or trains, and enqueue it on commit. The caller has checked that the
+    user may use them. The same idempotency key gives back the same job."""
     clean = params_validate(kind, params)
     key = (idempotency_key or "").strip()[:100] or None
     if key:
@@ -80,7 +76,7 @@ def job_submit(
                 idempotency_key=key,
                 queue=KINDS[kind].route(clean),
             )
-            JobInput.objects.bulk_create(_inputs(job, datasets, artifacts))
+            JobInput.objects.bulk_create(_inputs(job, KINDS[kind], clean))
             events_append(job.id, [_state_event(JobState.QUEUED, queue=job.queue)])
             # robust: with the broker down the job stays queued and the reconciler sends it later.
             transaction.on_commit(lambda: job_enqueue(job_id=job.id), robust=True)
@@ -89,10 +85,12 @@ def job_submit(
     return job, True
 
 
-def _inputs(job: Job, datasets: Sequence["Dataset"], artifacts: Sequence["Artifact"]) -> list[JobInput]:
-    """One row per dataset and artifact, in the order given, each once."""
-    rows = {("dataset", d.id): JobInput(job=job, kind=InputKind.DATASET, dataset=d) for d in datasets}
-    rows.update({("artifact", a.id): JobInput(job=job, kind=InputKind.ARTIFACT, artifact=a) for a in artifacts})
+def _inputs(job: Job, kind: JobKind, params: dict) -> list[JobInput]:
+    """One row per dataset and artifact the params name, in the kind's order, each once."""
+    rows = {("dataset", params[name]): JobInput(job=job, kind=InputKind.DATASET, dataset_id=params[name])
+            for name in kind.datasets if params.get(name)}
+    rows.update({("artifact", params[name]): JobInput(job=job, kind=InputKind.ARTIFACT, artifact_id=params[name])
+                 for name in kind.artifacts if params.get(name)})
     return list(rows.values())
 
 

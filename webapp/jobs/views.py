@@ -26,7 +26,7 @@ def job_submit(request: HttpRequest, project_id: int, kind: str) -> HttpResponse
     if kind not in DIRECT_KINDS:
         messages.error(request, f"Unknown job kind “{kind}”.")
         return redirect("project_detail", project_id=project.id)
-    params = {name: value for name, value in request.POST.items() if name in KINDS[kind].params().fields}
+    params = {name: value for name, value in request.POST.items() if name in KINDS[kind].serializer().fields}
     try:
         job, _ = services.job_submit(
             project=project, user=request.user, kind=kind, params=params, idempotency_key=request.POST.get("idempotency_key")

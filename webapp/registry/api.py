@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 from webapp.access import Action
 from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
-from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams, params_from_body
+from webapp.jobs.kinds import KINDS, params_from_body
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Model
@@ -123,38 +123,13 @@ class ArtifactDetailView(APIView):
 class ProjectTrainView(APIView):
     serializer_class = JobSerializer
 
-    @extend_schema(request=TrainParams, responses={201: JobSerializer}, summary="Train an image classifier (a job on the train queue)")
+    @extend_schema(request=KINDS["train"].serializer, responses={201: JobSerializer}, summary="Train an image classifier (a job on the train queue)")
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(request.user, project_id, Action.WRITE)
-        params = params_from_body(request.data, TrainParams)
+        params = params_from_body(request.data, "train")
         dataset = chosen_dataset(request.user, params)
         init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
         job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
-
-
-class ArtifactConvertView(APIView):
-    serializer_class = JobSerializer
-
-    @extend_schema(request=ConvertParams, responses={201: JobSerializer}, summary="Convert to OpenVINO IR (a job)")
-    def post(self, request: Request, artifact_id: int) -> Response:
-        artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-        params = {**params_from_body(request.data, ConvertParams), "artifact": artifact.id}
-        dataset = chosen_dataset(request.user, params) if params.get("dataset") else None  # else generated inputs
-        job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
-
-
-class ArtifactQuantizeView(APIView):
-    serializer_class = JobSerializer
-
-    @extend_schema(request=QuantizeParams, responses={201: JobSerializer},
-                   summary="Quantize to INT8 with NNCF on a dataset (a job; QAT goes to the train queue)")
-    def post(self, request: Request, artifact_id: int) -> Response:
-        artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-        params = {**params_from_body(request.data, QuantizeParams), "artifact": artifact.id}
-        dataset = chosen_dataset(request.user, params)
-        job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

@@ -14,6 +14,9 @@ class Format(models.TextChoices):
     OPENVINO_IR = "openvino_ir", "OpenVINO IR"
 
 
+TORCH_FORMATS = (Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT)  # run by torch, not OpenVINO
+
+
 class Origin(models.TextChoices):
     UPLOADED = "uploaded", "Uploaded"
     TRAINED = "trained", "Trained"

@@ -19,7 +19,6 @@ from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit, params_validate
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Format, Model, Origin
-from webapp.registry.fit import dataset_fits, few, split_counts
 from webapp.registry.selectors import active_jobs_of_model, active_jobs_using
 from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
@@ -109,112 +108,11 @@ def model_upload(
             upload_claim(upload=upload)
         job, _ = job_submit(
             project=project, user=user, kind="model_import",
-            params={"artifact": artifact.id, "format": declared_format}, artifacts=[artifact], model=model,
+            params={"artifact": artifact.id, "format": declared_format}, model=model,
         )
         artifact.job = job
         artifact.save(update_fields=["job"])
     return artifact
-
-
-def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) -> Job:
-    """Start converting a ready PyTorch or ONNX artifact to OpenVINO IR; the IR becomes its child."""
-    if artifact.state != "ready":
-        raise ValidationError("Only a ready artifact can be converted.")
-    if artifact.format == Format.OPENVINO_IR:
-        raise ValidationError("This artifact is already an OpenVINO IR.")
-    if dataset is not None and (dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready"):
-        raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
-    params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params,
-                        artifacts=[artifact], datasets=[dataset] if dataset else [], model=artifact.model)
-    return job
-
-
-QUANTIZABLE = {
-    "ptq": (Format.OPENVINO_IR, Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.ONNX),
-    "accuracy": (Format.OPENVINO_IR, Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT, Format.ONNX),
-    "qat": (Format.STATE_DICT,),  # NNCF needs the module's Python code: a torchvision architecture
-}
-
-
-def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict) -> Job:
-    """Start an INT8 quantization of a ready FP32/FP16 artifact on a dataset of this team; whatever
-    would make the job fail on the data (classes, channels, splits) is refused now, in words."""
-    method = params.get("method", "ptq")
-    if artifact.state != "ready":
-        raise ValidationError("Only a ready artifact can be quantized.")
-    if artifact.precision == "int8" or artifact.origin == Origin.QUANTIZED:
-        raise ValidationError("This artifact is INT8 already; quantize the FP32 artifact it came from.")
-    if method in QUANTIZABLE and artifact.format not in QUANTIZABLE[method]:  # another method: the params' 400
-        allowed = ", ".join(Format(f).label for f in QUANTIZABLE[method])
-        raise ValidationError({"params.method": f"{artifact.get_format_display()} artifacts cannot be quantized this way; "
-                                                f"it takes {allowed}."})
-    if dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready":
-        raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
-    _check_fit(artifact, dataset, method)
-    params = {**params, "artifact": artifact.id, "dataset": dataset.id}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="quantize", params=params,
-                        artifacts=[artifact], datasets=[dataset], model=artifact.model)
-    return job
-
-
-TORCH_FORMATS = (Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT)
-
-
-def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
-    """Start measuring a ready artifact's speed; a PyTorch artifact, or an IR with a PyTorch
-    ancestor, also gets torch eager measured in the same job, so speedups come from one host."""
-    if artifact.state != "ready":
-        raise ValidationError("Only a ready artifact can be benchmarked.")
-    # A PyTorch artifact's only measurement is torch eager: it is always its own reference.
-    wanted = params.get("torch_reference", True) or artifact.format in TORCH_FORMATS
-    reference = torch_ancestor(artifact) if wanted else None
-    params = {**params, "artifact": artifact.id, "reference": reference.id if reference else None}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params,
-                        artifacts=[artifact, reference] if reference else [artifact])  # makes nothing: no model
-    return job
-
-
-def torch_ancestor(artifact: Artifact) -> Artifact | None:
-    """The artifact itself if it is PyTorch, else the nearest ready PyTorch artifact it came from."""
-    seen = set()
-    while artifact is not None and artifact.id not in seen:
-        if artifact.format in TORCH_FORMATS and artifact.state == "ready":
-            return artifact
-        seen.add(artifact.id)
-        artifact = artifact.parent
-    return None
-
-
-def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job:
-    """Start scoring a ready artifact (PyTorch, ONNX or IR) on a split of a dataset of this team."""
-    if artifact.state != "ready":
-        raise ValidationError("Only a ready artifact can be evaluated.")
-    if dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready":
-        raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
-    split = params.get("split", "val")
-    dataset_fits(artifact, dataset, split=split, purpose="to evaluate on")
-    params = {**params, "artifact": artifact.id, "dataset": dataset.id}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params,
-                        artifacts=[artifact], datasets=[dataset])  # makes nothing: no model
-    return job
-
-
-def _check_fit(artifact: Artifact, dataset, method: str) -> None:
-    """What quantization needs of the dataset beyond fitting the model (fit.dataset_fits)."""
-    dataset_fits(artifact, dataset, split="val", purpose="to measure accuracy on")
-    train = split_counts(dataset).get("train", 0)
-    if train < 10:
-        raise ValidationError({"params.dataset": f"“{dataset}” has {train} training images; calibration needs at least 10."})
-    model, classes = artifact.model, list(dataset.classes)
-    if method == "qat" and model.labels and model.labels != classes:
-        raise ValidationError({"params.dataset": (
-            f"Quantization-aware training trains in the dataset's class order ({few(classes)}), which is "
-            f"not the model's ({few(model.labels)}).")})
-    size = model.preprocessing["input_size"]
-    if method == "qat" and size[0] != size[1]:
-        raise ValidationError({"params.method": f"Quantization-aware training takes square inputs; the model's is "
-                                                f"{size[0]}×{size[1]}."})
 
 
 def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None) -> Job:
@@ -243,8 +141,7 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
         # The model exists from the run's start (without artifacts until a run publishes one), so
         # every run is its run by relation: a failed first run too, and all of them after a rename.
         model, _ = Model.objects.get_or_create(project=project, name=name, defaults={"created_by": user})
-        job, _ = job_submit(project=project, user=user, kind="train", params=params, datasets=[dataset],
-                            artifacts=[init] if init else [], model=model)
+        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model)
     return job
 
 

@@ -6,17 +6,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
-from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import ConvertParams, QuantizeParams, TrainParams
+from webapp.jobs.kinds import KINDS
 from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
-from webapp.registry.models import Artifact, Format, Origin
-from webapp.registry.quantization import quantization_figures
+from webapp.registry.models import Artifact, Format
 from webapp.core.views import form_errors
-from webapp.registry.measure_views import measure_context
+from webapp.optimize.quantization import quantization_figures
+from webapp.optimize.views import artifact_panels
 from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user, training_runs_of_model
 from webapp.uploads.models import Upload
 from workers.pipeline.architectures import ARCHITECTURES
@@ -59,7 +58,7 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
 def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the training form, with each architecture's defaults. POST: start the run."""
     project = project_for_user(request.user, project_id, Action.WRITE)
-    fields = TrainParams().fields
+    fields = KINDS["train"].serializer().fields
     if request.method == "POST":
         params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
         for flag in ("amp", "pretrained", "keep_best_on_cancel"):
@@ -157,9 +156,6 @@ def model_delete(request: HttpRequest, model_id: int) -> HttpResponse:
 def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
     role = authorize(request.user, artifact.model.project.team_id, Action.VIEW)
-    datasets = list(ready_datasets_of_project(artifact.model.project_id))
-    quantization = quantization_figures(artifact.metrics)
-    fitting = [(dataset, _fits(artifact, dataset)) for dataset in datasets]
     context = {
         "artifact": artifact,
         "model": artifact.model,
@@ -169,33 +165,9 @@ def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "inspection": artifact.inspection,
         "lineage": services.artifact_lineage(artifact),
         "can_write": role_allows(role, Action.WRITE),
-        "convertible": artifact.state == "ready" and artifact.format != "openvino_ir",
-        "convert_fields": ConvertParams().fields,
-        "datasets": datasets,
-        "quantizable": _quantizable(artifact),
-        "quantize_fields": QuantizeParams().fields,
-        "quantize_datasets": fitting,
-        "quantize_dataset": next((dataset.id for dataset, fits in fitting if fits), None),
-        "quantization": quantization,
-        "quantization_dataset": bool(quantization and quantization["dataset"] and Dataset.objects.filter(
-            id=quantization["dataset"], project__team_id=artifact.model.project.team_id).exists()),  # a link, if kept
-        "measure": measure_context(artifact),  # benchmark and evaluate forms, latest figures (measure_views)
+        **artifact_panels(artifact),  # convert, quantize and measure (webapp.optimize)
     }
     return render(request, "registry/artifact_detail.html", context)
-
-
-def _quantizable(artifact: Artifact) -> bool:
-    """Ready and not INT8 already: the form is offered (the service has the last word)."""
-    return (artifact.state == "ready" and artifact.precision != "int8" and artifact.origin != Origin.QUANTIZED
-            and artifact.format in services.QUANTIZABLE["ptq"])
-
-
-def _fits(artifact: Artifact, dataset) -> bool:
-    """Whether the dataset has the model's classes (any order), so the form can say which do."""
-    labels = artifact.model.labels
-    if labels:
-        return sorted(labels) == sorted(dataset.classes)
-    return not artifact.num_classes or artifact.num_classes == len(dataset.classes)
 
 
 @login_required
@@ -205,39 +177,6 @@ def artifact_download(request: HttpRequest, artifact_id: int) -> HttpResponse:
     if artifact.state != "ready":
         raise Http404("This artifact is not ready to download.")
     return services.artifact_download(artifact)
-
-
-@login_required
-@require_POST
-def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
-    artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-    fields = ConvertParams().fields
-    params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
-    params["embed_preprocessing"] = "embed_preprocessing" in request.POST
-    try:
-        dataset = chosen_dataset(request.user, params) if params.get("dataset") else None  # else generated inputs
-        job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
-    except ValidationError as error:
-        form_errors(request, error)
-        return redirect("artifact_detail", artifact_id=artifact.id)
-    return redirect("job_detail", job_id=job.id)
-
-
-@login_required
-@require_POST
-def artifact_quantize(request: HttpRequest, artifact_id: int) -> HttpResponse:
-    artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-    fields = QuantizeParams().fields
-    params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
-    params["fast_bias_correction"] = "fast_bias_correction" in request.POST  # unchecked: not sent at all
-    params["ignored_scope"] = request.POST.get("ignored_scope", "").splitlines()  # one layer or re:pattern a line
-    try:
-        dataset = chosen_dataset(request.user, params)
-        job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
-    except ValidationError as error:
-        form_errors(request, error)
-        return redirect("artifact_detail", artifact_id=artifact.id)
-    return redirect("job_detail", job_id=job.id)
 
 
 @login_required

@@ -6,14 +6,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workers.pipeline.formats.common import TensorInfo, json_safe
+from workers.pipeline.params import MAX_NAME, OPSETS  # the API's limits are these
 from workers.pipeline.reporting import JobError
 
 ROUTES = ("auto", "direct", "onnx")
 SHAPES = ("static", "dynamic_batch", "dynamic")
 PRECISIONS = ("fp32", "fp16")
 DEFAULT_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
-OPSETS = range(11, 24)  # what OpenVINO's ONNX frontend and torch's exporters both know
-MAX_NAME = 128
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """Pages and forms for measuring and delivering a model: the benchmark and evaluate forms of an
 artifact's page (each starts a job), its performance page, the model's comparison of variants, and
 an IR's deployment page with its classify.py. Figures in words come from measure_figures; the
-jobs are the record (registry.comparison reads them the same way)."""
+jobs are the record (optimize.comparison reads them the same way)."""
 
 import re
 import shlex
+from dataclasses import fields as dataclass_fields
 from importlib.metadata import version
 
 from django.contrib.auth.decorators import login_required
@@ -18,19 +19,22 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import BenchmarkParams, MatrixPoint
+from webapp.jobs.kinds import KINDS
+from workers.pipeline.params import MatrixPoint
 from webapp.jobs.models import ACTIVE_STATES, Job, JobState
 from webapp.core.views import form_errors
-from webapp.registry import services
-from webapp.registry.comparison import row_for as comparison_row
-from webapp.registry.comparison import compare
-from webapp.registry.deploy import snippet
-from webapp.registry.measure_api import comparison_query
-from webapp.registry.measure_figures import (
+from webapp.optimize import services
+from webapp.registry import services as registry
+from webapp.optimize.comparison import compare
+from webapp.optimize.comparison import row_for as comparison_row
+from webapp.optimize.deploy import snippet
+from webapp.optimize.fit import dataset_matches
+from webapp.optimize.measure_api import comparison_query
+from webapp.optimize.measure_figures import (
     TORCH_FORMATS, benchmark_figures, comparison_figures, evaluation_figures, fps, ms, variant_name,
 )
 from webapp.registry.models import Artifact, Format
-from webapp.registry.quantization import percent
+from webapp.optimize.quantization import percent
 from webapp.registry.selectors import artifact_for_user, model_for_user
 
 MEASURE_KINDS = ("benchmark", "evaluate")
@@ -81,9 +85,9 @@ def benchmark_params(post) -> dict:
 def matrix_points(text: str) -> list[dict]:
     """"4x2" lines (or comma-separated) as [{"batch": 4, "streams": 2}], each within BenchmarkParams'
     limits; anything else is refused, naming the line."""
-    fields = MatrixPoint().fields
-    low_batch, high_batch = fields["batch"].min_value, fields["batch"].max_value
-    low_streams, high_streams = fields["streams"].min_value, fields["streams"].max_value
+    limits = {spec.name: spec.metadata for spec in dataclass_fields(MatrixPoint)}
+    low_batch, high_batch = limits["batch"]["min"], limits["batch"]["max"]
+    low_streams, high_streams = limits["streams"]["min"], limits["streams"]["max"]
     points = []
     for chunk in re.split(r"[\n,;]+", text):
         chunk = chunk.strip()
@@ -119,21 +123,21 @@ def measure_jobs(artifact: Artifact) -> QuerySet[Job]:
 
 
 def _latest_succeeded(jobs: list[Job], kind: str) -> list[Job]:
-    """Succeeded jobs of a kind, the latest to finish first (as registry.comparison picks them)."""
+    """Succeeded jobs of a kind, the latest to finish first (as optimize.comparison picks them)."""
     done = [job for job in jobs if job.kind == kind and job.state == JobState.SUCCEEDED]
     return sorted(done, key=lambda job: (job.finished_at is not None, job.finished_at, job.id), reverse=True)
 
 
 def measure_context(artifact: Artifact) -> dict:
     """What the artifact page's measure panel and its benchmark and evaluate forms need
-    (registry.views.artifact_detail puts it in its context as `measure`)."""
+    (optimize.views.artifact_panels puts it in the artifact page's context as `measure`)."""
     if artifact.state != "ready":
         return {}
     jobs = list(measure_jobs(artifact)[:100])
     benchmark = next(iter(_latest_succeeded(jobs, "benchmark")), None)
     evaluation = next(iter(_latest_succeeded(jobs, "evaluate")), None)
-    datasets = [(dataset, _fits(artifact, dataset)) for dataset in ready_datasets_of_project(artifact.model.project_id)]
-    fields = BenchmarkParams().fields
+    datasets = [(dataset, dataset_matches(artifact, dataset)) for dataset in ready_datasets_of_project(artifact.model.project_id)]
+    fields = KINDS["benchmark"].serializer().fields
     made = comparison_row(artifact, None, None)
     return {
         "made_top1": (percent(made.top1), made.top1_from) if made.top1 is not None else None,
@@ -152,14 +156,6 @@ def measure_context(artifact: Artifact) -> dict:
         "reference": services.torch_ancestor(artifact),
         "deployable": artifact.format == Format.OPENVINO_IR,
     }
-
-
-def _fits(artifact: Artifact, dataset: Dataset) -> bool:
-    """Whether the dataset has the model's classes (any order); the service has the last word."""
-    labels = artifact.model.labels
-    if labels:
-        return sorted(labels) == sorted(dataset.classes)
-    return not artifact.num_classes or artifact.num_classes == len(dataset.classes)
 
 
 def _page(artifact: Artifact, request: HttpRequest) -> dict:
@@ -215,7 +211,7 @@ def artifact_performance(request: HttpRequest, artifact_id: int) -> HttpResponse
         "evaluations": evaluations,
         "active": [job for job in jobs if job.state in ACTIVE_STATES],
     }
-    return render(request, "registry/artifact_performance.html", context)
+    return render(request, "optimize/artifact_performance.html", context)
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -233,7 +229,7 @@ def model_compare(request: HttpRequest, model_id: int) -> HttpResponse:
         form_errors(request, error)
         dataset_id, split, max_drop = comparison_query({})
     comparison = compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop)
-    fields = BenchmarkParams().fields
+    fields = KINDS["benchmark"].serializer().fields
     context = {
         "model": model, "project": model.project, "team": model.project.team,
         "can_write": role_allows(role, Action.WRITE),
@@ -243,7 +239,7 @@ def model_compare(request: HttpRequest, model_id: int) -> HttpResponse:
         "dataset_id": dataset_id, "split": split,
         "benchmark_seconds": fields["seconds"].default,
     }
-    return render(request, "registry/model_compare.html", context)
+    return render(request, "optimize/model_compare.html", context)
 
 
 # --- deployment ----------------------------------------------------------------------------------
@@ -255,7 +251,7 @@ EXAMPLE_PROBABILITIES = (0.981, 0.012, 0.004, 0.002, 0.001)
 @require_GET
 def artifact_deploy(request: HttpRequest, artifact_id: int) -> HttpResponse:
     """How to run an IR artifact elsewhere: its zip, what it holds, the install line and the
-    program (registry.deploy.snippet) that classifies a picture with it."""
+    program (optimize.deploy.snippet) that classifies a picture with it."""
     artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
     deployable = artifact.state == "ready" and artifact.format == Format.OPENVINO_IR
     text = snippet(artifact) if deployable else ""
@@ -267,9 +263,9 @@ def artifact_deploy(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "deployable": deployable,
         "snippet": text,
         "openvino": version("openvino"),
-        "zip_name": f"{services.download_stem(artifact)}.zip",  # what artifact_download names it
-        "unzip": f"unzip {shlex.quote(services.download_stem(artifact) + '.zip')} -d {shlex.quote(services.download_stem(artifact))} "
-                 f"&& cd {shlex.quote(services.download_stem(artifact))}",
+        "zip_name": f"{registry.download_stem(artifact)}.zip",  # what artifact_download names it
+        "unzip": f"unzip {shlex.quote(registry.download_stem(artifact) + '.zip')} -d {shlex.quote(registry.download_stem(artifact))} "
+                 f"&& cd {shlex.quote(registry.download_stem(artifact))}",
         "files": artifact.files,
         "embedded": embedded,
         "example": [(label, f"{p:.3f}") for label, p in zip(labels, EXAMPLE_PROBABILITIES)],
@@ -277,7 +273,7 @@ def artifact_deploy(request: HttpRequest, artifact_id: int) -> HttpResponse:
             (other, variant_name(other)) for other in artifact.model.artifacts.filter(
                 format=Format.OPENVINO_IR, ready_at__isnull=False).order_by("created_at", "id")],
     }
-    return render(request, "registry/artifact_deploy.html", context)
+    return render(request, "optimize/artifact_deploy.html", context)
 
 
 @login_required

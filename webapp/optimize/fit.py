@@ -11,6 +11,15 @@ def split_counts(dataset) -> dict[str, int]:
     return {row["split"]: row["n"] for row in dataset.items.order_by().values("split").annotate(n=Count("id"))}
 
 
+def dataset_matches(artifact: Artifact, dataset) -> bool:
+    """Whether the dataset has the model's classes (any order), so a form can say which do;
+    dataset_fits has the last word."""
+    labels = artifact.model.labels
+    if labels:
+        return sorted(labels) == sorted(dataset.classes)
+    return not artifact.num_classes or artifact.num_classes == len(dataset.classes)
+
+
 def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
     """`split` of `dataset` has images, and the artifact can score them."""
     if not split_counts(dataset).get(split):

@@ -11,7 +11,7 @@ docstring, a comment or the template itself, so no name can become code in the p
 
 from importlib.metadata import version
 
-from webapp.registry.fit import output_count
+from webapp.optimize.fit import output_count
 from webapp.registry.models import Artifact, Format
 from workers.pipeline.architectures import VAL_CROP
 

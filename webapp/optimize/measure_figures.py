@@ -1,19 +1,18 @@
 """What the performance, comparison and deployment pages say about measurements, in words and
 rounded figures: read from benchmark and evaluation jobs' results (workers/pipeline/benchmark.py,
-workers/tasks.py `evaluate`) and from registry.comparison. Raw numbers stay beside the words where
+workers/tasks.py `evaluate`) and from optimize.comparison. Raw numbers stay beside the words where
 a page sorts or draws by them.
 
 Rounding keeps three significant figures (0.812 ms, 12.3 ms, 153 ms): enough to tell variants
 apart, no more digits than a one-host measurement deserves.
 """
 
-from webapp.registry.comparison import Comparison, Row
-from webapp.registry.models import Artifact, Format
-from webapp.registry.quantization import percent
+from webapp.optimize.comparison import Comparison, Row
+from webapp.registry.models import TORCH_FORMATS, Artifact, Format
+from webapp.optimize.quantization import percent
 
 SHORT_FORMAT = {Format.STATE_DICT: "PyTorch", Format.TORCHSCRIPT: "TorchScript", Format.TORCH_EXPORT: "torch.export",
                 Format.ONNX: "ONNX", Format.OPENVINO_IR: "IR"}
-TORCH_FORMATS = (Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT)
 
 # CPU extensions by what they mean for inference speed; "key" ones decide INT8 (and BF16) speed.
 ISA_WORDS = {

@@ -1,0 +1,58 @@
+"""The convert job on the worker: stage what it reads, run its step in the jail, publish what it made
+(webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.convert`)."""
+
+from pathlib import Path
+
+from webapp.core.files import local_tree
+from webapp.datasets.models import Dataset
+from webapp.registry.models import Artifact, Origin
+from webapp.registry.services import artifact_record
+from workers.kinds.staging import published, staged_model, staging
+from workers.runner import JobRun
+
+
+def perform(run: JobRun) -> dict:
+    """Convert a PyTorch or ONNX artifact to OpenVINO IR, check it against its source, publish it."""
+    params = run.params
+    source = Artifact.objects.select_related("model").get(id=params["artifact"])
+    preprocessing = source.model.preprocessing
+    height = params.get("input_height") or preprocessing["input_size"][0]
+    width = params.get("input_width") or preprocessing["input_size"][1]
+    model, model_folder = staged_model(run, source, input_size=height)
+    dataset_folder, images = _validation_images(run, params.get("dataset"))
+    config = {
+        "route": params["route"], "shape": params["shape"], "input_size": [height, width],
+        "input_name": params["input_name"], "output_name": params["output_name"], "precision": params["precision"],
+        "opset": params["opset"], "tolerance": params.get("tolerance"),
+        "preprocessing": _embedded(preprocessing, (height, width)) if params["embed_preprocessing"] else None,
+        "samples": params.get("samples", 4),  # jobs queued before it was a setting
+    }
+    result = run.jailed(run.step, {"model": model, "config": config, "images": images},
+                        reads=[model_folder] + ([dataset_folder] if dataset_folder else []))
+    folder = published(run, "ir")
+    artifact = artifact_record(
+        parent=source, job=run.job, origin=Origin.CONVERTED, folder=folder, fmt="openvino_ir",
+        primary="model.xml", inspection=result["inspection"], metrics={"conversion": result["conversion"]},
+    )
+    return {"artifact": artifact.id, "route": result["route"], "max_abs_diff": result["max_abs_diff"],
+            "within_tolerance": result["within_tolerance"]}
+
+
+def _embedded(preprocessing: dict, size: tuple[int, int]) -> dict:
+    """The model's preprocessing, as the IR will do it: it takes u8 NHWC RGB images of any size."""
+    def three(values: list) -> list:
+        return values * 3 if len(values) == 1 else values
+
+    return {"layout": "NHWC", "color": "RGB", "model_color": preprocessing["color"], "input_size": list(size),
+            "mean": three(preprocessing["mean"]), "std": three(preprocessing["std"])}
+
+
+def _validation_images(run: JobRun, dataset_id: int | None) -> tuple[Path | None, list[str] | None]:
+    """Up to 16 validation images of a dataset, spread over its classes, for the equivalence check."""
+    if not dataset_id:
+        return None, None
+    dataset = Dataset.objects.get(id=dataset_id)
+    root = local_tree(dataset.storage_prefix, staging(run, "dataset"))
+    each = max(1, 16 // max(len(dataset.classes), 1))
+    picked = [item for label in dataset.classes for item in dataset.items.filter(split="val", label=label)[:each]]
+    return root, [str(root / "images" / item.path) for item in picked[:16]]

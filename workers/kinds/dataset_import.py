@@ -1,0 +1,54 @@
+"""The dataset import job on the worker: stage what it reads, run its step in the jail, publish what it made
+(webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.dataset_import`)."""
+
+import json
+
+from django.conf import settings
+
+from webapp.core.files import local_file
+from webapp.core.quota import quota_left
+from webapp.datasets.models import Dataset
+from webapp.datasets.services import dataset_publish
+from workers.jail import checked_tree
+from workers.kinds.staging import staging
+from workers.pipeline.data import ImageItem
+from workers.pipeline.reporting import JobError
+from workers.runner import JobRun
+
+
+def perform(run: JobRun) -> dict:
+    """Unpack an uploaded archive under hard limits, validate every image, publish the dataset."""
+    dataset = Dataset.objects.select_related("upload", "project__team").get(id=run.params["dataset"])
+    if dataset.upload is None or not dataset.upload.complete:
+        raise JobError("The uploaded archive is gone; upload it again as a new dataset.")
+    # the archive's own bytes are freed once the import succeeds
+    room = min(settings.DATASET_MAX_EXTRACTED_BYTES, quota_left(dataset.project.team) + dataset.upload.length)
+    limits = {"max_bytes": room, "max_files": settings.DATASET_MAX_FILES,
+              "max_ratio": settings.DATASET_MAX_COMPRESSION_RATIO}
+    archive = local_file(dataset.upload.storage_key, staging(run))
+    result = run.jailed(run.step, {
+        "archive": str(archive), "name": dataset.archive_name, "limits": limits,
+        "config": {"val_fraction": dataset.val_fraction, "seed": dataset.seed},
+    }, reads=[archive])
+    run.reporter.stage("publishing")
+    folder = run.work / "dataset"
+    files = checked_tree(folder, max_bytes=room)
+    index = json.loads((folder / "index.json").read_text()) if "index.json" in files else {}
+    classes = [str(name) for name in index.get("classes", [])]
+    items = [_dataset_item(item, files, classes) for item in index.get("items", [])]
+    if len(items) != result["images"] or not isinstance(index.get("report"), dict):
+        raise JobError("The import's index does not describe what it made, so nothing was published.")
+    dataset_publish(dataset=dataset, folder=folder, items=items, classes=classes, report=index["report"],
+                    size=sum(files.values()))
+    return {"dataset": dataset.id, "images": len(items), "classes": len(classes),
+            "skipped": index["report"].get("skipped_count", 0)}
+
+
+def _dataset_item(facts: dict, files: dict[str, int], classes: list[str]) -> ImageItem:
+    """An image the jailed import describes, believed only where the published folder agrees:
+    its paths are files in it (a path could name another dataset's files), its class is listed."""
+    item = ImageItem(**facts)
+    if (f"images/{item.path}" not in files or item.thumb not in files or item.label not in classes
+            or item.split not in ("train", "val", "test")):
+        raise JobError("The import described an image it did not write, so nothing was published.")
+    return item

@@ -1,0 +1,30 @@
+"""The evaluate job on the worker: stage what it reads, run its step in the jail, publish what it made
+(webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.evaluate`)."""
+
+from webapp.core.files import local_tree
+from webapp.datasets.models import Dataset
+from webapp.registry.models import Artifact
+from workers.kinds.staging import staged_model, staging, takes_images
+from workers.runner import JobRun
+
+
+def perform(run: JobRun) -> dict:
+    """Top-1, top-5 and the confusion matrix of an artifact on a dataset split."""
+    params = run.params
+    artifact = Artifact.objects.select_related("model").get(id=params["artifact"])
+    dataset = Dataset.objects.get(id=params["dataset"])
+    model = artifact.model
+    labels = model.labels or list(dataset.classes)
+    index = {name: i for i, name in enumerate(labels)}
+    items = list(dataset.items.filter(split=params["split"]).order_by("index"))
+    folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))
+    staged, model_folder = staged_model(run, artifact, input_size=model.preprocessing["input_size"][0])
+    scores = run.jailed(run.step, {
+        "model": staged, "preprocessing": model.preprocessing, "embedded": takes_images(artifact),
+        "images": [str(folder / "images" / item.path) for item in items], "labels": [index[item.label] for item in items],
+        "classes": artifact.num_classes or len(labels),
+    }, reads=[model_folder, folder])
+    run.reporter.log(f"top-1 {100 * scores['top1']:.1f} %, top-5 {100 * scores['top5']:.1f} % on {scores['images']} "
+                     f"{params['split']} images of {dataset}.")
+    return {"artifact": artifact.id, "dataset": dataset.id, "dataset_name": str(dataset), "split": params["split"],
+            "labels": labels, **scores}
