@@ -82,7 +82,7 @@ def main() -> None:
             folder = tmp / f"attempt-{next(attempt)}"
             work = folder / "work"
             return run_jailed(step, {**request, "work": str(work)}, jail=jail, folder=folder, reads=reads,
-                              reporter=reporter or Recorder())
+                              reporter=reporter or Recorder(), on_checkpoint_file=lambda path, state: path.unlink())
 
         times: dict[str, list[float]] = {"in_process": [], "jailed": [], "unjailed_child": []}
         for number in range(args.jobs):
@@ -95,7 +95,7 @@ def main() -> None:
 
         dataset = make_dataset(tmp / "dataset", args.per_class)
         request = {"config": {"architecture": "small_cnn", "epochs": args.epochs, "batch_size": 64, "input_size": 32,
-                              "seed": 0, "workers": 1, "pretrained": False, "augment": "light"},
+                              "seed": 0, "workers": 2, "pretrained": False, "augment": "light"},
                    "dataset": str(dataset)}
         speeds: dict[str, list[float]] = {"in_process": [], "jailed": []}
         for round_number in range(args.rounds):

@@ -54,10 +54,10 @@ class PipeReporter:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def listen(self) -> None:
+    def listen(self, control) -> None:
         """The parent's later lines are cancels; its end (EOF) means it is gone, and so is the job."""
-        for line in sys.stdin:
-            if line.strip() == "cancel":
+        for line in control:
+            if line.strip() == b"cancel":
                 self._cancel.set()
         os._exit(1)
 
@@ -75,8 +75,14 @@ def _step(name: str):
 
 def main() -> None:
     reporter = PipeReporter(int(os.environ["VINTNER_MESSAGE_FD"]))
-    order = json.loads(sys.stdin.readline())
-    threading.Thread(target=reporter.listen, daemon=True, name="cancel-listener").start()
+    # The parent's pipe is read through a stream of our own, and sys.stdin becomes /dev/null: a
+    # forked child (a DataLoader worker) closes sys.stdin first thing, which would wait forever for
+    # the lock the listening thread holds on it.
+    control = os.fdopen(os.dup(0), "rb")
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    sys.stdin = open(os.devnull)
+    order = json.loads(control.readline())
+    threading.Thread(target=reporter.listen, args=(control,), daemon=True, name="cancel-listener").start()
     from workers.pipeline.reporting import Cancelled, JobError, Span
 
     try:
