@@ -141,7 +141,10 @@ def run_jailed(step: str, request: dict, *, jail: Jail, folder: Path, reads: lis
 
 def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> list[str]:
     """The child's command line: bubblewrap's namespaces and mounts, then the entry point."""
-    python = [sys.executable, "-m", "workers.pipeline.jailed"]
+    # The interpreter's folder as the jail binds it (resolved: a venv reached through a symlinked
+    # path is bound at its real place), its own name kept so that the venv's pyvenv.cfg still applies.
+    executable = Path(sys.executable)
+    python = [str(executable.parent.resolve() / executable.name), "-m", "workers.pipeline.jailed"]
     if jail.mode != "bwrap":
         return python
     root = os.geteuid() == 0
