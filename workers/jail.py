@@ -454,10 +454,10 @@ def _outcome(code: int, relay: _Relay, stopped: str, limits: Limits, log: str) -
     if signum == signal.SIGXCPU:
         raise Failed(f"The job used more than {_duration(limits.cpu_seconds)} of CPU time (the limit for one job) "
                      "and was stopped.", log)
-    if signum == signal.SIGXFSZ:
+    if (signum == signal.SIGXFSZ or end.get("error") == "file_size") and limits.max_file_bytes:
         raise Failed(f"The job wrote a file larger than {limits.max_file_bytes / 2**30:g} GB (the limit for one file) "
-                     "and was stopped.", log)
-    if end.get("error") == "unexpected":
+                     "and was stopped.", detail or log)
+    if end.get("error") in ("unexpected", "file_size"):
         raise Failed(f"The job stopped on an unexpected error: {said}", detail)
     last = next((line for line in reversed(log.splitlines()) if line.strip()), "")
     raise Failed(f"The job's process ended without a result ({_how(code)})."
