@@ -328,7 +328,8 @@ def test_it_stops_a_step_that_sends_a_message_it_may_not(line, tmp_path):
     assert time.monotonic() - started < 10  # stopped, not waited for (the step sleeps 30 s)
 
 
-@pytest.mark.parametrize("link, path", [("evil", "evil/secret_key"), ("evil", "evil")], ids=["folder-link", "file-link"])
+@pytest.mark.parametrize("link, path", [("evil", "evil/secret_key"), ("evil", "evil")],
+                         ids=["folder-link", "file-link"])
 def test_it_takes_no_checkpoint_file_through_a_link(link, path, planted, tmp_path):
     target = planted.folder if path != link else planted.secret
     kept = []
