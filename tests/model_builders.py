@@ -95,3 +95,68 @@ def code_pickle(path: Path, canary: Path, *, plain: bool = False) -> Path:
 def whole_module_pickle(path: Path) -> Path:
     torch.save(tiny_net(), path)  # the whole nn.Module, not its state_dict
     return path
+
+
+class Thief(nn.Module):
+    """A classifier whose forward() first runs `steps`, with nothing but ordinary TorchScript ops:
+    "read:<path>" loads a file's first `size` bytes (torch.from_file), "write:<path>" writes the
+    bytes last read (or a row of X) over an existing file's first `size` bytes (from_file with
+    shared=True maps the file). Every result feeds the output, times zero, so that TorchScript
+    does not drop the steps as dead code. Outside a jail, it steals (see test_hostile_models.py)."""
+
+    def __init__(self, steps: list[str], size: int, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.steps, self.size = steps, size
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        payload = torch.full([self.size], 88, dtype=torch.uint8)
+        mark = torch.zeros(1)
+        for step in self.steps:
+            if step.startswith("read:"):
+                payload = torch.from_file(step[5:], shared=False, size=self.size, dtype=torch.uint8)
+            else:
+                written = torch.from_file(step[6:], shared=True, size=self.size, dtype=torch.uint8).copy_(payload)
+                mark = mark + written.float().sum()
+            mark = mark + payload.float().sum()
+        return self.classifier(torch.flatten(self.features(x), 1)) + mark * 0
+
+
+def thief_torchscript(path: Path, steps: list[str], size: int, *, classes: int = CLASSES) -> Path:
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(Thief(steps, size, classes).eval()), path)
+    return path
+
+
+class _ThiefShape(nn.Module):
+    """The graph of a .pt2 thief, with factories where its from_file calls will go."""
+
+    def __init__(self, size: int, classes: int) -> None:
+        super().__init__()
+        self.size = size
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stolen = torch.zeros(self.size, dtype=torch.uint8)  # becomes from_file(secret)
+        target = torch.ones(self.size, dtype=torch.uint8)  # becomes from_file(target, shared=True)
+        written = target.copy_(stolen)
+        return self.classifier(torch.flatten(self.features(x), 1)) + written.float().sum() * 0
+
+
+def thief_export(path: Path, secret: str, target: str, size: int, *, classes: int = CLASSES) -> Path:
+    """A .pt2 whose graph reads `secret` and writes it over `target`. torch.export refuses to trace
+    from_file itself (aten::from_file has no fake kernel), so the exported graph of a look-alike
+    has its two factory calls swapped for from_file: nothing checks what a .pt2's graph calls."""
+    torch.manual_seed(0)
+    program = torch.export.export(_ThiefShape(size, classes).eval(), (torch.randn(1, 3, 16, 16),))
+    swaps = {torch.ops.aten.zeros.default: (secret, False), torch.ops.aten.ones.default: (target, True)}
+    for node in program.graph.nodes:
+        if node.op == "call_function" and node.target in swaps:
+            file, shared = swaps[node.target]
+            node.target, node.args = torch.ops.aten.from_file.default, (file, shared, size)
+            node.kwargs = {"dtype": torch.uint8}
+    program.graph_module.recompile()
+    torch.export.save(program, path)
+    return path

@@ -155,8 +155,10 @@ def _readable_by_others(paths: list[Path]) -> None:
 
 def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> list[str]:
     """The child's command line: bubblewrap's namespaces and mounts, then the entry point."""
-    # The interpreter by its real folder: the jail binds the virtualenv there, not a link to it.
-    python = [str(Path(sys.executable).parent.resolve() / Path(sys.executable).name), "-m", "workers.pipeline.jailed"]
+    # The interpreter's folder as the jail binds it (resolved: a venv reached through a symlinked
+    # path is bound at its real place), its own name kept so that the venv's pyvenv.cfg still applies.
+    executable = Path(sys.executable)
+    python = [str(executable.parent.resolve() / executable.name), "-m", "workers.pipeline.jailed"]
     if jail.mode != "bwrap":
         return python
     root = os.geteuid() == 0
@@ -500,10 +502,10 @@ def _outcome(code: int, relay: _Relay, stopped: str, limits: Limits, log: str) -
     if signum == signal.SIGXCPU:
         raise Failed(f"The job used more than {_duration(limits.cpu_seconds)} of CPU time (the limit for one job) "
                      "and was stopped.", log)
-    if signum == signal.SIGXFSZ:
+    if (signum == signal.SIGXFSZ or end.get("error") == "file_size") and limits.max_file_bytes:
         raise Failed(f"The job wrote a file larger than {limits.max_file_bytes / 2**30:g} GB (the limit for one file) "
-                     "and was stopped.", log)
-    if end.get("error") == "unexpected":
+                     "and was stopped.", detail or log)
+    if end.get("error") in ("unexpected", "file_size"):
         raise Failed(f"The job stopped on an unexpected error: {said}", detail)
     last = next((line for line in reversed(log.splitlines()) if line.strip()), "")
     raise Failed(f"The job's process ended without a result ({_how(code)})."

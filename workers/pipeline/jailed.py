@@ -15,6 +15,8 @@ import threading
 import traceback
 
 MEMORY_SIGNS = ("bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
+# EFBIG: Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE is this error, not the signal
+FILE_SIZE_SIGNS = ("File too large",)
 
 
 class PipeReporter:
@@ -96,7 +98,8 @@ def main() -> None:
         reporter.send("error", error="memory", message="MemoryError", detail=traceback.format_exc())
     except BaseException as error:  # noqa: BLE001 - every ending is said to the parent
         message = f"{type(error).__name__}: {error}"
-        kind = "memory" if any(sign in message for sign in MEMORY_SIGNS) else "unexpected"
+        kind = ("memory" if any(sign in message for sign in MEMORY_SIGNS)
+                else "file_size" if any(sign in message for sign in FILE_SIZE_SIGNS) else "unexpected")
         reporter.send("error", error=kind, message=message[:2000], detail=traceback.format_exc())
     else:
         reporter.send("result", result=result)
