@@ -270,3 +270,15 @@ def daemon(request: dict, span) -> dict:
         os._exit(0)
     time.sleep(0.2)
     return {"left": "a daemon"}
+
+
+def _square(number: int) -> int:
+    return number * number
+
+
+def forked_pool(request: dict, span) -> dict:
+    """What a DataLoader does: fork worker processes while the jail's cancel listener reads its pipe."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return {"squares": pool.map(_square, range(8))}

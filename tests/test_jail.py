@@ -369,3 +369,10 @@ def test_it_ends_a_step_that_heeds_a_cancel_with_what_it_kept(tmp_path):
         jailed("heeds_cancel", {}, tmp_path / "jail", reporter=FakeReporter(cancel_after=0), grace=30)
     assert time.monotonic() - started < 5  # well before the grace: it stopped itself
     assert cancelled.value.result == {"best_epoch": 2}
+
+
+def test_it_lets_a_step_fork_worker_processes(tmp_path):
+    """A forked child closes sys.stdin first thing; it once waited there forever for the lock the
+    jail's cancel listener held, and every training with loader processes hung."""
+    result = jailed("forked_pool", {}, tmp_path / "job", limits=replace(SMALL, wall_seconds=30))
+    assert result == {"squares": [n * n for n in range(8)]}
