@@ -147,7 +147,7 @@ def test_it_binds_nothing_of_the_data_folder_but_the_attempts_own(attempt):
                if arg in ("--bind", "--ro-bind", "--dev-bind", "--bind-try", "--ro-bind-try", "--dev-bind-try")]
     # not the data folder, its media/, database or secret key: only what this attempt was given
     under_data = sorted(source for source in sources if Path(source).is_relative_to(data))
-    given = sorted(str(attempt / name) for name in ("jail/tmp", "jail/work", "inputs/model"))
+    given = sorted(str(attempt / name) for name in ("jail/passwd", "jail/tmp", "jail/work", "inputs/model"))
     assert under_data == given, shlex.join(command)
     writable = [command[i + 1] for i, arg in enumerate(command) if arg == "--bind"]
     assert sorted(writable) == [str(attempt / "jail" / "tmp"), str(attempt / "jail" / "work")]
@@ -185,8 +185,9 @@ def test_it_writes_nowhere_outside_its_work_folder_and_private_tmp(planted, tmp_
     existing = [planted.secret, planted.database, planted.folder / "media" / "weights.bin"]
     host_tmp = Path("/tmp") / name
     result = jailed("write_files", {"paths": [str(path) for path in [*new, *existing, host_tmp]]}, tmp_path / "jail")
-    # /tmp in the jail is the attempt's own folder, not the host's
-    assert result["written"] == [str(host_tmp), f"{host_tmp}.d"]
+    # /tmp in the jail is the attempt's own folder, and /dev/shm a memory of its own, not the host's
+    shm = Path("/dev/shm") / name
+    assert result["written"] == [str(shm), f"{shm}.d", str(host_tmp), f"{host_tmp}.d"]
     assert (tmp_path / "jail" / "tmp" / name).read_bytes() == b"written from the jail"
     made = [path for base in [*new, host_tmp] for path in (base, Path(f"{base}.d")) if path.exists()]
     for path in made:  # a failing run leaves no litter in the project
@@ -295,7 +296,7 @@ def test_it_stops_a_sleeping_step_at_the_time_limit(tmp_path):
 
 
 def test_it_stops_a_file_larger_than_the_file_limit(tmp_path):
-    with pytest.raises(Failed, match="wrote a file larger than"):
+    with pytest.raises(Failed, match=r"wrote a file larger than 1 MB \(the limit for one file\)"):
         jailed("big_file", {"bytes": 8 * 2**20}, tmp_path / "jail", limits=replace(SMALL, max_file_bytes=2**20))
     assert (tmp_path / "jail" / "work" / "big.bin").stat().st_size <= 2**20
 

@@ -311,7 +311,7 @@ RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 10)
 VINTNER_JAIL = env_str("VINTNER_JAIL", "bwrap")
 if VINTNER_JAIL not in ("bwrap", "off"):
     raise ImproperlyConfigured("VINTNER_JAIL is 'bwrap' (the default) or 'off'.")
-JAIL_UID = env_int("JAIL_UID", 61000)  # a root worker's jails run as this user (no account needed)
+JAIL_UID = env_int("JAIL_UID", 61000)  # a root worker's jobs run as JAIL_UID + job number mod 1000 (no accounts)
 JAIL_MEMORY_GB = float(env_str("JAIL_MEMORY_GB", "0")) or round(0.75 * _psutil.virtual_memory().total / 2**30, 1)
 JAIL_MAX_PROCESSES = env_int("JAIL_MAX_PROCESSES", 1024)  # processes and threads of one job
 JAIL_MAX_FILE_GB = float(env_str("JAIL_MAX_FILE_GB", "64"))

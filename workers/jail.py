@@ -405,7 +405,7 @@ def checked_tree(folder: Path, *, max_bytes: int | None = None) -> dict[str, int
             os.chown(path, 0, 0, follow_symlinks=False)
         os.chmod(path, mode, follow_symlinks=False)
         if max_bytes is not None and total > max_bytes:
-            raise JobError(f"The job's output is larger than {max_bytes / 2**30:.1f} GB, the space left, "
+            raise JobError(f"The job's output is larger than {_size(max_bytes)}, the space left, "
                            "so nothing was published.")
     return files
 
@@ -495,7 +495,7 @@ def _outcome(code: int, relay: _Relay, stopped: str, limits: Limits, log: str) -
     signum = _signal_of(code)
     memory = end.get("error") == "memory" or any(sign in said + log[-4000:] for sign in MEMORY_SIGNS)
     if memory and limits.memory_bytes:
-        raise Failed(f"The job used more than {limits.memory_bytes / 2**30:g} GB of memory (the limit for one job "
+        raise Failed(f"The job used more than {_size(limits.memory_bytes)} of memory (the limit for one job "
                      "on this worker) and was stopped.", detail or log)
     if memory:
         raise Failed("The job ran out of memory.", detail or log)
@@ -503,7 +503,7 @@ def _outcome(code: int, relay: _Relay, stopped: str, limits: Limits, log: str) -
         raise Failed(f"The job used more than {_duration(limits.cpu_seconds)} of CPU time (the limit for one job) "
                      "and was stopped.", log)
     if (signum == signal.SIGXFSZ or end.get("error") == "file_size") and limits.max_file_bytes:
-        raise Failed(f"The job wrote a file larger than {limits.max_file_bytes / 2**30:g} GB (the limit for one file) "
+        raise Failed(f"The job wrote a file larger than {_size(limits.max_file_bytes)} (the limit for one file) "
                      "and was stopped.", detail or log)
     if end.get("error") in ("unexpected", "file_size"):
         raise Failed(f"The job stopped on an unexpected error: {said}", detail)
@@ -527,6 +527,13 @@ def _how(code: int) -> str:
         return f"signal {signal.Signals(number).name}"
     except ValueError:
         return f"signal {number}"
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
 
 
 def _duration(seconds: float) -> str:

@@ -56,12 +56,16 @@ class JobRun:
     def jailed(self, step: str, request: dict, *, reads: list[Path], **checkpoints) -> dict:
         """Run pipeline step `step` in the jail; it sees `reads` (read-only) and its work folder.
         `checkpoints`: run_jailed's on_checkpoint or on_checkpoint_file, for a step that resumes."""
-        return run_jailed(step, {**request, "work": str(self.work)}, jail=worker_jail(), folder=self.scratch / "jail",
-                          reads=reads, reporter=self.reporter, **checkpoints)
+        return run_jailed(step, {**request, "work": str(self.work)}, jail=worker_jail(self.job.id),
+                          folder=self.scratch / "jail", reads=reads, reporter=self.reporter, **checkpoints)
 
 
-def worker_jail() -> Jail:
-    """This worker's jail, from its settings: a job may use the host's cores for its whole time limit."""
+JAIL_USERS = 1000  # a root worker's jobs run as JAIL_UID + (job number mod this)
+
+
+def worker_jail(job_id: int) -> Jail:
+    """This worker's jail for a job, from its settings: a job may use the host's cores for its whole
+    time limit, and runs as a user of its own, so its process limit is its alone."""
     limits = Limits(
         memory_bytes=int(settings.JAIL_MEMORY_GB * 2**30),
         cpu_seconds=settings.JOB_TIME_LIMIT * (os.cpu_count() or 1),
@@ -69,7 +73,7 @@ def worker_jail() -> Jail:
         max_processes=settings.JAIL_MAX_PROCESSES,
         max_file_bytes=int(settings.JAIL_MAX_FILE_GB * 2**30),
     )
-    return Jail(mode=settings.VINTNER_JAIL, uid=settings.JAIL_UID, limits=limits,
+    return Jail(mode=settings.VINTNER_JAIL, uid=settings.JAIL_UID + job_id % JAIL_USERS, limits=limits,
                 readable=(settings.TORCH_HOME / "hub" / "checkpoints",),
                 cancel_grace_seconds=settings.JOB_CANCEL_GRACE_SECONDS)
 
