@@ -41,6 +41,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.speeds: list[float] = []
+        self.handed: list[str] = []
 
     def metric(self, name: str, value: float, *, step=None, summary=False) -> None:
         if name == "train/img_per_s":
@@ -53,6 +54,9 @@ class Recorder:
     def stage(self, name: str) -> None: ...
 
     def checkpoint(self, state: dict) -> None: ...
+
+    def checkpoint_file(self, path: str, state: dict) -> None:
+        self.handed.append(path)  # in process nothing takes it: the loop's own file stays
 
     def cancelled(self) -> bool:
         return False
@@ -99,8 +103,9 @@ def main() -> None:
                    "dataset": str(dataset)}
         speeds: dict[str, list[float]] = {"in_process": [], "jailed": []}
         for round_number in range(args.rounds):
-            here = Recorder()
-            train({**request, "work": str(tmp / f"here-{round_number}")}, Span(here, 0, 1))
+            here, work = Recorder(), tmp / f"here-{round_number}"
+            work.mkdir()
+            train({**request, "work": str(work)}, Span(here, 0, 1))
             speeds["in_process"].append(statistics.median(here.speeds))
             inside = Recorder()
             jail_run(jailed, "train", request, [dataset], inside)
