@@ -282,3 +282,11 @@ def forked_pool(request: dict, span) -> dict:
 
     with multiprocessing.get_context("fork").Pool(2) as pool:
         return {"squares": pool.map(_square, range(8))}
+
+
+def hub(request: dict, span) -> dict:
+    """Where torch looks for pretrained weights inside the jail, and what it finds there."""
+    import torch
+
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    return {"folder": str(folder), "files": sorted(path.name for path in folder.glob("*.pth"))}

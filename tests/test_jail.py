@@ -377,3 +377,13 @@ def test_it_lets_a_step_fork_worker_processes(tmp_path):
     jail's cancel listener held, and every training with loader processes hung."""
     result = jailed("forked_pool", {}, tmp_path / "job", limits=replace(SMALL, wall_seconds=30))
     assert result == {"squares": [n * n for n in range(8)]}
+
+
+def test_it_shows_the_workers_pretrained_weights_read_only_where_torch_looks(tmp_path):
+    home = tmp_path / "torch-home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    (home / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"weights an administrator put here")
+    jail = Jail(uid=UID, limits=SMALL, readable=(ROOT / "tests", home / "hub" / "checkpoints"),
+                environment=(("TORCH_HOME", str(home)),))
+    result = run_jailed("tests.jail_steps:hub", {}, jail=jail, folder=tmp_path / "job", reads=[], reporter=FakeReporter())
+    assert result == {"folder": str(home / "hub" / "checkpoints"), "files": ["resnet18-f37072fd.pth"]}

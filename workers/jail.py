@@ -60,6 +60,7 @@ class Jail:
     uid: int = 61000  # the unprivileged user a root worker's jails run as
     limits: Limits = field(default_factory=Limits)
     readable: tuple[Path, ...] = ()  # read-only for every step too: e.g. pretrained weights
+    environment: tuple[tuple[str, str], ...] = ()  # set for every step: e.g. where those weights are
     cancel_grace_seconds: float = 15  # a cancelled step that has not stopped by then is killed
 
 
@@ -123,8 +124,9 @@ def run_jailed(step: str, request: dict, *, jail: Jail, folder: Path, reads: lis
     log_path = folder / "child.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=log, stderr=log, env=_child_env(write_end), cwd=work,
-            pass_fds=(write_end,), preexec_fn=_child_limits(jail), start_new_session=True,
+            command, stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=work,
+            env={**_child_env(write_end), **dict(jail.environment)}, pass_fds=(write_end,),
+            preexec_fn=_child_limits(jail), start_new_session=True,
         )
     os.close(write_end)
     relay = _Relay(os.fdopen(read_end, "rb"), reporter, work, folder / "checkpoints", on_checkpoint, on_checkpoint_file)
@@ -250,7 +252,7 @@ def _child_env(message_fd: int) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TORCH_HOME",
+    for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                  "NVIDIA_VISIBLE_DEVICES", "MALLOC_ARENA_MAX"):
         if name in os.environ:
             env[name] = os.environ[name]

@@ -75,6 +75,7 @@ def worker_jail(job_id: int) -> Jail:
     )
     return Jail(mode=settings.VINTNER_JAIL, uid=settings.JAIL_UID + job_id % JAIL_USERS, limits=limits,
                 readable=(settings.TORCH_HOME / "hub" / "checkpoints",),
+                environment=(("TORCH_HOME", str(settings.TORCH_HOME)),),  # torch looks for the weights there
                 cancel_grace_seconds=settings.JOB_CANCEL_GRACE_SECONDS)
 
 
