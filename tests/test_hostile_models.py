@@ -26,6 +26,7 @@ from tests.test_train_job import TINY
 from webapp.datasets import services as datasets
 from webapp.jobs import services as jobs
 from webapp.jobs.models import Job, JobState
+from webapp.optimize import services as optimize
 from webapp.projects.models import Project
 from webapp.registry import services as registry
 from webapp.registry.models import Artifact, Model, Origin
@@ -213,7 +214,7 @@ def test_it_converts_no_thief(fence, alice, project, tmp_path):
         path, [write(own), read(fence.key), *map(write, fence.targets())], fence.size))
     stored = Path(default_storage.path(f"{artifact.storage_prefix}/{artifact.primary}"))
     before = fence.listing()
-    refused(registry.artifact_convert(artifact=artifact, user=alice, params={}))
+    refused(optimize.artifact_convert(artifact=artifact, user=alice, params={}))
     assert sha256(stored) == artifact.sha256
     assert not Artifact.objects.filter(parent=artifact).exists()
     assert fence.problems(before) == []
@@ -225,7 +226,7 @@ def test_it_quantizes_no_thief(fence, alice, project, tmp_path):
     artifact = published(project, alice, tmp_path, lambda path, own: build.thief_torchscript(
         path, [write(fence.planted), read(fence.key), write(fence.victim)], fence.size))
     before = fence.listing()
-    refused(registry.artifact_quantize(artifact=artifact, user=alice, dataset=dataset, params={"subset_size": 10}))
+    refused(optimize.artifact_quantize(artifact=artifact, user=alice, dataset=dataset, params={"subset_size": 10}))
     assert not Artifact.objects.filter(parent=artifact).exists()
     assert fence.problems(before) == []
     assert probe_runs(project, alice)
@@ -237,7 +238,7 @@ def test_it_benchmarks_no_thief_that_writes_over_the_database(fence, alice, proj
         path, [write(fence.database), read(fence.key), write(fence.planted)], fence.size))
     before = fence.listing()
     # the data folder in the jail is an empty one bubblewrap made (root's): no file, and none may be made
-    stopped(registry.artifact_benchmark(artifact=artifact, user=alice, params={"seconds": 1}),
+    stopped(optimize.artifact_benchmark(artifact=artifact, user=alice, params={"seconds": 1}),
             fence.database, "Permission denied")
     assert fence.problems(before) == []
     assert probe_runs(project, alice)
@@ -250,7 +251,7 @@ def test_it_evaluates_no_thief_that_writes_over_its_own_stored_file(fence, alice
     stored = Path(default_storage.path(f"{artifact.storage_prefix}/{artifact.primary}"))
     before = fence.listing()
     # the one file it aims at that the jail shows it: its own input, bound read-only, and not its user's
-    stopped(registry.artifact_evaluate(artifact=artifact, user=alice, dataset=dataset, params={"split": "val"}),
+    stopped(optimize.artifact_evaluate(artifact=artifact, user=alice, dataset=dataset, params={"split": "val"}),
             stored, "Permission denied")
     assert sha256(stored) == artifact.sha256
     assert fence.problems(before) == []
@@ -289,7 +290,7 @@ def test_it_benchmarks_no_pt2_thief_that_reads_the_secret_key(fence, alice, proj
     artifact = published(project, alice, tmp_path, lambda path, own: build.thief_export(
         path, str(fence.key), str(fence.victim), fence.size), fmt="torch_export", primary="model.pt2")
     before = fence.listing()
-    stopped(registry.artifact_benchmark(artifact=artifact, user=alice, params={"seconds": 1}),
+    stopped(optimize.artifact_benchmark(artifact=artifact, user=alice, params={"seconds": 1}),
             fence.key, "No such file or directory")
     assert fence.problems(before) == []
     assert probe_runs(project, alice)
