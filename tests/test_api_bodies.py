@@ -6,7 +6,7 @@ import pytest
 from tests.helpers import make_artifact, make_dataset, make_model, signed_in
 from tests.jobs_helpers import make_project
 from webapp.jobs.models import Job
-from webapp.registry.models import Origin
+from webapp.registry.models import Model, Origin
 
 pytestmark = pytest.mark.django_db
 
@@ -66,3 +66,20 @@ def test_a_conversion_checked_on_a_dataset_that_is_no_number_is_a_field_error(al
     response = signed_in(alice).post(f"/api/v1/artifacts/{trained.id}/convert/", {"dataset": "pets"})
     assert response.status_code == 400 and "params.dataset" in response.json()  # was int("pets"): a 500
     assert not Job.objects.exists()
+
+
+def test_it_refuses_an_init_artifact_that_is_no_id_naming_the_field(alice, trained, dataset):
+    for value in ("abc", "²", 1.5, 2**64):  # "abc" and "²" were int(): a 500; 1.5 was taken as artifact 1
+        response = signed_in(alice).post(f"/api/v1/projects/{dataset.project_id}/train/",
+                                         {"dataset": dataset.id, "model_name": "again", "init_artifact": value},
+                                         content_type="application/json")
+        assert response.status_code == 400 and "params.init_artifact" in response.json(), value
+    assert not Job.objects.exists() and Model.objects.count() == 1
+
+
+def test_it_refuses_a_dataset_in_superscript_digits_naming_the_field(alice, trained, dataset):
+    # "²".isdigit() is True, and int("²") fails: it was a 500
+    for body in ({"dataset": "²", "model_name": "again"}, {"dataset": f"{dataset.id}²", "model_name": "again"}):
+        response = signed_in(alice).post(f"/api/v1/projects/{dataset.project_id}/train/", body)
+        assert response.status_code == 400 and response.json()["params.dataset"] == ["Choose a dataset."], body
+    assert not Job.objects.exists() and Model.objects.count() == 1
