@@ -4,11 +4,11 @@ in the database; no worker runs."""
 
 import pytest
 
-from tests.helpers import make_artifact, make_dataset, make_model, signed_in
+from tests.helpers import SMALL, make_artifact, make_dataset, make_model, signed_in, uploaded
 from tests.jobs_helpers import make_project
 from webapp.jobs.models import Job
 from webapp.projects.models import Project
-from webapp.registry.models import Model, Origin
+from webapp.registry.models import Artifact, Model, Origin
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +21,14 @@ def project(team_a):
 @pytest.fixture
 def model(project, alice):
     return make_model(project, alice)
+
+
+@pytest.fixture
+def archive(tmp_path, alice, project):
+    """A finished upload nothing uses yet (its bytes are never read: every request here is refused)."""
+    path = tmp_path / "pets.zip"
+    path.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    return uploaded(alice, project, path)
 
 
 def said(response) -> list[str]:
@@ -39,6 +47,38 @@ def test_the_train_form_names_an_init_artifact_or_dataset_that_is_no_id(alice, p
     response = client.post(f"/projects/{project.id}/train/", {"dataset": "²", "model_name": "x"})  # "²".isdigit()
     assert response.status_code == 200 and said(response) == ["dataset: Choose a dataset."]
     assert not Job.objects.exists() and list(Model.objects.values_list("name", flat=True)) == ["colours"]
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def test_a_class_count_beyond_any_classifier_is_refused_naming_the_field(alice, project, archive):
+    client = signed_in(alice)
+    for value in (1e30, 2**70, 1_000_001):  # 2**70 overflowed the column: a 500
+        response = client.post(f"/api/v1/projects/{project.id}/models/",
+                               {"name": "big", "uploads": [str(archive.id)], "architecture": "resnet18", "num_classes": value},
+                               content_type="application/json")
+        assert response.status_code == 400 and "num_classes" in response.json(), value
+    for value in ("1e30", str(2**70), "²"):
+        response = client.post(f"/projects/{project.id}/models/new/",
+                               {"name": "big", "uploads": [str(archive.id)], "architecture": "resnet18", "num_classes": value})
+        assert said(response) == ["num_classes: The class count is a whole number from 1 to 1000000."], value
+    assert not Model.objects.exists() and not Artifact.objects.exists() and not Job.objects.exists()
+    archive.refresh_from_db()
+    assert not archive.claimed
+
+
+def test_a_mean_or_std_that_is_nan_or_infinite_is_refused_naming_the_field(alice, model):
+    client = signed_in(alice)
+    for name, value in [("mean", "NaN"), ("std", "Infinity"), ("mean", "-inf"), ("std", "1e400")]:
+        response = client.patch(f"/api/v1/models/{model.id}/", {"preprocessing": {**SMALL, name: [value]}},
+                                content_type="application/json")  # NaN reached the JSON column: a 500
+        assert response.status_code == 400 and list(response.json()) == [f"preprocessing.{name}"], value
+    page = client.post(f"/models/{model.id}/edit/", {"name": "colours", "input_height": "16", "input_width": "16",
+                                                     "layout": "NCHW", "color": "RGB", "mean": "nan", "std": "0.25"}, follow=True)
+    assert said(page) == ["mean: Mean is one number or three (one per channel), each finite."]
+    model.refresh_from_db()
+    assert model.preprocessing == SMALL
 
 
 # --- projects ------------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ class ModelUploadSerializer(serializers.Serializer):
                                     help_text="Finished tus uploads: one file, a zip, or an IR's .xml and .bin.")
     format = serializers.ChoiceField(choices=Format.choices, required=False, allow_blank=True, default="")
     architecture = serializers.CharField(required=False, allow_blank=True, default="", help_text="For a state_dict: e.g. resnet18.")
-    num_classes = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    num_classes = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1,
+                                           max_value=services.NUM_CLASSES_MAX)
     labels = serializers.ListField(child=serializers.CharField(), required=False, default=list)
 
 

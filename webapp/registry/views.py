@@ -41,12 +41,10 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 uploads=uploads,
                 declared_format=request.POST.get("format", ""),
                 architecture=request.POST.get("architecture", ""),
-                num_classes=int(request.POST["num_classes"]) if request.POST.get("num_classes") else None,
+                num_classes=request.POST.get("num_classes", "").strip(),
                 labels=request.POST.get("labels", ""),
                 sha256s=dict(zip(request.POST.getlist("uploads"), request.POST.getlist("sha256"))),
             )
-        except ValueError:
-            messages.error(request, "The class count must be a whole number.")
         except ValidationError as error:
             form_errors(request, error)
         else:
