@@ -6,7 +6,8 @@ import pytest
 
 from tests.helpers import SMALL, make_artifact, make_dataset, make_model, signed_in, uploaded
 from tests.jobs_helpers import make_project
-from webapp.jobs.models import Job
+from webapp.jobs.events import events_append
+from webapp.jobs.models import Job, JobEvent, JobState
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Model, Origin
 
@@ -47,6 +48,21 @@ def test_the_train_form_names_an_init_artifact_or_dataset_that_is_no_id(alice, p
     response = client.post(f"/projects/{project.id}/train/", {"dataset": "²", "model_name": "x"})  # "²".isdigit()
     assert response.status_code == 200 and said(response) == ["dataset: Choose a dataset."]
     assert not Job.objects.exists() and list(Model.objects.values_list("name", flat=True)) == ["colours"]
+
+
+# --- job events ----------------------------------------------------------------------------------
+
+
+def test_the_events_endpoint_names_an_after_or_limit_that_is_no_number(alice, project):
+    job = Job.objects.create(project=project, kind="probe", created_by=alice, queue="optimize", state=JobState.RUNNING)
+    events_append(job.id, [("log", {"level": "info", "message": "one"})])
+    client = signed_in(alice)
+    for query, field in [("after=²", "after"), ("limit=²", "limit"), (f"after={2**70}", "after"),
+                         ("limit=" + "9" * 5000, "limit"), ("after=-1", "after")]:
+        response = client.get(f"/api/v1/jobs/{job.id}/events/?{query}")
+        assert response.status_code == 400 and list(response.json()) == [field], query
+    assert client.get(f"/api/v1/jobs/{job.id}/events/?after=0&limit=5").json()["events"][0]["data"]["message"] == "one"
+    assert JobEvent.objects.filter(job=job).count() == 1 and Job.objects.get(id=job.id).last_seq == 1
 
 
 # --- models --------------------------------------------------------------------------------------
