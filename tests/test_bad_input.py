@@ -6,6 +6,7 @@ import pytest
 
 from tests.helpers import SMALL, make_artifact, make_dataset, make_model, signed_in, uploaded
 from tests.jobs_helpers import make_project
+from webapp.datasets.models import Dataset
 from webapp.jobs.events import events_append
 from webapp.jobs.models import Job, JobEvent, JobState
 from webapp.projects.models import Project
@@ -95,6 +96,23 @@ def test_a_mean_or_std_that_is_nan_or_infinite_is_refused_naming_the_field(alice
     assert said(page) == ["mean: Mean is one number or three (one per channel), each finite."]
     model.refresh_from_db()
     assert model.preprocessing == SMALL
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+def test_a_dataset_seed_beyond_its_column_or_an_upload_that_is_no_id_is_refused(alice, project, archive):
+    client = signed_in(alice)
+    response = client.post(f"/api/v1/projects/{project.id}/datasets/",
+                           {"name": "pets", "upload": str(archive.id), "seed": 2**31}, content_type="application/json")
+    assert response.status_code == 400 and list(response.json()) == ["seed"]
+    page = client.post(f"/projects/{project.id}/datasets/new/", {"name": "pets", "upload": str(archive.id), "seed": str(2**70)})
+    assert said(page) == ["seed: The seed is a whole number from 0 to 2147483647."]
+    page = client.post(f"/projects/{project.id}/datasets/new/", {"name": "pets", "upload": "abc"})  # not a UUID: a 500
+    assert said(page) == ["upload: Choose an archive and wait for it to upload."]
+    assert not Dataset.objects.exists() and not Job.objects.exists()
+    archive.refresh_from_db()
+    assert not archive.claimed
 
 
 # --- projects ------------------------------------------------------------------------------------
