@@ -83,3 +83,15 @@ def test_it_refuses_a_dataset_in_superscript_digits_naming_the_field(alice, trai
         response = signed_in(alice).post(f"/api/v1/projects/{dataset.project_id}/train/", body)
         assert response.status_code == 400 and response.json()["params.dataset"] == ["Choose a dataset."], body
     assert not Job.objects.exists() and Model.objects.count() == 1
+
+
+def test_a_seed_is_one_numpy_takes(alice, trained, dataset):
+    url = f"/api/v1/projects/{dataset.project_id}/train/"
+    for seed in (2**64, 2**32):  # 2**64 was stored, then refused by the job; numpy takes 32 bits
+        refused = signed_in(alice).post(url, {"dataset": dataset.id, "model_name": "again", "seed": seed},
+                                        content_type="application/json")
+        assert refused.status_code == 400 and "params.seed" in refused.json(), seed
+    assert not Job.objects.exists() and Model.objects.count() == 1
+    largest = started(signed_in(alice).post(url, {"dataset": dataset.id, "model_name": "again", "seed": 2**32 - 1},
+                                            content_type="application/json"))
+    assert largest.params["seed"] == 2**32 - 1
