@@ -6,6 +6,7 @@ import pytest
 from tests.helpers import make_artifact, make_dataset, make_model, signed_in
 from tests.jobs_helpers import make_project
 from webapp.jobs.models import Job
+from webapp.projects.models import Project
 from webapp.registry.models import Model, Origin
 
 pytestmark = pytest.mark.django_db
@@ -95,3 +96,13 @@ def test_a_seed_is_one_numpy_takes(alice, trained, dataset):
     largest = started(signed_in(alice).post(url, {"dataset": dataset.id, "model_name": "again", "seed": 2**32 - 1},
                                             content_type="application/json"))
     assert largest.params["seed"] == 2**32 - 1
+
+
+def test_a_json_body_that_is_no_object_is_refused(alice, trained, dataset):
+    client = signed_in(alice)
+    for url in (f"/api/v1/projects/{dataset.project_id}/train/", f"/api/v1/artifacts/{trained.id}/convert/",
+                f"/api/v1/artifacts/{trained.id}/evaluate/", f"/api/v1/artifacts/{trained.id}/benchmark/", "/api/v1/projects/"):
+        for body in ("[1, 2]", '"abc"', "5", "null"):  # dict() of it, or .get() on it, was a 500
+            response = client.post(url, body, content_type="application/json")
+            assert response.status_code == 400 and list(response.json()) == ["non_field_errors"], (url, body)
+    assert not Job.objects.exists() and Model.objects.count() == 1 and Project.objects.count() == 1

@@ -41,7 +41,8 @@ class ProjectListView(APIView):
         return Response(ProjectSerializer(projects, many=True).data)
 
     def post(self, request: Request) -> Response:
-        team_id = whole_number(request.data.get("team"), low=1)
+        # A JSON list or string has no .get() (it was a 500): the serializer refuses it below.
+        team_id = whole_number(request.data.get("team"), low=1) if isinstance(request.data, dict) else None
         # Check membership before validating, so a foreign team id answers 404 like everywhere else.
         if team_id is not None:
             authorize(request.user, team_id, Action.WRITE)
