@@ -6,7 +6,8 @@ import pytest
 from tests.helpers import make_artifact, make_dataset, make_model, signed_in
 from tests.jobs_helpers import make_project
 from webapp.jobs.models import Job
-from webapp.registry.models import Origin
+from webapp.projects.models import Project
+from webapp.registry.models import Model, Origin
 
 pytestmark = pytest.mark.django_db
 
@@ -66,3 +67,42 @@ def test_a_conversion_checked_on_a_dataset_that_is_no_number_is_a_field_error(al
     response = signed_in(alice).post(f"/api/v1/artifacts/{trained.id}/convert/", {"dataset": "pets"})
     assert response.status_code == 400 and "params.dataset" in response.json()  # was int("pets"): a 500
     assert not Job.objects.exists()
+
+
+def test_it_refuses_an_init_artifact_that_is_no_id_naming_the_field(alice, trained, dataset):
+    for value in ("abc", "²", 1.5, 2**64):  # "abc" and "²" were int(): a 500; 1.5 was taken as artifact 1
+        response = signed_in(alice).post(f"/api/v1/projects/{dataset.project_id}/train/",
+                                         {"dataset": dataset.id, "model_name": "again", "init_artifact": value},
+                                         content_type="application/json")
+        assert response.status_code == 400 and "params.init_artifact" in response.json(), value
+    assert not Job.objects.exists() and Model.objects.count() == 1
+
+
+def test_it_refuses_a_dataset_in_superscript_digits_naming_the_field(alice, trained, dataset):
+    # "²".isdigit() is True, and int("²") fails: it was a 500
+    for body in ({"dataset": "²", "model_name": "again"}, {"dataset": f"{dataset.id}²", "model_name": "again"}):
+        response = signed_in(alice).post(f"/api/v1/projects/{dataset.project_id}/train/", body)
+        assert response.status_code == 400 and response.json()["params.dataset"] == ["Choose a dataset."], body
+    assert not Job.objects.exists() and Model.objects.count() == 1
+
+
+def test_a_seed_is_one_numpy_takes(alice, trained, dataset):
+    url = f"/api/v1/projects/{dataset.project_id}/train/"
+    for seed in (2**64, 2**32):  # 2**64 was stored, then refused by the job; numpy takes 32 bits
+        refused = signed_in(alice).post(url, {"dataset": dataset.id, "model_name": "again", "seed": seed},
+                                        content_type="application/json")
+        assert refused.status_code == 400 and "params.seed" in refused.json(), seed
+    assert not Job.objects.exists() and Model.objects.count() == 1
+    largest = started(signed_in(alice).post(url, {"dataset": dataset.id, "model_name": "again", "seed": 2**32 - 1},
+                                            content_type="application/json"))
+    assert largest.params["seed"] == 2**32 - 1
+
+
+def test_a_json_body_that_is_no_object_is_refused(alice, trained, dataset):
+    client = signed_in(alice)
+    for url in (f"/api/v1/projects/{dataset.project_id}/train/", f"/api/v1/artifacts/{trained.id}/convert/",
+                f"/api/v1/artifacts/{trained.id}/evaluate/", f"/api/v1/artifacts/{trained.id}/benchmark/", "/api/v1/projects/"):
+        for body in ("[1, 2]", '"abc"', "5", "null"):  # dict() of it, or .get() on it, was a 500
+            response = client.post(url, body, content_type="application/json")
+            assert response.status_code == 400 and list(response.json()) == ["non_field_errors"], (url, body)
+    assert not Job.objects.exists() and Model.objects.count() == 1 and Project.objects.count() == 1

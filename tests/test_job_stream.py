@@ -32,7 +32,7 @@ def job(project, alice):
 
 
 
-def stream(job_id: int, headers, after: int | None = None) -> WebsocketCommunicator:
+def stream(job_id: int, headers, after: int | str | None = None) -> WebsocketCommunicator:
     query = "" if after is None else f"?after={after}"
     return WebsocketCommunicator(application, f"/ws/jobs/{job_id}/{query}", headers=headers)
 
@@ -63,7 +63,7 @@ def seqs(events: list[dict]) -> list[int]:
     return [event["seq"] for event in events]
 
 
-def replay(job_id: int, headers, *, after: int, last_seq: int) -> tuple[list[dict], list[int], bool]:
+def replay(job_id: int, headers, *, after: int | str, last_seq: int) -> tuple[list[dict], list[int], bool]:
     """Connect, take every event up to `last_seq`, then check nothing more comes:
     (events, frame sizes, quiet afterwards)."""
 
@@ -85,6 +85,13 @@ def test_it_replays_only_the_stored_events_after_the_given_seq(job, alice):
     assert [e["data"]["message"] for e in events] == [f"line {n}" for n in range(5, 11)]
     assert all(e["kind"] == "log" and isinstance(e["at"], float) for e in events)
     assert quiet
+
+
+@pytest.mark.parametrize("after", ["²", "9" * 5000, "-3", "x"])
+def test_an_after_that_is_no_number_replays_from_the_start(job, alice, after):
+    append_logs(job.id, 3)  # "²".isdigit() and the 5000 digits passed, then int() refused them: the socket died
+    events, _, quiet = replay(job.id, headers_for(alice), after=after, last_seq=3)
+    assert seqs(events) == [1, 2, 3] and quiet
 
 
 def test_it_sends_live_events_after_the_replay_exactly_once_and_in_order(job, alice):

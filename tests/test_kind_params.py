@@ -89,6 +89,14 @@ def test_the_limits_are_the_pipelines():
     assert tuple(train["optimizer"].choices) == OPTIMIZERS and tuple(train["schedule"].choices) == SCHEDULES
 
 
+def test_every_seed_is_one_numpy_and_the_pipeline_take():
+    from workers.pipeline.training import SEED_MAX
+
+    fields = {name: kind.serializer().fields for name, kind in KINDS.items()}
+    seeds = {name: (f["seed"].min_value, f["seed"].max_value) for name, f in fields.items() if "seed" in f}
+    assert seeds == {"train": (0, 2**32 - 1), "quantize": (0, 2**32 - 1)} and SEED_MAX == 2**32 - 1
+
+
 def test_the_guide_holds_exactly_what_kind_params_prints():
     guide = (Path(__file__).parent.parent / "docs" / "guide.md").read_text()
     assert kind_params_markdown() in guide

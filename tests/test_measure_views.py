@@ -185,6 +185,7 @@ def test_the_benchmark_form_starts_a_job_with_its_settings(alice, fp32, trained)
 @pytest.mark.parametrize("fields, words", [
     ({"matrix": "4 by 2"}, "matrix: “4 by 2” is not a batch × streams point"),
     ({"matrix": "999x1"}, "matrix: “999x1”: the batch is 1 to 256"),
+    ({"matrix": "9" * 5000 + "x1"}, f"matrix: “{'9' * 40}” is not a batch × streams point"),  # int() refused it: a 500
     ({"hints": []}, "hints: Choose a hint or a batch × streams point to measure."),
     ({"seconds": "0"}, "seconds: Ensure this value is greater than or equal to 1."),
 ])
@@ -263,6 +264,13 @@ def test_the_performance_page_shows_the_latest_benchmark_its_host_and_speedups(a
     shown = signed_in(alice).get(f"/artifacts/{int8.id}/performance/?benchmark={earlier.id}")
     assert f'data-job="{earlier.id}"' in shown.content.decode() and "An earlier benchmark" in text(shown)
     assert "No VNNI, AMX or AVX-512" in text(shown)
+
+
+def test_a_benchmark_asked_for_by_no_id_shows_the_latest(alice, fp32):
+    latest = benchmark(fp32, latency=2.0, fps=500)
+    response = signed_in(alice).get(f"/artifacts/{fp32.id}/performance/?benchmark=²")  # "²".isdigit(): int() was a 500
+    assert response.status_code == 200
+    assert f'data-testid="benchmark-card" data-job="{latest.id}"' in response.content.decode()
 
 
 def test_the_performance_page_shows_the_evaluations_as_a_confusion_heat_table(alice, fp32, dataset):
@@ -362,9 +370,17 @@ def test_the_comparison_warns_when_figures_come_from_several_hosts(alice, model,
     assert "2 different CPUs" in warning and EPYC in warning and XEON in html.unescape(warning)
 
 
+def test_the_comparison_api_names_a_dataset_or_max_drop_that_is_no_number(alice, model, fp32):
+    client = signed_in(alice)
+    for query, field in [("max_drop=inf", "max_drop"), ("max_drop=nan", "max_drop"), ("dataset=²", "dataset"),
+                         (f"dataset={2**70}", "dataset")]:  # inf reached the JSON answer: a 500
+        response = client.get(f"/api/v1/models/{model.id}/compare/?{query}")
+        assert response.status_code == 400 and list(response.json()) == [field], query
+
+
 def test_a_bad_max_drop_is_said_and_the_default_used(alice, model, fp32):
     response, body, _ = compare_page(alice, model, max_drop="lots")
-    assert "dataset is a number, max_drop a number of points." in said(response)
+    assert "max_drop: A number of top-1 points." in said(response)
     assert 'name="max_drop" min="0" max="100" step="any" value="1"' in body
 
 

@@ -347,6 +347,7 @@ def test_asking_for_a_gpu_that_is_not_there(dataset, tmp_path):
     ({"input_size": 4096}, ["input_size is 4096", "at most 1024"]),
     ({"early_stopping_patience": -1}, ["early_stopping_patience is -1"]),
     ({"workers": -2}, ["workers is -2"]),
+    ({"seed": 2**32}, ["seed is 4294967296", "from 0 to 4294967295"]),  # numpy's seeds are 32-bit
     ({"std": (0.2, 0.0, 0.2)}, ["std is (0.2, 0.0, 0.2)", "above 0"]),
     ({"mean": (0.5, 0.5)}, ["mean is (0.5, 0.5)", "3 values"]),
 ])

@@ -89,6 +89,23 @@ def test_it_hashes_from_disk_when_another_process_received_the_first_chunks(alic
     assert Upload.objects.get().sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_a_chunk_sent_to_a_finished_upload_is_a_conflict_that_changes_nothing(alice, project):
+    data = os.urandom(1000)
+    client = signed_in(alice)
+    location = create(client, project, len(data))["Location"]
+    upload_all(client, location, data, 1000)
+    before = Upload.objects.get()
+    for offset in (len(data), 0):  # its part file is gone: opening it was a 500
+        response = patch(client, location, offset, b"more")
+        assert response.status_code == 409 and response.json()["detail"] == "This upload is already complete."
+    after = Upload.objects.get()
+    assert (after.offset, after.sha256, after.completed_at, after.expires_at) == (
+        before.offset, before.sha256, before.completed_at, before.expires_at)
+    with default_storage.open(after.storage_key, "rb") as stored:
+        assert stored.read() == data
+    assert not services.part_path(after).exists()
+
+
 def test_it_refuses_a_file_that_arrived_damaged_and_keeps_nothing(alice, project):
     data = b"x" * 1000
     client = signed_in(alice)

@@ -36,7 +36,7 @@ class DatasetCreateSerializer(serializers.Serializer):
     sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True, help_text="Of the archive, to verify it arrived intact.")
     description = serializers.CharField(required=False, allow_blank=True, default="")
     val_fraction = serializers.FloatField(required=False, default=0.2, min_value=0.0, max_value=0.9)
-    seed = serializers.IntegerField(required=False, default=0)
+    seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=services.SEED_MAX)
 
 
 class DatasetItemSerializer(serializers.ModelSerializer):

@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Max, QuerySet
 
 from webapp.access import Action, get_for_user
+from webapp.core.numbers import whole_number
 from webapp.datasets.models import Dataset, DatasetItem
 from webapp.jobs.models import ACTIVE_STATES, Job
 
@@ -14,10 +15,10 @@ def dataset_for_user(user, dataset_id: int, action: Action) -> Dataset:
 def chosen_dataset(user, params: dict, *, missing: str = "Choose a dataset.") -> Dataset:
     """The dataset a job's parameters name, if the user may see it (another team's: 404); a field
     error when none is named."""
-    chosen = str(params.get("dataset", ""))
-    if not chosen.isdigit():
+    chosen = whole_number(params.get("dataset"), low=1)
+    if chosen is None:
         raise ValidationError({"params.dataset": missing})
-    return dataset_for_user(user, int(chosen), Action.VIEW)
+    return dataset_for_user(user, chosen, Action.VIEW)
 
 
 def datasets_of_project(project_id: int) -> QuerySet[Dataset]:

@@ -15,6 +15,8 @@ from webapp.projects.models import Project
 from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
 
+SEED_MAX = 2**31 - 1  # the split's seed column is a 32-bit integer
+
 
 def dataset_create(
     *,
@@ -34,6 +36,8 @@ def dataset_create(
     upload_check(upload=upload, team_id=project.team_id, user=user, sha256=sha256)
     if not 0.0 <= val_fraction < 1.0:
         raise ValidationError({"val_fraction": "Use a fraction from 0 up to (not including) 1."})
+    if not 0 <= seed <= SEED_MAX:
+        raise ValidationError({"seed": f"The seed is a whole number from 0 to {SEED_MAX}."})
     with transaction.atomic():
         dataset = Dataset.objects.create(
             project=project,

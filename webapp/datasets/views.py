@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.core.views import form_errors
 from webapp.datasets import services
 from webapp.datasets.models import Split
 from webapp.datasets.selectors import dataset_for_user, items_of_dataset
@@ -23,7 +24,10 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the upload page. POST: the page's form, sent by its script once the tus upload is done."""
     project = project_for_user(request.user, project_id, Action.WRITE)
     if request.method == "POST":
-        upload = Upload.objects.filter(id=request.POST.get("upload") or None, created_by=request.user).first()
+        try:
+            upload = Upload.objects.filter(id=request.POST.get("upload") or None, created_by=request.user).first()
+        except ValidationError:  # not a UUID at all
+            upload = None
         try:
             if upload is None:
                 raise ValidationError({"upload": "Choose an archive and wait for it to upload."})
@@ -37,10 +41,10 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 val_fraction=float(request.POST.get("val_fraction") or 0.2),
                 seed=int(request.POST.get("seed") or 0),
             )
-        except (ValueError, ValidationError) as error:
-            problems = error.messages if isinstance(error, ValidationError) else ["Seed and validation fraction must be numbers."]
-            for problem in problems:
-                messages.error(request, problem)
+        except ValueError:
+            messages.error(request, "Seed and validation fraction must be numbers.")
+        except ValidationError as error:
+            form_errors(request, error)  # each message named by its field, as the other forms do
         else:
             return redirect("dataset_detail", dataset_id=dataset.id)
     return render(request, "datasets/dataset_new.html", {"project": project, "team": project.team})

@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action
+from webapp.core.numbers import whole_number
 from webapp.jobs import services
 from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
@@ -95,11 +96,13 @@ class JobEventsView(APIView):
 
     def get(self, request: Request, job_id: int) -> Response:
         job = job_for_user(request.user, job_id, Action.VIEW)
-        after = request.query_params.get("after", "0")
-        limit = request.query_params.get("limit", "1000")
-        if not after.isdigit() or not limit.isdigit():
-            raise ValidationError({"after": "after and limit must be whole numbers."})
-        events = [event.as_message() for event in events_after(job.id, int(after), limit=min(int(limit), 5000))]
+        after = whole_number(request.query_params.get("after", "0"))
+        if after is None:
+            raise ValidationError({"after": "The last event number you have: a whole number, 0 for all."})
+        limit = whole_number(request.query_params.get("limit", "1000"))
+        if limit is None:
+            raise ValidationError({"limit": "How many events at most: a whole number (up to 5000 are sent)."})
+        events = [event.as_message() for event in events_after(job.id, after, limit=min(limit, 5000))]
         return Response({"job": JobSerializer(job).data, "events": events})
 
 

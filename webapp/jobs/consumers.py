@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
 from webapp.access import Action
+from webapp.core.numbers import whole_number
 from webapp.jobs.events import events_after, job_group
 from webapp.jobs.selectors import job_for_user
 
@@ -42,9 +43,9 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated or not await _may_watch(user, self.job_id):
             await self.close()
             return
-        query = dict(part.split("=", 1) for part in self.scope["query_string"].decode().split("&") if "=" in part)
-        after = query.get("after", "0")
-        self.sent = int(after) if after.isdigit() else 0
+        query_string = self.scope["query_string"].decode(errors="replace")  # a client may send any bytes
+        query = dict(part.split("=", 1) for part in query_string.split("&") if "=" in part)
+        self.sent = whole_number(query.get("after", "0")) or 0  # no number: from the start
         await self.channel_layer.group_add(job_group(self.job_id), self.channel_name)
         self.joined = True
         await self.accept()

@@ -59,6 +59,8 @@ def params_from_body(data, kind: str) -> dict:
     QueryDict, whose dict() holds every value in a list: one value a name, then, and all the
     values of the fields that take several."""
     if not hasattr(data, "getlist"):
+        if not isinstance(data, dict):  # a JSON list, string, number or null: dict() of it was a 500
+            raise serializers.ValidationError({"non_field_errors": ["Send the parameters as a JSON object."]})
         return dict(data)
     several = {name for name, field in KINDS[kind].serializer().fields.items()
                if isinstance(field, (serializers.ListField, serializers.MultipleChoiceField))}

@@ -1,6 +1,8 @@
 """REST for measuring and delivering: benchmark and evaluate an artifact (jobs), compare a model's
 variants, and the deployment snippet of an IR."""
 
+import math
+
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -10,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action
+from webapp.core.numbers import whole_number
 from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
 from webapp.jobs.kinds import KINDS, params_from_body
@@ -67,11 +70,15 @@ class ArtifactSnippetView(APIView):
 
 def comparison_query(query) -> tuple[int | None, str, float]:
     """dataset, split and max_drop (points in the query, a fraction here) from a query string."""
+    dataset = whole_number(query["dataset"], low=1) if query.get("dataset") else None
+    if query.get("dataset") and dataset is None:
+        raise ValidationError({"dataset": "The id of a dataset."})
     try:
-        dataset = int(query["dataset"]) if query.get("dataset") else None
         max_drop = float(query["max_drop"]) / 100 if query.get("max_drop") else DEFAULT_MAX_DROP
     except ValueError:
-        raise ValidationError("dataset is a number, max_drop a number of points.") from None
+        max_drop = math.nan
+    if not math.isfinite(max_drop):  # inf would reach the JSON answer, which cannot hold it
+        raise ValidationError({"max_drop": "A number of top-1 points."})
     split = query.get("split") or "val"
     if split not in ("val", "test", "train"):
         raise ValidationError({"split": "One of val, test, train."})

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.core.numbers import whole_number
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.jobs.kinds import KINDS
@@ -38,7 +39,7 @@ from webapp.optimize.quantization import percent
 from webapp.registry.selectors import artifact_for_user, model_for_user
 
 MEASURE_KINDS = ("benchmark", "evaluate")
-MATRIX_POINT = re.compile(r"^(\d+)\s*[x×X*]\s*(\d+)$")
+MATRIX_POINT = re.compile(r"^(\d{1,9})\s*[x×X*]\s*(\d{1,9})$", re.ASCII)  # int() refuses thousands of digits
 EVALUATIONS_SHOWN = 4  # the latest per dataset and split
 
 
@@ -176,9 +177,9 @@ def artifact_performance(request: HttpRequest, artifact_id: int) -> HttpResponse
     jobs = list(measure_jobs(artifact)[:200])
     succeeded = _latest_succeeded(jobs, "benchmark")
     shown = next(iter(succeeded), None)
-    asked = request.GET.get("benchmark", "")
-    if asked.isdigit():
-        shown = next((job for job in succeeded if job.id == int(asked)), shown)
+    asked = whole_number(request.GET.get("benchmark", ""), low=1)
+    if asked is not None:
+        shown = next((job for job in succeeded if job.id == asked), shown)
     figures = benchmark_figures(shown.result, artifact) if shown else None
     reference = None
     if figures and figures["reference"]:

@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action, authorize
+from webapp.core.numbers import whole_number
 from webapp.projects import services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user, projects_for_user
@@ -33,14 +34,18 @@ class ProjectListView(APIView):
     @extend_schema(responses=ProjectSerializer(many=True))  # a list, not one object
     def get(self, request: Request) -> Response:
         team = request.query_params.get("team")
-        projects = projects_for_user(request.user, team_id=int(team) if team and team.isdigit() else None)
+        team_id = whole_number(team, low=1) if team else None
+        if team and team_id is None:
+            raise serializers.ValidationError({"team": "The id of one of your teams."})
+        projects = projects_for_user(request.user, team_id=team_id)
         return Response(ProjectSerializer(projects, many=True).data)
 
     def post(self, request: Request) -> Response:
-        team_id = request.data.get("team")
+        # A JSON list or string has no .get() (it was a 500): the serializer refuses it below.
+        team_id = whole_number(request.data.get("team"), low=1) if isinstance(request.data, dict) else None
         # Check membership before validating, so a foreign team id answers 404 like everywhere else.
-        if str(team_id).isdigit():
-            authorize(request.user, int(team_id), Action.WRITE)
+        if team_id is not None:
+            authorize(request.user, team_id, Action.WRITE)
         serializer = ProjectSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

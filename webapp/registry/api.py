@@ -11,7 +11,7 @@ from webapp.jobs.kinds import KINDS, params_from_body
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Model
-from webapp.registry.selectors import artifact_for_user, model_for_user, models_of_project
+from webapp.registry.selectors import artifact_for_user, chosen_init_artifact, model_for_user, models_of_project
 from webapp.uploads.models import Upload
 
 
@@ -52,7 +52,8 @@ class ModelUploadSerializer(serializers.Serializer):
                                     help_text="Finished tus uploads: one file, a zip, or an IR's .xml and .bin.")
     format = serializers.ChoiceField(choices=Format.choices, required=False, allow_blank=True, default="")
     architecture = serializers.CharField(required=False, allow_blank=True, default="", help_text="For a state_dict: e.g. resnet18.")
-    num_classes = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1)
+    num_classes = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=1,
+                                           max_value=services.NUM_CLASSES_MAX)
     labels = serializers.ListField(child=serializers.CharField(), required=False, default=list)
 
 
@@ -128,7 +129,7 @@ class ProjectTrainView(APIView):
         project = project_for_user(request.user, project_id, Action.WRITE)
         params = params_from_body(request.data, "train")
         dataset = chosen_dataset(request.user, params)
-        init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
+        init = chosen_init_artifact(request.user, params)
         job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 

@@ -1,6 +1,8 @@
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from webapp.access import Action, get_for_user
+from webapp.core.numbers import whole_number
 from webapp.jobs.models import ACTIVE_STATES, Job
 from webapp.registry.models import Artifact, Model
 
@@ -12,6 +14,18 @@ def model_for_user(user, model_id: int, action: Action) -> Model:
 def artifact_for_user(user, artifact_id: int, action: Action) -> Artifact:
     artifacts = Artifact.objects.select_related("model__project__team", "job", "parent")
     return get_for_user(user, artifacts, artifact_id, action, team_lookup="model__project__team")
+
+
+def chosen_init_artifact(user, params: dict) -> Artifact | None:
+    """The artifact a training run's parameters start from, if the user may see it (another
+    team's: 404); None when none is named, a field error when it is no id."""
+    value = params.get("init_artifact")
+    if value in (None, ""):
+        return None
+    chosen = whole_number(value, low=1)
+    if chosen is None:
+        raise ValidationError({"params.init_artifact": "Choose an artifact to fine-tune from by its id, or none."})
+    return artifact_for_user(user, chosen, Action.VIEW)
 
 
 def models_of_project(project_id: int) -> QuerySet[Model]:

@@ -3,6 +3,7 @@ what a job built, downloads, deletion. Artifacts are immutable once ready; jobs 
 
 import hashlib
 import json
+import math
 import re
 import tempfile
 import zipfile
@@ -15,6 +16,7 @@ from django.http import FileResponse
 from django.utils import timezone
 
 from webapp.core import files
+from webapp.core.numbers import whole_number
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit, params_validate
 from webapp.projects.models import Project
@@ -24,6 +26,7 @@ from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
 
 LAYOUTS, COLORS = ("NCHW", "NHWC"), ("RGB", "BGR")
+NUM_CLASSES_MAX = 1_000_000  # more outputs than a classifier has, and far below the column's 2**31 - 1
 
 
 def labels_clean(labels) -> list[str]:
@@ -38,12 +41,22 @@ def labels_clean(labels) -> list[str]:
     return labels
 
 
+def num_classes_clean(value) -> int | None:
+    """A class count from a form or JSON: blank is none, else a whole number from 1 to NUM_CLASSES_MAX."""
+    if value in (None, ""):
+        return None
+    count = whole_number(value, low=1, high=NUM_CLASSES_MAX)
+    if count is None:
+        raise ValidationError({"num_classes": f"The class count is a whole number from 1 to {NUM_CLASSES_MAX}."})
+    return count
+
+
 def preprocessing_clean(value: dict) -> dict:
     """input_size [h, w], layout, color order, mean and std (one or three numbers each)."""
     errors = {}
     try:
         size = [int(v) for v in value.get("input_size", [])]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         size = []
     if len(size) != 2 or not all(8 <= v <= 4096 for v in size):
         errors["preprocessing.input_size"] = "Input size is two whole numbers [height, width], each from 8 to 4096."
@@ -55,10 +68,11 @@ def preprocessing_clean(value: dict) -> dict:
     for name in ("mean", "std"):
         try:
             numbers[name] = [float(v) for v in value.get(name, [])]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             numbers[name] = []
-        if len(numbers[name]) not in (1, 3):
-            errors[f"preprocessing.{name}"] = f"{name.capitalize()} is one number or three (one per channel)."
+        if len(numbers[name]) not in (1, 3) or not all(math.isfinite(v) for v in numbers[name]):
+            # float() reads "nan" and "inf"; a JSON column can store neither
+            errors[f"preprocessing.{name}"] = f"{name.capitalize()} is one number or three (one per channel), each finite."
     if "preprocessing.std" not in errors and any(v <= 0 for v in numbers["std"]):
         errors["preprocessing.std"] = "Every std value must be above zero."
     if errors:
@@ -74,13 +88,14 @@ def model_upload(
     uploads: list[Upload],
     declared_format: str = "",
     architecture: str = "",
-    num_classes: int | None = None,
+    num_classes: int | str | None = None,
     labels=None,
     sha256s: dict[str, str] | None = None,
 ) -> Artifact:
     """An artifact from one or two finished uploads (IR: .xml + .bin), under a new or existing
     model of that name; its files are checked and inspected by a job on a worker."""
     name = name.strip()
+    num_classes = num_classes_clean(num_classes)
     if not name:
         raise ValidationError({"name": "Give the model a name."})
     if not 1 <= len(uploads) <= 2:

@@ -16,7 +16,9 @@ from webapp.registry.models import Artifact, Format
 from webapp.core.views import form_errors
 from webapp.optimize.quantization import quantization_figures
 from webapp.optimize.views import artifact_panels
-from webapp.registry.selectors import artifact_for_user, artifacts_of_model, lineage, model_for_user, training_runs_of_model
+from webapp.registry.selectors import (
+    artifact_for_user, artifacts_of_model, chosen_init_artifact, lineage, model_for_user, training_runs_of_model,
+)
 from webapp.uploads.models import Upload
 from workers.pipeline.architectures import ARCHITECTURES
 
@@ -39,12 +41,10 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 uploads=uploads,
                 declared_format=request.POST.get("format", ""),
                 architecture=request.POST.get("architecture", ""),
-                num_classes=int(request.POST["num_classes"]) if request.POST.get("num_classes") else None,
+                num_classes=request.POST.get("num_classes", "").strip(),
                 labels=request.POST.get("labels", ""),
                 sha256s=dict(zip(request.POST.getlist("uploads"), request.POST.getlist("sha256"))),
             )
-        except ValueError:
-            messages.error(request, "The class count must be a whole number.")
         except ValidationError as error:
             form_errors(request, error)
         else:
@@ -65,7 +65,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
             params[flag] = flag in request.POST
         try:
             dataset = chosen_dataset(request.user, params)
-            init = artifact_for_user(request.user, int(params["init_artifact"]), Action.VIEW) if params.get("init_artifact") else None
+            init = chosen_init_artifact(request.user, params)
             job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
         except ValidationError as error:
             form_errors(request, error)

@@ -96,7 +96,13 @@ def upload_append(*, upload: Upload, offset: int, body: BinaryIO, length: int) -
     """Append `length` bytes from `body` at `offset`; finish the upload when the last byte is in."""
     if length > settings.UPLOAD_CHUNK_MAX_BYTES:
         raise UploadError(f"A chunk may be at most {gib(settings.UPLOAD_CHUNK_MAX_BYTES)}; send the file in smaller chunks.", 413)
-    with open(part_path(upload), "r+b") as part:
+    if upload.complete:  # its part file is gone, published as the finished file
+        raise UploadError("This upload is already complete.", 409)
+    try:
+        part = open(part_path(upload), "r+b")
+    except FileNotFoundError:  # finished or deleted by another request since the row was read
+        raise UploadError("This upload is already complete or was deleted.", 409) from None
+    with part:
         try:
             fcntl.flock(part, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -20,6 +20,7 @@ MODEL_NAME_MAX = 100  # registry.Model.name
 QUEUES = ("train", "optimize")  # webapp/celery.py declares the queues; a test holds them equal
 AUGMENTS = ("none", "light", "standard", "strong")  # workers/pipeline/augment.py; a test holds them equal
 MATRIX_POINTS_MAX = 16
+SEED_MAX = 2**32 - 1  # what numpy takes as a seed (torch takes 64 bits); training.py checks the same bound
 
 
 def param(default=MISSING, *, help: str = "", **limits):
@@ -94,7 +95,7 @@ class TrainParams:
     label_smoothing: float = param(0, min=0, max=0.99)
     augment: str = param("standard", choices=AUGMENTS)
     input_size: int | None = param(None, min=8, max=1024)
-    seed: int = param(0, min=0)
+    seed: int = param(0, min=0, max=SEED_MAX)
     early_stopping_patience: int = param(0, min=0, help="0: off.")
     amp: bool = param(True, help="Mixed precision, on CUDA workers.")
     workers: int = param(2, min=0, max=64, help="Data-loader processes.")
@@ -125,7 +126,7 @@ class QuantizeParams:
     lr: float | None = param(None, min=1e-8, max=10, help="Default: a tenth of the architecture's training rate.")
     augment: str = param("light", choices=AUGMENTS)
     workers: int = param(2, min=0, max=64, help="Data-loader processes.")
-    seed: int = param(0, min=0)
+    seed: int = param(0, min=0, max=SEED_MAX)
 
 
 @dataclass(frozen=True)

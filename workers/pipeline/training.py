@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
 from workers.pipeline.augment import AUGMENTS, EpochSampler, ImageDataset, read_index, train_transform, val_transform
+from workers.pipeline.params import SEED_MAX
 from workers.pipeline.reporting import Cancelled, JobError, Reporter
 
 ARCHS: tuple[str, ...] = TRAINABLE  # torchvision's ARCHITECTURES and small_cnn
@@ -116,8 +117,8 @@ def validate(config: TrainConfig, *, classes: int, grayscale: bool = False) -> N
             raise bad("input_size", f"{config.architecture} needs at least {smallest} px")
         if config.input_size > MAX_INPUT_SIZE:
             raise bad("input_size", f"it must be at most {MAX_INPUT_SIZE} px")
-    if not 0 <= number("seed", integer=True) < 2**63:
-        raise bad("seed", "it must be 0 or more")
+    if not 0 <= number("seed", integer=True) <= SEED_MAX:
+        raise bad("seed", f"it must be from 0 to {SEED_MAX}")
     if number("early_stopping_patience", integer=True) < 0:
         raise bad("early_stopping_patience", "it must be 0 (off) or more")
     if not 0 <= number("workers", integer=True) <= 64:
