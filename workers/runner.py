@@ -7,7 +7,7 @@ import os
 import shutil
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -53,11 +53,24 @@ class JobRun:
         """Where the worker stages what the step reads, when storage is not a local folder."""
         return self.scratch / "inputs"
 
-    def jailed(self, step: str, request: dict, *, reads: list[Path], **checkpoints) -> dict:
+    @property
+    def jail(self) -> Jail:
+        return worker_jail(self.job.id)
+
+    @property
+    def jail_tmp(self) -> Path:
+        """The jail's /tmp, where the worker may leave what the step needs a writable copy of."""
+        return self.scratch / "jail" / "tmp"
+
+    def jailed(self, step: str, request: dict, *, reads: list[Path], environment: dict | None = None,
+               **checkpoints) -> dict:
         """Run pipeline step `step` in the jail; it sees `reads` (read-only) and its work folder.
         `checkpoints`: run_jailed's on_checkpoint or on_checkpoint_file, for a step that resumes."""
-        return run_jailed(step, {**request, "work": str(self.work)}, jail=worker_jail(self.job.id),
-                          folder=self.scratch / "jail", reads=reads, reporter=self.reporter, **checkpoints)
+        jail = self.jail
+        if environment:
+            jail = replace(jail, environment=(*jail.environment, *environment.items()))
+        return run_jailed(step, {**request, "work": str(self.work)}, jail=jail, folder=self.scratch / "jail",
+                          reads=reads, reporter=self.reporter, **checkpoints)
 
 
 JAIL_USERS = 1000  # a root worker's jobs run as JAIL_UID + (job number mod this)

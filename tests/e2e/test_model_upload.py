@@ -294,7 +294,8 @@ def test_an_openvino_ir_goes_up_as_two_files_and_comes_back_as_a_checked_zip(
       window.__held.append(input);
       window.__release();
     }""")
-    expect(page.locator(".message.error")).to_have_text("The class count must be a whole number.")
+    expect(page.locator(".message.error")).to_have_text(
+        "num_classes: The class count is a whole number from 1 to 1000000.")
     expect(by_testid(page, "kept-upload")).to_have_text(
         "Already uploaded: pets_ir.xml and pets_ir.bin. Send the form again, or choose other files.")
     expect(page.get_by_label("Name", exact=True)).to_have_value("Pets IR")

@@ -7,7 +7,7 @@ from webapp.core.files import delete_tree, local_tree
 from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact, Model, Origin
 from webapp.registry.services import artifact_record
-from workers.kinds.staging import epoch_checkpoints, published, staged_model, staging, takes_images
+from workers.kinds.staging import epoch_checkpoints, nncf_kernels, published, staged_model, staging, takes_images
 from workers.runner import JobRun
 
 
@@ -81,6 +81,7 @@ def _quantization_aware(run: JobRun, request: dict, reads: list[Path]) -> dict:
     resume, save_checkpoint = epoch_checkpoints(run)
     try:
         return run.jailed("qat", {**request, "train": train, "resume": resume and str(resume)},
-                          reads=reads + ([resume] if resume else []), on_checkpoint_file=save_checkpoint)
+                          reads=reads + ([resume] if resume else []), environment=nncf_kernels(run),
+                          on_checkpoint_file=save_checkpoint)
     finally:  # a lost worker's process never gets here: its checkpoints stay for the next attempt
         delete_tree(f"jobs/{run.job.id}")

@@ -1,7 +1,14 @@
 """What the kinds share on the worker: folders to stage inputs in, an artifact staged for the
 jail, a training loop's checkpoints in storage, and a published folder checked to hold plain files."""
 
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+from django.conf import settings
 
 from webapp.core.files import delete_file, local_file, local_tree, store_copy
 from webapp.registry.models import Artifact
@@ -55,3 +62,36 @@ def published(run: JobRun, name: str) -> Path:
     folder = run.work / name
     checked_tree(folder)
     return folder
+
+
+# Loading NNCF's quantize kernels compiles them (about 20 s on 2 cores) unless they are built already.
+BUILD_KERNELS = "from nncf.torch.quantization.extensions import QuantizedFunctionsCPU as F; F.get('Quantize_forward')"
+
+
+def nncf_kernels(run: JobRun) -> dict:
+    """NNCF's compiled CPU kernels for quantization-aware training, built once per host by a trusted
+    process (no job's code runs in it) and copied into the job's own /tmp: a cache the jobs could
+    write would let one team's job plant code for the next. The environment that points NNCF at the
+    copy; none (the job compiles them itself) when the host cannot build them."""
+    # The Docker image builds them at /opt/torch-extensions (TORCH_EXTENSIONS_DIR); elsewhere the data folder.
+    cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or settings.DATA_DIR / "cache" / "torch-extensions")
+    (settings.DATA_DIR / "cache").mkdir(parents=True, exist_ok=True)
+    with open(settings.DATA_DIR / "cache" / "torch-extensions.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build per host, whichever job asks first
+        if not (cache / "built").exists():
+            run.reporter.log("Building NNCF's CPU kernels for this worker, once (about 20 s).")
+            environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(settings.DATA_DIR / "cache"),
+                           "TORCH_EXTENSIONS_DIR": str(cache)}
+            built = subprocess.run([sys.executable, "-c", BUILD_KERNELS], env=environment, capture_output=True,
+                                   timeout=900, check=False)
+            if built.returncode != 0:
+                run.reporter.log("NNCF's kernels could not be built here; the job builds or replaces them itself.",
+                                 level="warning")
+                return {}
+            (cache / "built").touch()
+    copy = run.jail_tmp / "torch-extensions"
+    shutil.copytree(cache, copy)  # file times kept: the copy is up to date, nothing is rebuilt
+    if os.geteuid() == 0:
+        for path in [copy, *copy.rglob("*")]:  # the loader takes a lock file in its folder
+            os.chown(path, run.jail.uid, run.jail.uid, follow_symlinks=False)
+    return {"TORCH_EXTENSIONS_DIR": "/tmp/torch-extensions"}
