@@ -242,6 +242,7 @@ def _child_env(message_fd: int) -> dict[str, str]:
     """Nothing of the worker's environment but what the libraries need: no secret, no credentials."""
     env = {
         "VINTNER_MESSAGE_FD": str(message_fd),  # where the child writes its reports
+        "VINTNER_JOB_PROCESS": "1",  # it is a job's own process: no process of its own for loading code
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/tmp",
         "TMPDIR": "/tmp",

@@ -21,12 +21,15 @@ from workers.pipeline.formats.tensors import example_input, precision, tensor_in
 from workers.pipeline.reporting import Cancelled, JobError, Span
 
 ROOT = Path(__file__).resolve().parents[3]  # the project, for the child's `python -m`
+JOB_PROCESS = "VINTNER_JOB_PROCESS"  # set in a job's own (jailed) process: see workers/jail.py
 MEMORY_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
 
 
 def inspect_in_child(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
-    """A TorchScript or torch.export program's inspection, by a child process that loads it."""
-    facts = _run_child(prepared, config, span)
+    """A TorchScript or torch.export program's inspection, by a child process that loads it; in a
+    job's own jailed process (JOB_PROCESS set), by that process: the jail is then the isolation and
+    its limits are the job's, and a second interpreter would only import torch again."""
+    facts = _load_here(prepared, config) if os.environ.get(JOB_PROCESS) else _run_child(prepared, config, span)
     return Inspection(
         format=prepared.format,
         inputs=[TensorInfo(**info) for info in facts["inputs"]],
@@ -40,6 +43,16 @@ def inspect_in_child(prepared: Prepared, config: InspectConfig, span: Span) -> I
         trace_error=facts["trace_error"],
         details=facts["details"],
     )
+
+
+def _load_here(prepared: Prepared, config: InspectConfig) -> dict:
+    name = prepared.primary
+    try:
+        return CHILD_FACTS[prepared.format](prepared.folder / name, config.input_size)
+    except MemoryError:
+        raise JobError(f"“{name}” needed more memory to load than this job may use, so it was stopped.") from None
+    except Exception as error:  # the program's own failure, said as the child would say it
+        raise JobError(f"PyTorch could not load “{name}” as {LABELS[prepared.format]}: {one_line(error)}") from None
 
 
 def _run_child(prepared: Prepared, config: InspectConfig, span: Span) -> dict:
