@@ -27,6 +27,10 @@ def pytest_load_initial_conftests(early_config, parser, args):
         JOB_REQUEUE_AFTER_SECONDS="2",
     )
     os.environ.pop("VINTNER_PRODUCTION", None)
+    # Parallel test processes (pytest-xdist's gw0, gw1...) run jobs with the same numbers: each
+    # gets its own range of jail users, so no two concurrent jobs share a uid and its limits.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    os.environ["JAIL_UID"] = str(61000 + 1000 * int(worker.removeprefix("gw") or 0))
     server = RedisServer(data_dir).start()
     os.environ["REDIS_URL"] = server.url
     early_config.stash[REDIS_KEY] = server
