@@ -34,9 +34,13 @@ run: $(VENV)/.runtime $(VENDOR)/.installed
 	scripts/ensure-system-packages
 	$(PY) manage.py up
 
+# Two test processes (pytest-xdist), each with its own Redis, data folder, database and workers: most
+# of a test's time is spent waiting on jobs, servers and the browser, so two share the cores well.
+# A test file stays in one process, so its module-scoped worker is started once.
+TEST_PROCESSES ?= 2
 test: $(VENV)/.dev $(VENDOR)/.installed
 	scripts/ensure-system-packages chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENDOR) frontend/node_modules .pytest_cache

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from workers.pipeline.reporting import Cancelled, JobError, Reporter
+from workers.pipeline.reporting import MEMORY_SIGNS, Cancelled, JobError, Reporter
 
 ROOT = Path(__file__).resolve().parents[1]  # the project: its workers/ is the jail's only code
 MAX_MESSAGE_BYTES = 64 * 2**20  # a result with a model's graph can be a few MB
-MEMORY_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "mime.types",
              "ssl/openssl.cnf")  # what libraries look up; no host config, no host accounts

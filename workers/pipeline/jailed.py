@@ -14,7 +14,6 @@ import sys
 import threading
 import traceback
 
-MEMORY_SIGNS = ("bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
 # EFBIG: Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE is this error, not the signal
 FILE_SIZE_SIGNS = ("File too large",)
 
@@ -85,7 +84,7 @@ def main() -> None:
     sys.stdin = open(os.devnull)
     order = json.loads(control.readline())
     threading.Thread(target=reporter.listen, args=(control,), daemon=True, name="cancel-listener").start()
-    from workers.pipeline.reporting import Cancelled, JobError, Span
+    from workers.pipeline.reporting import MEMORY_SIGNS, Cancelled, JobError, Span
 
     try:
         result = _step(order["step"])(order["request"], Span(reporter, 0.0, 1.0))

@@ -9,6 +9,10 @@ import time
 from typing import Protocol
 
 
+# How running out of memory reads in a message or a log, from Python, C++ (bad_alloc) and the OS.
+MEMORY_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
+
+
 class JobError(Exception):
     """A failure to show the user as is: say what went wrong and what to do about it."""
 

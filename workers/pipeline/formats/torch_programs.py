@@ -18,11 +18,10 @@ from workers.pipeline.formats.common import (
     LABELS, InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
 from workers.pipeline.formats.tensors import example_input, precision, tensor_infos, torch_dtype
-from workers.pipeline.reporting import Cancelled, JobError, Span
+from workers.pipeline.reporting import MEMORY_SIGNS, Cancelled, JobError, Span
 
 ROOT = Path(__file__).resolve().parents[3]  # the project, for the child's `python -m`
 JOB_PROCESS = "VINTNER_JOB_PROCESS"  # set in a job's own (jailed) process: see workers/jail.py
-MEMORY_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "can't allocate memory", "out of memory")
 
 
 def inspect_in_child(prepared: Prepared, config: InspectConfig, span: Span) -> Inspection:
