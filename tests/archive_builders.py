@@ -61,6 +61,16 @@ def class_entries(per_class: int = 6) -> list[tuple[str, bytes]]:
     return entries
 
 
+def loose_photos(count: int = 24, size: int = 32, folder: str = "photos") -> list[tuple[str, bytes]]:
+    """A flat folder of generated pictures of no class: what a team has of its own to calibrate on."""
+    import random
+
+    rng = random.Random(1)
+    return [(f"{folder}/IMG_{index:04d}.{'jpg' if index % 2 else 'png'}",
+             image_bytes("JPEG" if index % 2 else "PNG", tuple(rng.randrange(256) for _ in range(3)), (size, size + 8)))
+            for index in range(count)]
+
+
 def colour_classes(per_class: int = 24, size: int = 16) -> list[tuple[str, bytes]]:
     """Three classes a tiny network learns in a few epochs: mostly red, green or blue, with noise."""
     import random

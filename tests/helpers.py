@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.conftest import PASSWORD
-from webapp.datasets.models import Dataset, DatasetItem
+from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Model, Origin
 from webapp.uploads import services as uploads
@@ -45,6 +45,19 @@ def make_dataset(project: Project, classes=COLOURS, *, name: str = "colours", tr
                                          mode="RGB", format="PNG"))
                 index += 1
     DatasetItem.objects.bulk_create(items)
+    return dataset
+
+
+def make_unlabelled_dataset(project: Project, *, name: str = "photos", images: int = 20) -> Dataset:
+    """A ready unlabelled dataset: `images` items without a label, all in the train split."""
+    dataset = Dataset.objects.create(project=project, name=name, archive_name=f"{name}.zip", archive_sha256="0" * 64,
+                                     imported_at=timezone.now(), labelling=Labelling.UNLABELLED, image_count=images,
+                                     report={"layout": "unlabelled", "images": images, "classes": [],
+                                             "split": {"source": "none"}, "warnings": []})
+    DatasetItem.objects.bulk_create(
+        DatasetItem(dataset=dataset, index=index, path=f"train/{index}.png", thumb=f"thumbs/{index}.jpg", label="",
+                    split="train", width=32, height=40, mode="RGB", format="PNG")
+        for index in range(images))
     return dataset
 
 

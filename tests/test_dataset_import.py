@@ -344,17 +344,51 @@ def test_fewer_than_two_classes_is_an_error(tmp_path):
     assert len(list(source.rglob("*.*"))) == 4, "the source is left as it was"
 
 
-@pytest.mark.parametrize("extra", ["none", "empty folder"])
-def test_loose_images_at_the_root_are_an_error(tmp_path, extra):
+@pytest.mark.parametrize("extra", ["none", "a folder without images"])
+def test_loose_images_import_as_an_unlabelled_dataset(tmp_path, extra):
+    source = tmp_path / "src"
+    for index in range(12):
+        save(source / "photos" / f"{index:02d}.png", color=(20 * index, 0, 0))
+    if extra != "none":
+        (source / "photos" / "docs").mkdir()
+        (source / "photos" / "docs" / "readme.txt").write_text("hi")
+
+    result = run(source, tmp_path / "out")
+
+    assert result.classes == [] and len(result.items) == 12
+    assert {(item.label, item.split) for item in result.items} == {("", "train")}  # calibration reads train
+    assert [item.path for item in result.items] == [f"train/{index:02d}.png" for index in range(12)]
+    assert all((tmp_path / "out" / "images" / item.path).is_file() for item in result.items)
+    report = result.report
+    assert (report["layout"], report["classes"], report["split"]["source"], report["warnings"]) == (
+        "unlabelled", [], "none", [])
+    assert report["skipped"] == ([{"path": "photos/docs/readme.txt", "reason": "not an image (.txt)"}]
+                                 if extra != "none" else [])
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["labelled"] is False
+
+
+def test_images_in_folders_that_are_not_classes_import_unlabelled_when_asked(tmp_path):
+    source = class_tree(tmp_path / "src", {"2023": 3, "2024": 3})
+    save(source / "2024" / "trip" / "000.jpg")  # the same name in another folder
+
+    result = run(source, tmp_path / "out", labelling="unlabelled")
+
+    assert result.classes == [] and {item.label for item in result.items} == {""}
+    paths = [item.path for item in result.items]
+    assert len(set(paths)) == 7 and all(path.count("/") == 1 and path.startswith("train/") for path in paths)
+    assert sorted(path for path in paths if path.startswith("train/000")) == [
+        "train/000-1.jpg", "train/000-2.jpg", "train/000.jpg"]
+    assert result.report["warnings"] == ["Only 7 images: calibration needs at least 10 (NNCF recommends 300)."]
+
+
+def test_loose_images_asked_to_be_labelled_are_an_error(tmp_path):
     source = tmp_path / "src"
     for index in range(3):
         save(source / f"{index}.png")
-    if extra == "empty folder":
-        (source / "docs").mkdir()
-        (source / "docs" / "readme.txt").write_text("hi")
 
-    with pytest.raises(JobError, match="one folder per class"):
-        run(source, tmp_path / "out")
+    with pytest.raises(JobError, match="one folder per class.*unlabelled dataset, for calibration only"):
+        run(source, tmp_path / "out", labelling="labelled")
+    assert not (tmp_path / "out").exists()
 
 
 def test_name_clashes_get_distinct_names(tmp_path):
@@ -394,7 +428,7 @@ def test_index_json_round_trips(tmp_path):
     result = run(source, tmp_path / "out")
 
     index = json.loads((tmp_path / "out" / "index.json").read_text())
-    assert index == {"classes": result.classes, "items": [asdict(i) for i in result.items], "report": result.report}
+    assert index == {"labelled": True, "classes": result.classes, "items": [asdict(i) for i in result.items], "report": result.report}
     assert [ImageItem(**item) for item in index["items"]] == result.items
 
 

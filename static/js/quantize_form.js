@@ -1,6 +1,8 @@
 // The artifact page's "Quantize to INT8" form: each method's own settings (accuracy control's
 // limit, quantization-aware training's schedule) are shown, and sent, only while that method is
 // chosen; without this script every field shows and the server ignores the ones that do not apply.
+// Unlabelled datasets can only be chosen for plain post-training quantization (the server refuses
+// the other methods on them too).
 (function () {
   const form = document.querySelector("[data-testid=quantize-form]");
   if (!form) return;
@@ -17,6 +19,10 @@
       const applies = box.dataset.showFor.split(" ").includes(method);
       box.hidden = !applies;
       box.disabled = !applies;
+    }
+    for (const option of form.querySelectorAll("option[data-unlabelled]")) {
+      option.disabled = method !== "ptq";
+      if (option.disabled && option.selected) form.elements.dataset.value = "";
     }
   }
 

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from webapp.access import Action
 from webapp.datasets import services
-from webapp.datasets.models import Dataset, DatasetItem
+from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import dataset_for_user, datasets_of_project, items_of_dataset
 from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
@@ -22,7 +22,8 @@ class DatasetSerializer(serializers.ModelSerializer):
         model = Dataset
         fields = [
             "id", "project", "name", "version", "description", "state", "error", "archive_name", "archive_sha256",
-            "import_job", "val_fraction", "seed", "created_at", "imported_at", "size_bytes", "image_count", "classes",
+            "import_job", "val_fraction", "seed", "labelling", "created_at", "imported_at", "size_bytes", "image_count",
+            "classes",
         ]
         read_only_fields = fields
 
@@ -37,6 +38,10 @@ class DatasetCreateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     val_fraction = serializers.FloatField(required=False, default=0.2, min_value=0.0, max_value=0.9)
     seed = serializers.IntegerField(required=False, default=0, min_value=0, max_value=services.SEED_MAX)
+    labelling = serializers.ChoiceField(
+        choices=Labelling.choices, required=False, default=Labelling.AUTO,
+        help_text="auto: class folders make a labelled dataset, loose images an unlabelled one (calibration only); "
+                  "unlabelled: every image in the archive, its folders not taken as classes.")
 
 
 class DatasetItemSerializer(serializers.ModelSerializer):
@@ -66,6 +71,7 @@ class ProjectDatasetsView(APIView):
         dataset = services.dataset_create(
             project=project, user=request.user, name=data["name"], upload=upload, sha256=data.get("sha256", ""),
             description=data["description"], val_fraction=data["val_fraction"], seed=data["seed"],
+            labelling=data["labelling"],
         )
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 

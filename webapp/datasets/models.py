@@ -6,9 +6,16 @@ from webapp.projects.models import Project
 from webapp.uploads.models import Upload
 
 
+class Labelling(models.TextChoices):
+    AUTO = "auto", "Decide from the archive (class folders: labelled; loose images: unlabelled)"
+    LABELLED = "labelled", "Labelled: one folder per class, train/val folders or a CSV manifest"
+    UNLABELLED = "unlabelled", "Unlabelled: images only, any folders; for calibration only"
+
+
 class Dataset(models.Model):
     """One version of a named image-classification dataset. Immutable once imported: jobs use
-    it by id, and a new upload under the same name makes the next version."""
+    it by id, and a new upload under the same name makes the next version. An unlabelled one
+    (images without classes, all in its train split) serves only post-training calibration."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
@@ -24,6 +31,8 @@ class Dataset(models.Model):
     import_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     val_fraction = models.FloatField(default=0.2, help_text="Used only when the archive has no train/val split.")
     seed = models.IntegerField(default=0, help_text="Seed of the generated train/val split.")
+    # Until the import publishes, what the uploader asked for (auto included); then what it is.
+    labelling = models.CharField(max_length=10, choices=Labelling.choices, default=Labelling.LABELLED)
 
     imported_at = models.DateTimeField(null=True, blank=True, help_text="Set once, when the files are published.")
     size_bytes = models.BigIntegerField(default=0)
@@ -37,6 +46,10 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
+
+    @property
+    def labelled(self) -> bool:
+        return self.labelling != Labelling.UNLABELLED
 
     @property
     def storage_prefix(self) -> str:
@@ -65,7 +78,7 @@ class DatasetItem(models.Model):
     index = models.PositiveIntegerField()
     path = models.CharField(max_length=500, help_text="Relative to the dataset's images/ folder.")
     thumb = models.CharField(max_length=100, help_text="Relative to the dataset's folder.")
-    label = models.CharField(max_length=200)
+    label = models.CharField(max_length=200, help_text="Empty in an unlabelled dataset.")
     split = models.CharField(max_length=5, choices=Split.choices)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()

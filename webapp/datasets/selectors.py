@@ -3,7 +3,7 @@ from django.db.models import Max, QuerySet
 
 from webapp.access import Action, get_for_user
 from webapp.core.numbers import whole_number
-from webapp.datasets.models import Dataset, DatasetItem
+from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.jobs.models import ACTIVE_STATES, Job
 
 
@@ -25,8 +25,10 @@ def datasets_of_project(project_id: int) -> QuerySet[Dataset]:
     return Dataset.objects.filter(project_id=project_id).select_related("import_job", "created_by")
 
 
-def ready_datasets_of_project(project_id: int) -> QuerySet[Dataset]:
-    return datasets_of_project(project_id).filter(imported_at__isnull=False)
+def ready_datasets_of_project(project_id: int, *, labelled_only: bool = False) -> QuerySet[Dataset]:
+    """Imported datasets; `labelled_only` for the jobs that score or train (all but calibration)."""
+    datasets = datasets_of_project(project_id).filter(imported_at__isnull=False)
+    return datasets.exclude(labelling=Labelling.UNLABELLED) if labelled_only else datasets
 
 
 def next_version(project_id: int, name: str) -> int:

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp.core import files
-from webapp.datasets.models import Dataset, DatasetItem
+from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import active_jobs_using, next_version
 from webapp.jobs.services import job_submit
 from webapp.projects.models import Project
@@ -28,8 +28,10 @@ def dataset_create(
     description: str = "",
     val_fraction: float = 0.2,
     seed: int = 0,
+    labelling: str = Labelling.AUTO,
 ) -> Dataset:
-    """Check the upload, record the dataset as the next version of `name`, start the import."""
+    """Check the upload, record the dataset as the next version of `name`, start the import.
+    `labelling` auto lets the archive decide (class folders: labelled; loose images: unlabelled)."""
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the dataset a name."})
@@ -38,6 +40,8 @@ def dataset_create(
         raise ValidationError({"val_fraction": "Use a fraction from 0 up to (not including) 1."})
     if not 0 <= seed <= SEED_MAX:
         raise ValidationError({"seed": f"The seed is a whole number from 0 to {SEED_MAX}."})
+    if labelling not in Labelling.values:
+        raise ValidationError({"labelling": f"Choose one of {', '.join(Labelling.values)}."})
     with transaction.atomic():
         dataset = Dataset.objects.create(
             project=project,
@@ -50,6 +54,7 @@ def dataset_create(
             archive_sha256=upload.sha256,
             val_fraction=val_fraction,
             seed=seed,
+            labelling=labelling,
         )
         upload_claim(upload=upload)
         dataset_import_start(dataset=dataset, user=user)
@@ -74,8 +79,10 @@ def dataset_import_start(*, dataset: Dataset, user) -> None:
     dataset.save(update_fields=["import_job"])
 
 
-def dataset_publish(*, dataset: Dataset, folder: Path, items: list, classes: list[str], report: dict, size: int) -> None:
-    """Move the built folder into storage and record its items, in one step a reader sees whole."""
+def dataset_publish(*, dataset: Dataset, folder: Path, items: list, classes: list[str], report: dict, size: int,
+                    labelled: bool = True) -> None:
+    """Move the built folder into storage and record its items, in one step a reader sees whole;
+    an "auto" dataset becomes what the archive turned out to hold."""
     files.publish_tree(folder, dataset.storage_prefix)
     try:
         with transaction.atomic():
@@ -90,13 +97,22 @@ def dataset_publish(*, dataset: Dataset, folder: Path, items: list, classes: lis
                 batch_size=2000,
             )
             Dataset.objects.filter(id=dataset.id).update(
-                imported_at=timezone.now(), size_bytes=size, image_count=len(items), classes=classes, report=report
+                imported_at=timezone.now(), size_bytes=size, image_count=len(items), classes=classes, report=report,
+                labelling=Labelling.LABELLED if labelled else Labelling.UNLABELLED,
             )
     except BaseException:
         files.delete_tree(dataset.storage_prefix)
         raise
     if dataset.upload:
         upload_delete(upload=dataset.upload)  # the archive's work is done
+
+
+def dataset_require_labels(*, dataset: Dataset, job: str) -> None:
+    """Refuse an unlabelled dataset to a job that scores or trains: it serves calibration only."""
+    if not dataset.labelled:
+        raise ValidationError({"params.dataset": (
+            f"“{dataset}” is unlabelled: usable for calibration only. {job} needs labels; choose a labelled "
+            f"dataset of the model's classes.")})
 
 
 def dataset_delete(*, dataset: Dataset) -> None:

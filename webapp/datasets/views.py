@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.access import Action, authorize, role_allows
 from webapp.core.views import form_errors
 from webapp.datasets import services
-from webapp.datasets.models import Split
+from webapp.datasets.models import Labelling, Split
 from webapp.datasets.selectors import dataset_for_user, items_of_dataset
 from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
@@ -40,6 +40,7 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 description=request.POST.get("description", ""),
                 val_fraction=float(request.POST.get("val_fraction") or 0.2),
                 seed=int(request.POST.get("seed") or 0),
+                labelling=request.POST.get("labelling") or "auto",
             )
         except ValueError:
             messages.error(request, "Seed and validation fraction must be numbers.")
@@ -47,7 +48,8 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
             form_errors(request, error)  # each message named by its field, as the other forms do
         else:
             return redirect("dataset_detail", dataset_id=dataset.id)
-    return render(request, "datasets/dataset_new.html", {"project": project, "team": project.team})
+    return render(request, "datasets/dataset_new.html",
+                  {"project": project, "team": project.team, "labellings": Labelling.choices})
 
 
 @login_required
@@ -72,6 +74,8 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
 
 def _preview(dataset, size: int = 12) -> list:
     """A few images of each class (up to `size`), so the preview shows the whole dataset."""
+    if not dataset.labelled:
+        return list(items_of_dataset(dataset)[:size])
     classes = dataset.classes[:size]
     each = max(1, size // max(len(classes), 1))
     return [item for label in classes for item in items_of_dataset(dataset, label=label)[:each]]

@@ -99,7 +99,7 @@ def row_for(artifact: Artifact, benchmark: Job | None, evaluation: Job | None) -
     if evaluation is not None:
         result = evaluation.result
         row.top1, row.top1_from = result["top1"], f"evaluation on {result['dataset_name']} ({result['split']})"
-    elif "quantization" in artifact.metrics:
+    elif (artifact.metrics.get("quantization") or {}).get("int8"):  # calibrated without labels: not measured
         facts = artifact.metrics["quantization"]
         row.top1, row.top1_from = facts["int8"]["top1"], f"quantization, on {facts.get('dataset_name', 'its dataset')} (val)"
     elif "training" in artifact.metrics:

@@ -15,13 +15,25 @@ def dataset_matches(artifact: Artifact, dataset) -> bool:
     """Whether the dataset has the model's classes (any order), so a form can say which do;
     dataset_fits has the last word."""
     labels = artifact.model.labels
+    if not dataset.labelled:
+        return True  # plain post-training calibration takes images of any classes
     if labels:
         return sorted(labels) == sorted(dataset.classes)
     return not artifact.num_classes or artifact.num_classes == len(dataset.classes)
 
 
 def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
-    """`split` of `dataset` has images, and the artifact can score them."""
+    """`split` of `dataset` has images, and the artifact can score them. Of an unlabelled dataset
+    (plain post-training calibration, any classes) only the images are checked."""
+    if dataset.labelled:
+        _classes_fit(artifact, dataset, split=split, purpose=purpose)
+    channels = input_channels(artifact)
+    if channels not in (None, 3):
+        raise ValidationError({"params.dataset": (
+            f"The model takes {channels}-channel input; dataset images are fed as 3-channel RGB.")})
+
+
+def _classes_fit(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
     if not split_counts(dataset).get(split):
         raise ValidationError({"params.dataset": f"“{dataset}” has no {SPLIT_WORDS.get(split, split)} images {purpose}; "
                                                  f"choose another split or dataset."})
@@ -35,10 +47,6 @@ def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> No
     elif outputs and outputs != len(classes):
         raise ValidationError({"params.dataset": (
             f"The model gives {outputs} scores per image; dataset “{dataset}” has {len(classes)} classes.")})
-    channels = input_channels(artifact)
-    if channels not in (None, 3):
-        raise ValidationError({"params.dataset": (
-            f"The model takes {channels}-channel input; dataset images are fed as 3-channel RGB.")})
 
 
 SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training"}

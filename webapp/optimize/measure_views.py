@@ -137,7 +137,8 @@ def measure_context(artifact: Artifact) -> dict:
     jobs = list(measure_jobs(artifact)[:100])
     benchmark = next(iter(_latest_succeeded(jobs, "benchmark")), None)
     evaluation = next(iter(_latest_succeeded(jobs, "evaluate")), None)
-    datasets = [(dataset, dataset_matches(artifact, dataset)) for dataset in ready_datasets_of_project(artifact.model.project_id)]
+    datasets = [(dataset, dataset_matches(artifact, dataset))
+                for dataset in ready_datasets_of_project(artifact.model.project_id, labelled_only=True)]
     fields = KINDS["benchmark"].serializer().fields
     made = comparison_row(artifact, None, None)
     return {
@@ -236,7 +237,7 @@ def model_compare(request: HttpRequest, model_id: int) -> HttpResponse:
         "can_write": role_allows(role, Action.WRITE),
         "comparison": comparison,
         "figures": comparison_figures(comparison),
-        "datasets": ready_datasets_of_project(model.project_id),
+        "datasets": ready_datasets_of_project(model.project_id, labelled_only=True),
         "dataset_id": dataset_id, "split": split,
         "benchmark_seconds": fields["seconds"].default,
     }

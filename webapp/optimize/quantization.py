@@ -23,16 +23,19 @@ def points(fraction: float, *, signed: bool = True) -> str:
 
 
 def quantization_figures(metrics: dict) -> dict | None:
-    """The report of an artifact's quantization, or None for one that was not quantized here."""
+    """The report of an artifact's quantization, or None for one that was not quantized here. One
+    calibrated on unlabelled images has no accuracy figures (`measured` False)."""
     facts = (metrics or {}).get("quantization")
     if not isinstance(facts, dict) or "fp32" not in facts or "int8" not in facts:
         return None
-    fp32, int8 = facts["fp32"], facts["int8"]
-    drop = facts.get("drop", fp32["top1"] - int8["top1"])
+    measured = facts["fp32"] is not None and facts["int8"] is not None
+    fp32, int8 = facts["fp32"] or {}, facts["int8"] or {}
+    drop = (facts.get("drop") if facts.get("drop") is not None else fp32["top1"] - int8["top1"]) if measured else 0.0
     settings = facts.get("settings") or {}
     ignored = [line for line in settings.get("ignored_scope") or []]
     restored = list(facts.get("restored") or [])
     figures = {
+        "measured": measured,
         "method": facts.get("method", ""),
         "method_words": METHODS.get(facts.get("method"), facts.get("method", "")),
         "dataset": facts.get("dataset"),
@@ -44,9 +47,9 @@ def quantization_figures(metrics: dict) -> dict | None:
              "change": points(int8[key] - fp32[key]) if fp32.get(key) is not None and int8.get(key) is not None else "—",
              "trend": _trend(int8.get(key), fp32.get(key))}
             for name, key in (("Top-1", "top1"), ("Top-5", "top5"))
-        ],
-        "fp32_top1": percent(fp32["top1"]),
-        "int8_top1": percent(int8["top1"]),
+        ] if measured else [],
+        "fp32_top1": percent(fp32.get("top1")),
+        "int8_top1": percent(int8.get("top1")),
         "change": points(-drop),
         "drop": points(drop, signed=False),
         "dropped": round(100 * drop, 1) > 0,

@@ -4,6 +4,7 @@ what the jobs make are the registry's artifacts (registry.services.artifact_reco
 
 from django.core.exceptions import ValidationError
 
+from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit
 from webapp.optimize.fit import dataset_fits, few, split_counts
@@ -82,6 +83,7 @@ def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job
         raise ValidationError("Only a ready artifact can be evaluated.")
     if dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready":
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
+    dataset_require_labels(dataset=dataset, job="Evaluation")
     split = params.get("split", "val")
     dataset_fits(artifact, dataset, split=split, purpose="to evaluate on")
     params = {**params, "artifact": artifact.id, "dataset": dataset.id}
@@ -89,8 +91,14 @@ def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job
     return job
 
 
+METHOD_WORDS = {"accuracy": "Quantization with accuracy control", "qat": "Quantization-aware training"}
+
+
 def _check_fit(artifact: Artifact, dataset, method: str) -> None:
-    """What quantization needs of the dataset beyond fitting the model (fit.dataset_fits)."""
+    """What quantization needs of the dataset beyond fitting the model (fit.dataset_fits). Plain
+    post-training quantization calibrates on any images: an unlabelled dataset of any classes."""
+    if method in METHOD_WORDS:  # an unknown method is the params' 400
+        dataset_require_labels(dataset=dataset, job=METHOD_WORDS[method])
     dataset_fits(artifact, dataset, split="val", purpose="to measure accuracy on")
     train = split_counts(dataset).get("train", 0)
     if train < 10:

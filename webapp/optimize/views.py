@@ -32,7 +32,9 @@ def artifact_panels(artifact: Artifact) -> dict:
         "quantizable": _quantizable(artifact),
         "quantize_fields": KINDS["quantize"].serializer().fields,
         "quantize_datasets": fitting,
-        "quantize_dataset": next((dataset.id for dataset, fits in fitting if fits), None),
+        # a labelled dataset of the model's classes first: it also measures the accuracy
+        "quantize_dataset": next((dataset.id for dataset, fits in sorted(fitting, key=lambda pair: not pair[0].labelled)
+                                  if fits), None),
         "quantization": quantization,
         "quantization_dataset": bool(quantization and quantization["dataset"] and Dataset.objects.filter(
             id=quantization["dataset"], project__team_id=artifact.model.project.team_id).exists()),  # a link, if kept

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from webapp.core import files
 from webapp.core.numbers import whole_number
+from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit, params_validate
 from webapp.projects.models import Project
@@ -135,6 +136,7 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
     now are refused now, naming both values."""
     if dataset.project.team_id != project.team_id or dataset.state != "ready":
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
+    dataset_require_labels(dataset=dataset, job="Training")
     if len(dataset.classes) < 2:
         raise ValidationError({"params.dataset": f"“{dataset}” has {len(dataset.classes)} class; training needs at least 2."})
     existing = Model.objects.filter(project=project, name=str(params.get("model_name", "")).strip()).first()

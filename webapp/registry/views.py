@@ -75,7 +75,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "team": project.team,
         "fields": fields,
-        "datasets": ready_datasets_of_project(project.id),
+        "datasets": ready_datasets_of_project(project.id, labelled_only=True),
         "init_artifacts": Artifact.objects.filter(model__project=project, ready_at__isnull=False,
                                                   format__in=["state_dict", "torchscript"]).select_related("model"),
         "defaults": {arch: {opt: defaults_for(arch, opt) for opt in ("adamw", "sgd")} for arch in TRAINABLE},

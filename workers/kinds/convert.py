@@ -48,11 +48,14 @@ def _embedded(preprocessing: dict, size: tuple[int, int]) -> dict:
 
 
 def _validation_images(run: JobRun, dataset_id: int | None) -> tuple[Path | None, list[str] | None]:
-    """Up to 16 validation images of a dataset, spread over its classes, for the equivalence check."""
+    """Up to 16 validation images of a dataset, spread over its classes (of an unlabelled one, its
+    first 16 images), for the equivalence check."""
     if not dataset_id:
         return None, None
     dataset = Dataset.objects.get(id=dataset_id)
     root = local_tree(dataset.storage_prefix, staging(run, "dataset"))
     each = max(1, 16 // max(len(dataset.classes), 1))
     picked = [item for label in dataset.classes for item in dataset.items.filter(split="val", label=label)[:each]]
+    if not dataset.labelled:
+        picked = list(dataset.items.order_by("index")[:16])
     return root, [str(root / "images" / item.path) for item in picked[:16]]

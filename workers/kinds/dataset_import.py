@@ -28,27 +28,32 @@ def perform(run: JobRun) -> dict:
     archive = local_file(dataset.upload.storage_key, staging(run))
     result = run.jailed(run.step, {
         "archive": str(archive), "name": dataset.archive_name, "limits": limits,
-        "config": {"val_fraction": dataset.val_fraction, "seed": dataset.seed},
+        "config": {"val_fraction": dataset.val_fraction, "seed": dataset.seed, "labelling": dataset.labelling},
     }, reads=[archive])
     run.reporter.stage("publishing")
     folder = run.work / "dataset"
     files = checked_tree(folder, max_bytes=room)
     index = json.loads((folder / "index.json").read_text()) if "index.json" in files else {}
     classes = [str(name) for name in index.get("classes", [])]
-    items = [_dataset_item(item, files, classes) for item in index.get("items", [])]
-    if len(items) != result["images"] or not isinstance(index.get("report"), dict):
+    labelled = index.get("labelled") is True
+    items = [_dataset_item(item, files, classes, labelled) for item in index.get("items", [])]
+    asked = {"labelled": True, "unlabelled": False}.get(dataset.labelling, labelled)
+    if (len(items) != result["images"] or not isinstance(index.get("report"), dict) or labelled != asked
+            or labelled != bool(classes)):
         raise JobError("The import's index does not describe what it made, so nothing was published.")
     dataset_publish(dataset=dataset, folder=folder, items=items, classes=classes, report=index["report"],
-                    size=sum(files.values()))
+                    size=sum(files.values()), labelled=labelled)
     return {"dataset": dataset.id, "images": len(items), "classes": len(classes),
             "skipped": index["report"].get("skipped_count", 0)}
 
 
-def _dataset_item(facts: dict, files: dict[str, int], classes: list[str]) -> ImageItem:
+def _dataset_item(facts: dict, files: dict[str, int], classes: list[str], labelled: bool) -> ImageItem:
     """An image the jailed import describes, believed only where the published folder agrees:
-    its paths are files in it (a path could name another dataset's files), its class is listed."""
+    its paths are files in it (a path could name another dataset's files), its class is listed
+    (an unlabelled dataset's images have none and are all for training: calibration)."""
     item = ImageItem(**facts)
-    if (f"images/{item.path}" not in files or item.thumb not in files or item.label not in classes
-            or item.split not in ("train", "val", "test")):
+    fits = item.label in classes and item.split in ("train", "val", "test") if labelled else (
+        item.label == "" and item.split == "train")
+    if f"images/{item.path}" not in files or item.thumb not in files or not fits:
         raise JobError("The import described an image it did not write, so nothing was published.")
     return item

@@ -47,15 +47,20 @@ def perform(run: JobRun) -> dict:
     artifact = artifact_record(parent=source, job=run.job, origin=Origin.QUANTIZED, folder=out,
                                fmt="openvino_ir", primary="model.xml", inspection=result["inspection"], metrics=metrics)
     quantization = result["quantization"]
-    summary = {"artifact": artifact.id, "fp32_top1": quantization["fp32"]["top1"],
-               "int8_top1": quantization["int8"]["top1"], "drop": quantization["drop"]}
+    summary = {"artifact": artifact.id, "fp32_top1": (quantization["fp32"] or {}).get("top1"),
+               "int8_top1": (quantization["int8"] or {}).get("top1"), "drop": quantization["drop"]}
     if quantization.get("target") is not None:
         summary["target_met"] = quantization["target"]["met"]
     return summary
 
 
 def _quantize_data(dataset: Dataset, model: Model, folder: Path, outputs: int | None) -> tuple[dict, str]:
-    """The dataset's train files (calibration) and val files with the model's output index of each."""
+    """The dataset's train files (calibration) and val files with the model's output index of each;
+    of an unlabelled dataset its images for calibration only (no classes: nothing is scored)."""
+    images = folder / "images"
+    if not dataset.labelled:
+        train = [str(images / item.path) for item in dataset.items.filter(split="train").order_by("index")]
+        return {"calibration": train, "validation": [], "labels": [], "classes": None}, ""
     classes = list(dataset.classes)
     note = ""
     if model.labels:
@@ -64,7 +69,6 @@ def _quantize_data(dataset: Dataset, model: Model, folder: Path, outputs: int | 
         index = {name: i for i, name in enumerate(classes)}
         note = (f"Model “{model}” has no class labels: its outputs are taken to be the dataset's classes in "
                 f"its order ({', '.join(classes[:8])}{' …' if len(classes) > 8 else ''}).")
-    images = folder / "images"
     train = [str(images / item.path) for item in dataset.items.filter(split="train").order_by("index")]
     val = list(dataset.items.filter(split="val").order_by("index"))
     data = {"calibration": train, "validation": [str(images / item.path) for item in val],

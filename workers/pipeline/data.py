@@ -2,12 +2,17 @@
 image-classification dataset folder. No Django, no Celery.
 
     out/images/<split>/<label>/<name>   the original files, moved, bytes untouched
+                                        (unlabelled: out/images/train/<name>)
     out/thumbs/<index:06d>.jpg          small upright RGB previews, one per item
     out/index.json                      {"classes", "items", "report"}
 
 Every file is decoded once here, so later steps (gallery, training, evaluation) can trust what
 they find. Problems with single files are reported and skipped; only problems with the dataset
 as a whole (layout, manifest, fewer than two classes) raise JobError.
+
+An archive of images without classes (loose images, or any folders the uploader says are not
+classes) imports as an unlabelled dataset: every image in the train split with an empty label,
+no class counts. It serves post-training calibration only.
 """
 
 import contextlib
@@ -36,8 +41,11 @@ MAX_SKIPPED_LISTED = 1000
 
 LAYOUT_HELP = (
     "Put the images in one folder per class (cat/…, dog/…), optionally inside train/, val/ and "
-    "test/ folders, or add one CSV file at the top with the header path,label or path,label,split."
+    "test/ folders, or add one CSV file at the top with the header path,label or path,label,split. "
+    "Images without classes (loose in the archive) import as an unlabelled dataset, for calibration only."
 )
+LABELLINGS = ("auto", "labelled", "unlabelled")
+MIN_CALIBRATION = 10  # workers/pipeline/quantization.py refuses fewer
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class ImportConfig:
     min_class_images: int = 10  # fewer → warning naming the class
     imbalance_ratio: float = 10.0  # largest/smallest class above this → warning
     max_image_pixels: int = 64_000_000  # larger → skipped as a decompression bomb
+    labelling: str = "auto"  # "auto": class folders → labelled, loose images → unlabelled
 
 
 @dataclass(frozen=True)
@@ -218,11 +227,14 @@ def _misplaced(files: list[Path], reason: str) -> list[tuple[Path, str]]:
     return [(file, _suffix_problem(file) or reason) for file in files]
 
 
-def _scan(source: Path) -> _Scan:
+def _scan(source: Path, labelling: str = "auto") -> _Scan:
     root = _dataset_root(source)
     folders, files = _listing(root)
     csvs = [file for file in files if file.suffix.lower() == ".csv"]
-    if len(csvs) == 1 and (header := _manifest_header(csvs[0])):
+    manifest = _manifest_header(csvs[0]) if len(csvs) == 1 else None
+    if labelling == "unlabelled" or (labelling == "auto" and not manifest and _loose_images_only(folders, files)):
+        scan = _Scan("unlabelled", [_Entry(file, "", None) for file in _files(root)], set(), False)
+    elif header := manifest:
         scan = _scan_manifest(source, root, csvs[0], header)
     else:
         splits = {folder: SPLIT_NAMES.get(folder.name.lower()) for folder in folders}
@@ -234,6 +246,14 @@ def _scan(source: Path) -> _Scan:
     if not any(entry.path.suffix.lower() in IMAGE_SUFFIXES for entry in scan.entries):
         raise JobError(f"Found no images in a layout this importer knows. {LAYOUT_HELP}")
     return scan
+
+
+def _loose_images_only(folders: list[Path], files: list[Path]) -> bool:
+    """A flat archive: images at the top, none in any folder (which would be a class)."""
+    def images(paths: list[Path]) -> bool:
+        return any(path.suffix.lower() in IMAGE_SUFFIXES for path in paths)
+
+    return images(files) and not any(images(_files(folder)) for folder in folders)
 
 
 def _scan_class_folders(folders: list[Path], files: list[Path]) -> _Scan:
@@ -336,15 +356,24 @@ class _Valid:
 def import_dataset(source: Path, out: Path, config: ImportConfig, span: Span) -> ImportResult:
     out.mkdir(parents=True)
     try:
-        scan = _scan(source)
+        if config.labelling not in LABELLINGS:
+            raise JobError(f"labelling is “{config.labelling}”; it is one of {', '.join(LABELLINGS)}.")
+        scan = _scan(source, config.labelling)
         valid, skipped = _validate(scan, source, out, config, span)
-        classes = sorted({each.entry.label for each in valid})
+        labelled = scan.layout != "unlabelled"
+        classes = sorted({each.entry.label for each in valid}) if labelled else []
         empty = sorted(scan.labels - set(classes))
-        if len(classes) < 2:
+        if not labelled and not valid:
+            first = skipped[0] if skipped else {"path": "", "reason": "no files"}
+            raise JobError(f"None of the {len(scan.entries)} files is a readable image "
+                           f"(the first, {first['path']}: {first['reason']}).")
+        if labelled and len(classes) < 2:
             found = f"{len(classes)} ({', '.join(classes)})" if classes else "none"
             without = f" Without a valid image: {', '.join(empty)}." if empty else ""
             raise JobError(f"A classification dataset needs at least two classes; found {found}.{without}")
-        if scan.has_splits:
+        if not labelled:
+            splits = ["train"] * len(valid)  # calibration reads the train split
+        elif scan.has_splits:
             splits = [each.entry.split for each in valid]
         else:
             splits = _stratified_splits(valid, config)
@@ -355,12 +384,13 @@ def import_dataset(source: Path, out: Path, config: ImportConfig, span: Span) ->
 
     items = _move_into_place(valid, splits, out / "images")
     report = _report(scan, items, classes, empty, skipped, config)
-    index = {"classes": classes, "items": [asdict(item) for item in items], "report": report}
+    index = {"labelled": labelled, "classes": classes, "items": [asdict(item) for item in items], "report": report}
     (out / "index.json").write_text(json.dumps(index, ensure_ascii=False))
     span.progress(1.0)
+    what = (f"in {len(classes)} classes ({scan.layout}, {report['split']['source']} split)" if labelled
+            else "without labels (for calibration only)")
     span.reporter.log(
-        f"Imported {len(items)} images in {len(classes)} classes ({scan.layout}, {report['split']['source']} split); "
-        f"{len(skipped)} files skipped, {len(report['warnings'])} warnings."
+        f"Imported {len(items)} images {what}; {len(skipped)} files skipped, {len(report['warnings'])} warnings."
     )
     size = sum(file.stat().st_size for file in out.rglob("*") if file.is_file())
     return ImportResult(items, classes, report, size)
@@ -412,7 +442,7 @@ def _stratified_splits(valid: list[_Valid], config: ImportConfig) -> list[str]:
 def _move_into_place(valid: list[_Valid], splits: list[str], images: Path) -> list[ImageItem]:
     items, taken = [], set()
     for each, split in zip(valid, splits, strict=True):
-        folder = f"{split}/{each.entry.label}"
+        folder = f"{split}/{each.entry.label}" if each.entry.label else split
         name = _free_name(folder, each.entry.path.name, taken)
         (images / folder).mkdir(parents=True, exist_ok=True)
         os.replace(each.entry.path, images / folder / name)
@@ -436,17 +466,19 @@ def _report(scan: _Scan, items: list[ImageItem], classes: list[str], empty: list
             config: ImportConfig) -> dict:
     counts = {label: Counter() for label in classes}
     for item in items:
-        counts[item.label][item.split] += 1
+        if item.label:  # an unlabelled dataset has no class counts
+            counts[item.label][item.split] += 1
     rows = [{"name": label, **{split: counts[label][split] for split in SPLITS}, "total": counts[label].total()}
             for label in classes]
     widths, heights = [item.width for item in items], [item.height for item in items]
     generated = not scan.has_splits
+    unlabelled = scan.layout == "unlabelled"
     return {
         "layout": scan.layout,
         "split": {
-            "source": "generated" if generated else "archive",
-            "seed": config.seed if generated else None,
-            "val_fraction": config.val_fraction if generated else None,
+            "source": "none" if unlabelled else "generated" if generated else "archive",
+            "seed": config.seed if generated and not unlabelled else None,
+            "val_fraction": config.val_fraction if generated and not unlabelled else None,
         },
         "images": len(items),
         "classes": rows,
@@ -460,8 +492,14 @@ def _report(scan: _Scan, items: list[ImageItem], classes: list[str], empty: list
         },
         "modes": dict(sorted(Counter(item.mode for item in items).items())),
         "formats": dict(sorted(Counter(item.format for item in items).items())),
-        "warnings": _warnings(scan, rows, empty, config),
+        "warnings": _unlabelled_warnings(items) if unlabelled else _warnings(scan, rows, empty, config),
     }
+
+
+def _unlabelled_warnings(items: list[ImageItem]) -> list[str]:
+    if len(items) >= MIN_CALIBRATION:
+        return []
+    return [f"Only {len(items)} images: calibration needs at least {MIN_CALIBRATION} (NNCF recommends 300)."]
 
 
 def _warnings(scan: _Scan, rows: list[dict], empty: list[str], config: ImportConfig) -> list[str]:

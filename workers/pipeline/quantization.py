@@ -17,7 +17,9 @@ NNCF has no progress callback: calibration progress counts calls of the nncf.Dat
 which it makes once per calibration image (and once per validation image per validation pass).
 
 Accuracy before and after is scored here, by one code path for both (`evaluation.evaluate`, FP32
-inference precision wherever floating point runs), on the validation images.
+inference precision wherever floating point runs), on the validation images. Calibration images
+without labels (an unlabelled dataset: `QuantizeData.classes` None) serve "ptq" only, whatever
+the model's classes, and then no accuracy is measured.
 """
 
 import contextlib
@@ -31,6 +33,7 @@ from pathlib import Path
 import nncf
 import openvino as ov
 
+from workers.pipeline.data import MIN_CALIBRATION  # below this the ranges are guesses: refused
 from workers.pipeline.evaluation import Pictures, Scores, evaluate, ir_runner
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.formats import one_line
@@ -41,7 +44,6 @@ PRESETS = ("performance", "mixed")
 MODEL_TYPES = ("", "transformer")
 DROP_TYPES = ("absolute", "relative")
 RECOMMENDED_SUBSET = 300  # NNCF's default; fewer images give rougher ranges
-MIN_CALIBRATION = 10  # below this the ranges are guesses: refused
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,13 @@ class QuantizeConfig:
 @dataclass(frozen=True)
 class QuantizeData:
     calibration: list[Path]  # image files, the dataset's train split
-    validation: list[Path]  # image files, the dataset's val split
+    validation: list[Path]  # image files, the dataset's val split (none for unlabelled data)
     labels: list[int]  # the model's output index for each validation image
-    classes: int  # the model's number of outputs
+    classes: int | None  # the model's number of outputs; None: unlabelled calibration images, nothing scored
+
+    @property
+    def labelled(self) -> bool:
+        return self.classes is not None
 
 
 @dataclass
@@ -71,9 +77,9 @@ class QuantizeResult:
     folder: Path  # model.xml and model.bin, INT8
     method: str
     calibration_images: int
-    fp32: Scores
-    int8: Scores
-    drop: float  # fp32.top1 − int8.top1 (a fraction; negative when INT8 scored higher)
+    fp32: Scores | None  # None: calibrated on unlabelled images, accuracy not measured
+    int8: Scores | None
+    drop: float | None  # fp32.top1 − int8.top1 (a fraction; negative when INT8 scored higher)
     target: dict | None = None  # "accuracy": {max_drop, drop_type, met}
     restored: list[str] = field(default_factory=list)  # layers put back into floating point
     quantized_layers: int = 0  # layers that run in INT8
@@ -85,7 +91,8 @@ class QuantizeResult:
         facts = asdict(self)
         facts["folder"] = str(self.folder)
         for name in ("fp32", "int8"):  # the matrices are the evaluation's business; keep the figures
-            facts[name].pop("confusion")
+            if facts[name] is not None:
+                facts[name].pop("confusion")
         return facts
 
 
@@ -158,6 +165,9 @@ def quantize_ir(*, source: Path, data: QuantizeData, spec: InputSpec, config: Qu
     back the thread's alternate signal stack it found, even one another Core has unmapped since;
     the next signal the thread handles then kills the process with SIGSEGV."""
     check_config(config)
+    if config.method == "accuracy" and not data.labelled:
+        raise JobError("Accuracy control scores the model on labelled validation images; these calibration images "
+                       "have no labels. Use plain post-training quantization, or a labelled dataset.")
     return _Run(data, spec, config, span).go(source, Path(out))
 
 
@@ -175,15 +185,22 @@ class _Run:
 
     def go(self, source: Path, out: Path) -> QuantizeResult:
         config, reporter, span = self.config, self.reporter, self.span
+        measured = self.data.labelled
         reporter.stage("reading")
         with timed(self.seconds, "reading"):
             model = self.read(source)
             calibration = calibration_subset(self.data, config, self.warn)
-            validation = Pictures(self.data.validation, self.data.labels, self.spec, span.child(0.0, 0.1))
-        reporter.stage("measuring FP32")
-        with timed(self.seconds, "measuring FP32"):
-            fp32 = evaluate(ir_runner(model), validation, self.data.classes, span.child(0.1, 0.2))
-        reporter.log(f"FP32 top-1 {_pct(fp32.top1)}, top-5 {_pct(fp32.top5)} on {fp32.images} validation images.")
+            validation = Pictures(self.data.validation, self.data.labels, self.spec, span.child(0.0, 0.1)) \
+                if measured else None
+        if measured:
+            reporter.stage("measuring FP32")
+            with timed(self.seconds, "measuring FP32"):
+                fp32 = evaluate(ir_runner(model), validation, self.data.classes, span.child(0.1, 0.2))
+            reporter.log(f"FP32 top-1 {_pct(fp32.top1)}, top-5 {_pct(fp32.top5)} on {fp32.images} validation images.")
+        else:
+            fp32 = None
+            reporter.log("The calibration images are unlabelled: accuracy is not measured. Evaluate the INT8 "
+                         "model on a labelled dataset to know it.")
 
         reporter.stage("quantizing")
         with timed(self.seconds, "quantizing"), self.nncf_messages():
@@ -203,9 +220,11 @@ class _Run:
             layers = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
         del quantized
 
-        reporter.stage("measuring INT8")
-        with timed(self.seconds, "measuring INT8"):
-            int8 = evaluate(ir_runner(out / "model.xml"), validation, self.data.classes, span.child(0.85, 1.0))
+        int8 = None
+        if measured:
+            reporter.stage("measuring INT8")
+            with timed(self.seconds, "measuring INT8"):
+                int8 = evaluate(ir_runner(out / "model.xml"), validation, self.data.classes, span.child(0.85, 1.0))
         return self.result(out, len(calibration), fp32, int8, layers)
 
     # --- steps ------------------------------------------------------------------------------------
@@ -224,7 +243,7 @@ class _Run:
             raise JobError(f"The model's input is {shape}; Vintner quantizes image classifiers that take "
                            f"3-channel images ({'[N,H,W,3]' if self.spec.embedded else '[N,3,H,W]'}).")
         output = model.output(0).get_partial_shape()
-        if output.rank.is_static and output.rank.get_length() >= 1 and output[output.rank.get_length() - 1].is_static:
+        if self.data.labelled and output.rank.is_static and output.rank.get_length() >= 1 and output[output.rank.get_length() - 1].is_static:
             outputs = output[output.rank.get_length() - 1].get_length()
             if outputs != self.data.classes:
                 raise JobError(f"The model gives {outputs} scores per image, but the dataset has "
@@ -306,12 +325,17 @@ class _Run:
         finally:
             logger.removeHandler(handler)
 
-    def result(self, out: Path, calibrated: int, fp32: Scores, int8: Scores, layers: int) -> QuantizeResult:
+    def result(self, out: Path, calibrated: int, fp32: Scores | None, int8: Scores | None,
+               layers: int) -> QuantizeResult:
         config = self.config
-        drop = fp32.top1 - int8.top1
         target, restored = None, _restored_layers(self.nncf_log)
-        summary = (f"FP32 top-1 {_pct(fp32.top1)} → INT8 {_pct(int8.top1)} ({_points(-drop)}) on {int8.images} "
-                   f"validation images; {layers} quantized layers")
+        if fp32 is None or int8 is None:  # unlabelled calibration: nothing scored
+            drop = None
+            summary = f"Calibrated on {calibrated} unlabelled images; {layers} quantized layers"
+        else:
+            drop = fp32.top1 - int8.top1
+            summary = (f"FP32 top-1 {_pct(fp32.top1)} → INT8 {_pct(int8.top1)} ({_points(-drop)}) on {int8.images} "
+                       f"validation images; {layers} quantized layers")
         if config.method == "accuracy":
             allowed = config.max_drop if config.drop_type == "absolute" else config.max_drop * fp32.top1
             met = drop <= allowed + 1e-9
