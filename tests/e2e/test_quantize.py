@@ -7,20 +7,33 @@ post-training, 20 calibration images — and submits; the job page follows the j
 links the INT8 artifact, whose page shows FP32 and INT8 top-1 and top-5 side by side, as the job
 measured them; the model page's artifact list shows the INT8 top-1 too.
 
+A team with a model of its own classes and only a folder of its own pictures uploads them as a flat
+archive: it imports as an unlabelled dataset, which the quantize form offers for plain post-training
+quantization only, and which calibrates an INT8 IR whose page says no accuracy was measured.
+
 Screenshots go to the test's tmp_path; with VINTNER_SCREENSHOTS=1 to docs/screenshots/.
 """
 
 import re
 
+import numpy as np
+import openvino as ov
 import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 from playwright.sync_api import Locator, Page, expect
 
+from tests import model_builders as build
+from tests.archive_builders import loose_photos, make_zip
 from tests.e2e.helpers import api_headers, by_testid, shot, sign_in
 from tests.e2e.test_training import import_dataset
+from tests.helpers import uploaded
 from tests.jobs_helpers import make_project, wait_done
 from webapp.datasets.models import Dataset
 from webapp.jobs.models import Job, JobState
-from webapp.registry.models import Artifact
+from webapp.optimize import services as optimize
+from webapp.registry.models import Artifact, Model
+from workers.pipeline.feeding import InputSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -197,3 +210,85 @@ def test_quantization_aware_training_shows_its_curves_on_the_job_page(
     expect(top1.locator("[data-field=fp32]")).to_have_text(percent(facts["fp32"]["top1"]))
     expect(top1.locator("[data-field=int8]")).to_have_text(percent(facts["int8"]["top1"]))
     assert dataset.id == facts["dataset"] and int8.precision == "int8"
+
+
+def test_a_folder_of_unlabelled_pictures_calibrates_a_model_of_other_classes(
+    live_server_url, worker_host, page, alice, team_a, screenshots, tmp_path
+):
+    base = live_server_url
+    project = make_project(team_a, "Fruit")
+    # A model of its own classes, brought from elsewhere (an IR, through the API and the worker).
+    preprocessing = {"input_size": [32, 32], "layout": "NCHW", "color": "RGB", "mean": [0.5] * 3, "std": [0.25] * 3}
+    Model.objects.create(project=project, name="fruit", labels=["apple", "banana", "cherry"], created_by=alice,
+                         preprocessing=preprocessing)
+    ir = uploaded(alice, project, build.ir_zip(tmp_path / "fruit.zip"))
+    response = page.request.post(f"{base}/api/v1/projects/{project.id}/models/", headers=api_headers(alice),
+                                 data={"name": "fruit", "uploads": [str(ir.id)]})
+    assert response.status == 201, response.text()
+    assert wait_done(response.json()["job"], timeout=60).state == JobState.SUCCEEDED
+    source = Artifact.objects.get(id=response.json()["id"])
+
+    # Her own pictures, loose in one folder, uploaded from the page: they import unlabelled.
+    sign_in(page, base, "alice")
+    page.goto(f"{base}/projects/{project.id}/datasets/new/")
+    expect(page.get_by_label("Labels")).to_have_value("auto")
+    page.get_by_label("Archive").set_input_files(make_zip(tmp_path / "holiday.zip", loose_photos(24)))
+    page.get_by_role("button", name="Upload and import").click()
+    expect(by_testid(page, "dataset-state")).to_have_text("ready", timeout=60_000)
+    expect(by_testid(page, "dataset-unlabelled")).to_have_text("unlabelled: usable for calibration only")
+    expect(by_testid(page, "class-chart")).to_have_count(0)
+    expect(by_testid(page, "preview").locator("img")).to_have_count(12)
+    shot(page, screenshots, "dataset-unlabelled")
+    by_testid(page, "gallery-link").click()
+    expect(by_testid(page, "gallery-item")).to_have_count(24)
+    expect(by_testid(page, "gallery-unlabelled")).to_be_visible()
+    dataset = Dataset.objects.get(project=project)
+    assert (dataset.labelling, dataset.classes, dataset.image_count) == ("unlabelled", [], 24)
+    assert set(dataset.items.values_list("label", "split")) == {("", "train")} and dataset.report["classes"] == []
+
+    # Accuracy control needs labels: refused in words before a job exists, whatever the form shows.
+    jobs = Job.objects.count()
+    with pytest.raises(ValidationError, match="unlabelled: usable for calibration only. Quantization with accuracy "
+                                              "control needs labels"):
+        optimize.artifact_quantize(artifact=source, user=alice, dataset=dataset, params={"method": "accuracy"})
+    assert Job.objects.count() == jobs and not source.children.exists()
+
+    # The quantize form offers it for plain post-training quantization only.
+    page.goto(f"{base}/artifacts/{source.id}/")
+    form = by_testid(page, "quantize-form")
+    option = form.locator(f"option[value='{dataset.id}']")
+    expect(option).to_contain_text("unlabelled · 24 images · post-training only")
+    expect(form.get_by_label("Dataset")).to_have_value(str(dataset.id))
+    form.get_by_label("Post-training with accuracy control").check()
+    expect(option).to_be_disabled()
+    expect(form.get_by_label("Dataset")).to_have_value("")
+    form.get_by_label("Post-training", exact=True).check()
+    expect(option).to_be_enabled()
+    form.get_by_label("Dataset").select_option(str(dataset.id))
+    form.get_by_label("Calibration images").fill("16")
+    by_testid(page, "quantize-submit").click()
+
+    job = submitted_job(page)
+    assert (job.params["method"], job.params["dataset"], job.params["subset_size"]) == ("ptq", dataset.id, 16)
+    expect(by_testid(page, "job-state")).to_have_text("succeeded", timeout=180_000)
+    expect(by_testid(page, "log")).to_contain_text("accuracy is not measured")
+    job.refresh_from_db()
+    assert not {"measuring FP32", "measuring INT8"} & {event.data["stage"] for event in job.events.filter(kind="stage")}
+    int8 = Artifact.objects.get(id=job.result["artifact"])
+    facts = int8.metrics["quantization"]
+    assert (facts["fp32"], facts["int8"], facts["drop"], facts["calibration_images"]) == (None, None, None, 16)
+    # The INT8 IR runs on one of her pictures and gives the model's three scores.
+    model = ov.Core().read_model(default_storage.path(f"{int8.storage_prefix}/model.xml"))
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    picture = default_storage.path(f"{dataset.storage_prefix}/images/{dataset.items.first().path}")
+    scores = ov.Core().compile_model(model, "CPU")(InputSpec.of(preprocessing).load(picture))[0]
+    assert scores.shape == (1, 3) and np.isfinite(scores).all()
+    by_testid(page, "job-output").get_by_role("link").click()
+    page.wait_for_url(f"**/artifacts/{int8.id}/")
+    assert (int8.parent_id, int8.origin, int8.format) == (source.id, "quantized", "openvino_ir")
+    expect(by_testid(page, "quantization-unmeasured")).to_contain_text("accuracy was not measured")
+    expect(by_testid(page, "quantization-accuracy")).to_have_count(0)
+    expect(by_testid(page, "quantization-calibration")).to_contain_text("16 unlabelled images")
+    expect(by_testid(page, "quantization-layers")).to_have_text(f"{facts['quantized_layers']} quantized")
+    assert facts["quantized_layers"] > 0
+    shot(page, screenshots, "quantize-unlabelled-result")
