@@ -155,6 +155,21 @@ def test_cancel_during_calibration_stops_without_saving(fp32_ir, noise, tmp_path
     assert not (tmp_path / "int8" / "model.xml").exists()
 
 
+def test_unlabelled_images_calibrate_a_model_of_any_classes_and_nothing_is_scored(fp32_ir, noise, tmp_path):
+    result, reporter = run(fp32_ir, QuantizeData(noise[:40], [], [], None), tmp_path / "int8")
+    assert (result.fp32, result.int8, result.drop, result.calibration_images) == (None, None, None, 40)
+    assert result.quantized_layers > 0 and (tmp_path / "int8" / "model.xml").exists()
+    assert result.as_dict()["fp32"] is None and result.as_dict()["int8"] is None
+    assert any("accuracy is not measured" in message for _, message in reporter.logs)
+    assert reporter.fractions == sorted(reporter.fractions) and reporter.fractions[-1] == 1.0
+
+
+def test_accuracy_control_refuses_unlabelled_images(fp32_ir, noise, tmp_path):
+    with pytest.raises(JobError, match="Accuracy control scores the model on labelled validation images"):
+        run(fp32_ir, QuantizeData(noise[:40], [], [], None), tmp_path / "int8", method="accuracy")
+    assert not (tmp_path / "int8").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"classes": 5}, "The model gives 3 scores per image, but the dataset has 5 classes."),
     ({"calibration": 5}, "The dataset's train split has 5 images; calibration needs at least 10"),

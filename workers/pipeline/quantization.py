@@ -225,6 +225,7 @@ class _Run:
             reporter.stage("measuring INT8")
             with timed(self.seconds, "measuring INT8"):
                 int8 = evaluate(ir_runner(out / "model.xml"), validation, self.data.classes, span.child(0.85, 1.0))
+        span.progress(1.0)
         return self.result(out, len(calibration), fp32, int8, layers)
 
     # --- steps ------------------------------------------------------------------------------------
