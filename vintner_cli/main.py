@@ -217,7 +217,8 @@ def cmd_datasets_list(args) -> int:
     if args.json:
         print_json(datasets)
     else:
-        rows = [{**dataset, "class_count": len(dataset["classes"] or [])} for dataset in datasets]
+        rows = [{**dataset, "class_count": len(dataset["classes"] or [])
+                 if dataset.get("labelling") != "unlabelled" else "unlabelled"} for dataset in datasets]
         print_table(rows, [("id", "id"), ("name", "name"), ("version", "version"), ("state", "state"),
                            ("images", "image_count"), ("classes", "class_count")])
     return EXIT_OK
@@ -227,7 +228,9 @@ def show_dataset(dataset: dict) -> None:
     print_fields([
         ("dataset", f"#{dataset['id']} {dataset['name']} (version {dataset['version']})"),
         ("project", dataset["project"]), ("state", dataset["state"]), ("error", dataset.get("error")),
-        ("images", dataset.get("image_count")), ("classes", ", ".join(dataset.get("classes") or [])),
+        ("images", dataset.get("image_count")),
+        ("classes", "none: unlabelled, for calibration only" if dataset.get("labelling") == "unlabelled"
+         else ", ".join(dataset.get("classes") or [])),
         ("archive", dataset.get("archive_name")), ("sha256", dataset.get("archive_sha256")),
         ("import job", dataset.get("import_job")), ("created", when(dataset.get("created_at"))),
     ])
@@ -247,7 +250,7 @@ def cmd_datasets_upload(args) -> int:
     client.get(f"projects/{args.project}/", what=f"Project {args.project}")  # before sending any bytes
     finished = upload_file(client, project=args.project, path=Path(args.file), chunk_size=args.chunk_size)
     body = {"name": args.name, "upload": finished.id, "description": args.description, "val_fraction": args.val_fraction,
-            "seed": args.seed}
+            "seed": args.seed, "labelling": args.labelling}
     dataset = create_from_uploads(client, args, [finished], "datasets", body)
     note(f"Dataset #{dataset['id']} “{dataset['name']}” version {dataset['version']} created; "
          f"import job #{dataset['import_job']}.")
@@ -521,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--val-fraction", type=float, default=0.2,
                         help="validation split when the archive has none (default 0.2)")
     upload.add_argument("--seed", type=int, default=0, help="seed of that split")
+    upload.add_argument("--labelling", choices=("auto", "labelled", "unlabelled"), default="auto",
+                        help="auto (default): class folders make a labelled dataset, loose images an unlabelled one; "
+                             "unlabelled: every image, its folders not classes (for calibration only)")
 
     models = noun("models", "models: upload, list, show, compare")
     listing = command(models, "list", cmd_models_list, "a project's models", [as_json])
