@@ -1,6 +1,7 @@
 """Unlabelled datasets, with rows made directly in the database (no worker): plain post-training
 quantization takes one whatever the model's classes; the jobs that score or train refuse it before
-a job exists, saying they need labels; the pages say what it is good for."""
+a job exists, saying they need labels; the pages say what it is good for; and the worker believes an
+import's index that says it made an unlabelled dataset only where it holds together."""
 
 import pytest
 
@@ -9,6 +10,8 @@ from tests.jobs_helpers import make_project
 from webapp.datasets.models import Dataset
 from webapp.jobs.models import Job
 from webapp.registry.models import Origin
+from workers.kinds.dataset_import import described
+from workers.pipeline.reporting import JobError
 
 pytestmark = pytest.mark.django_db
 
@@ -110,3 +113,28 @@ def test_the_upload_api_takes_an_explicit_choice_and_refuses_an_unknown_one(alic
                     upload=str(uploaded(alice, project, archive).id), labelling="unlabelled")
     assert response.status_code == 201, response.content
     assert response.json()["labelling"] == "unlabelled" == Dataset.objects.get().labelling
+
+
+ITEM = {"path": "train/a.png", "label": "", "split": "train", "width": 4, "height": 4, "mode": "RGB", "format": "PNG",
+        "thumb": "thumbs/000000.jpg"}
+FILES = {"images/train/a.png": 10, "thumbs/000000.jpg": 5, "index.json": 99}
+
+
+@pytest.mark.parametrize("labelling", ["auto", "unlabelled"])
+def test_the_worker_believes_an_unlabelled_index_that_holds_together(labelling):
+    index = {"labelled": False, "classes": [], "items": [ITEM], "report": {}}
+    items, classes, labelled = described(index, FILES, images=1, labelling=labelling)
+    assert (len(items), classes, labelled) == (1, [], False)
+
+
+@pytest.mark.parametrize("index, labelling", [
+    ({"labelled": False, "classes": [], "items": [ITEM]}, "labelled"),  # not what the uploader asked for
+    ({"labelled": True, "classes": ["x", "y"], "items": [{**ITEM, "label": "x"}]}, "unlabelled"),
+    ({"labelled": False, "classes": ["x"], "items": [ITEM]}, "auto"),  # unlabelled with classes
+    ({"labelled": False, "classes": [], "items": [{**ITEM, "label": "x"}]}, "auto"),  # an unlabelled item with one
+    ({"labelled": False, "classes": [], "items": [{**ITEM, "split": "val"}]}, "auto"),  # calibration reads train
+    ({"labelled": True, "classes": [], "items": [ITEM]}, "auto"),  # labelled without classes
+])
+def test_the_worker_publishes_nothing_from_an_index_that_does_not_hold_together(index, labelling):
+    with pytest.raises(JobError, match="nothing was published"):
+        described({**index, "report": {}}, FILES, images=1, labelling=labelling)

@@ -34,17 +34,25 @@ def perform(run: JobRun) -> dict:
     folder = run.work / "dataset"
     files = checked_tree(folder, max_bytes=room)
     index = json.loads((folder / "index.json").read_text()) if "index.json" in files else {}
-    classes = [str(name) for name in index.get("classes", [])]
-    labelled = index.get("labelled") is True
-    items = [_dataset_item(item, files, classes, labelled) for item in index.get("items", [])]
-    asked = {"labelled": True, "unlabelled": False}.get(dataset.labelling, labelled)
-    if (len(items) != result["images"] or not isinstance(index.get("report"), dict) or labelled != asked
-            or labelled != bool(classes)):
-        raise JobError("The import's index does not describe what it made, so nothing was published.")
+    items, classes, labelled = described(index, files, images=result["images"], labelling=dataset.labelling)
     dataset_publish(dataset=dataset, folder=folder, items=items, classes=classes, report=index["report"],
                     size=sum(files.values()), labelled=labelled)
     return {"dataset": dataset.id, "images": len(items), "classes": len(classes),
             "skipped": index["report"].get("skipped_count", 0)}
+
+
+def described(index: dict, files: dict[str, int], *, images: int, labelling: str) -> tuple[list[ImageItem], list[str], bool]:
+    """The items, classes and whether it is labelled, as the jailed import's index says, believed only
+    where it holds together: every item checked (_dataset_item), the count the step reported, a
+    report, classes exactly when labelled, and labelled or not as the uploader asked (unless auto)."""
+    classes = [str(name) for name in index.get("classes", [])]
+    labelled = index.get("labelled") is True
+    items = [_dataset_item(item, files, classes, labelled) for item in index.get("items", [])]
+    asked = {"labelled": True, "unlabelled": False}.get(labelling, labelled)
+    if (len(items) != images or not isinstance(index.get("report"), dict) or labelled != asked
+            or labelled != bool(classes)):
+        raise JobError("The import's index does not describe what it made, so nothing was published.")
+    return items, classes, labelled
 
 
 def _dataset_item(facts: dict, files: dict[str, int], classes: list[str], labelled: bool) -> ImageItem:
