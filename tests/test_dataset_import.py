@@ -428,7 +428,8 @@ def test_index_json_round_trips(tmp_path):
     result = run(source, tmp_path / "out")
 
     index = json.loads((tmp_path / "out" / "index.json").read_text())
-    assert index == {"labelled": True, "classes": result.classes, "items": [asdict(i) for i in result.items], "report": result.report}
+    assert index == {"labelled": True, "classes": result.classes, "items": [asdict(i) for i in result.items],
+                     "report": result.report}
     assert [ImageItem(**item) for item in index["items"]] == result.items
 
 

@@ -82,7 +82,8 @@ def test_the_forms_offer_an_unlabelled_dataset_for_plain_ptq_only(alice, project
     page = signed_in(alice).get(f"/artifacts/{fp32.id}/").content.decode()
     quantize = page[page.index('data-testid="quantize-form"'):]
     quantize = quantize[:quantize.index("</select>")]
-    assert f'<option value="{photos.id}" data-unlabelled>' in quantize and "unlabelled · 20 images · post-training only" in quantize
+    assert f'<option value="{photos.id}" data-unlabelled>' in quantize
+    assert "unlabelled · 20 images · post-training only" in quantize
     assert f'<option value="{labelled.id}" selected>' in quantize  # the model's classes first: it also measures
     evaluate = page[page.index('data-testid="evaluate-form"'):]
     evaluate = evaluate[:evaluate.index("</select>")]

@@ -41,7 +41,8 @@ def perform(run: JobRun) -> dict:
             "skipped": index["report"].get("skipped_count", 0)}
 
 
-def described(index: dict, files: dict[str, int], *, images: int, labelling: str) -> tuple[list[ImageItem], list[str], bool]:
+def described(index: dict, files: dict[str, int], *, images: int,
+              labelling: str) -> tuple[list[ImageItem], list[str], bool]:
     """The items, classes and whether it is labelled, as the jailed import's index says, believed only
     where it holds together: every item checked (_dataset_item), the count the step reported, a
     report, classes exactly when labelled, and labelled or not as the uploader asked (unless auto)."""

@@ -244,7 +244,8 @@ class _Run:
             raise JobError(f"The model's input is {shape}; Vintner quantizes image classifiers that take "
                            f"3-channel images ({'[N,H,W,3]' if self.spec.embedded else '[N,3,H,W]'}).")
         output = model.output(0).get_partial_shape()
-        if self.data.labelled and output.rank.is_static and output.rank.get_length() >= 1 and output[output.rank.get_length() - 1].is_static:
+        if (self.data.labelled and output.rank.is_static and output.rank.get_length() >= 1
+                and output[output.rank.get_length() - 1].is_static):
             outputs = output[output.rank.get_length() - 1].get_length()
             if outputs != self.data.classes:
                 raise JobError(f"The model gives {outputs} scores per image, but the dataset has "
