@@ -9,7 +9,7 @@ import pytest
 
 from vintner_cli import config
 from vintner_cli.client import attachment_name, error_text
-from vintner_cli.main import param_value
+from vintner_cli.main import build_parser, param_value
 from vintner_cli.upload import parse_size
 
 
@@ -62,6 +62,15 @@ def test_the_apis_errors_read_as_sentences(payload, text):
 ])
 def test_parameters_are_json_when_they_parse(value, parsed):
     assert param_value(value) == parsed
+
+
+def test_a_dataset_upload_may_say_whether_the_archive_has_labels(capsys):
+    upload = ["datasets", "upload", "3", "photos.zip", "--name", "photos"]
+    assert build_parser().parse_args(upload).labelling == "auto"  # the archive decides
+    assert build_parser().parse_args([*upload, "--labelling", "unlabelled"]).labelling == "unlabelled"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*upload, "--labelling", "sometimes"])
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
 
 
 def test_sizes_and_file_names():

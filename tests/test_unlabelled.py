@@ -139,3 +139,21 @@ def test_the_worker_believes_an_unlabelled_index_that_holds_together(labelling):
 def test_the_worker_publishes_nothing_from_an_index_that_does_not_hold_together(index, labelling):
     with pytest.raises(JobError, match="nothing was published"):
         described({**index, "report": {}}, FILES, images=1, labelling=labelling)
+
+
+def test_the_pages_of_an_int8_artifact_calibrated_without_labels_say_nothing_was_measured(alice, fp32, photos):
+    facts = {"method": "ptq", "calibration_images": 20, "dataset": photos.id, "dataset_name": "photos v1",
+             "fp32": None, "int8": None, "drop": None, "target": None, "restored": [], "quantized_layers": 4,
+             "warnings": [], "seconds": {"quantizing": 1.0}, "settings": {"method": "ptq", "preset": "performance"}}
+    int8 = make_artifact(fp32.model, precision="int8", origin=Origin.QUANTIZED, parent=fp32,
+                         metrics={"quantization": facts})
+    client = signed_in(alice)
+    page = client.get(f"/artifacts/{int8.id}/").content.decode()
+    assert "Calibrated on unlabelled images: accuracy was not measured" in page and "20 unlabelled images" in page
+    assert 'data-testid="quantization-accuracy"' not in page
+    page = client.get(f"/models/{fp32.model_id}/").content.decode()
+    assert 'data-field="int8-top1"' not in page
+    compare = client.get(f"/api/v1/models/{fp32.model_id}/compare/")
+    assert compare.status_code == 200
+    rows = {row["artifact"]: row for row in compare.json()["rows"]}
+    assert rows[int8.id]["top1"] is None
