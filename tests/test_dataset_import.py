@@ -338,7 +338,8 @@ def test_fewer_than_two_classes_is_an_error(tmp_path):
     (source / "dog").mkdir()
     (source / "dog" / "broken.jpg").write_bytes(b"nope")
 
-    with pytest.raises(JobError, match=r"needs at least two classes; found 1 \(cat\)\. Without a valid image: dog"):
+    with pytest.raises(JobError, match=r"needs at least two classes; found 1 \(cat\)\. Without a valid image: dog\. "
+                                       r"Images without classes, for calibration only, import as an unlabelled"):
         run(source, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert len(list(source.rglob("*.*"))) == 4, "the source is left as it was"

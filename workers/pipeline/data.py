@@ -370,7 +370,9 @@ def import_dataset(source: Path, out: Path, config: ImportConfig, span: Span) ->
         if labelled and len(classes) < 2:
             found = f"{len(classes)} ({', '.join(classes)})" if classes else "none"
             without = f" Without a valid image: {', '.join(empty)}." if empty else ""
-            raise JobError(f"A classification dataset needs at least two classes; found {found}.{without}")
+            raise JobError(f"A classification dataset needs at least two classes; found {found}.{without} Images "
+                           f"without classes, for calibration only, import as an unlabelled dataset (Labels: "
+                           f"unlabelled).")
         if not labelled:
             splits = ["train"] * len(valid)  # calibration reads the train split
         elif scan.has_splits:
