@@ -30,7 +30,9 @@ def quantization_figures(metrics: dict) -> dict | None:
         return None
     measured = facts["fp32"] is not None and facts["int8"] is not None
     fp32, int8 = facts["fp32"] or {}, facts["int8"] or {}
-    drop = (facts.get("drop") if facts.get("drop") is not None else fp32["top1"] - int8["top1"]) if measured else 0.0
+    drop = facts.get("drop")
+    if drop is None:  # older reports stored no drop; an unmeasured one has none to show
+        drop = fp32["top1"] - int8["top1"] if measured else 0.0
     settings = facts.get("settings") or {}
     ignored = [line for line in settings.get("ignored_scope") or []]
     restored = list(facts.get("restored") or [])
