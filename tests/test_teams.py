@@ -35,7 +35,8 @@ def _alice_owner(team_a, alice) -> Membership:
 # --- Creating a team ------------------------------------------------------------------------------
 
 
-def test_it_makes_the_creator_owner(alice):
+def test_it_makes_the_creator_owner(alice, settings):
+    settings.TEAMS_PER_USER = 1
     team = services.team_create(name="  Vineyard  ", creator=alice)
     assert team.name == "Vineyard"
     assert list(team.memberships.values_list("user__username", "role")) == [("alice", Role.OWNER)]
@@ -49,12 +50,36 @@ def test_it_refuses_a_blank_team_name(alice):
 
 
 def test_it_makes_the_creator_owner_from_the_team_list_page(client, alice):
+    alice.is_staff = True  # a site admin
+    alice.save()
     client.force_login(alice)
     response = client.post("/teams/", {"name": "Cellar"})
     team = Team.objects.get(name="Cellar")
     assert response.status_code == 302 and response["Location"] == f"/teams/{team.id}/"
     assert _role(team, alice) == Role.OWNER
     assert client.session["team_id"] == team.id
+
+
+def test_it_lets_only_site_admins_make_teams_by_default(client, alice):
+    client.force_login(alice)
+    page = client.get("/teams/")
+    assert "Only site administrators create teams" in page.content.decode() and "Create team" not in page.content.decode()
+    response = client.post("/teams/", {"name": "Cellar"})
+    assert response.status_code == 403 and "Only site administrators" in response.content.decode()
+    response = client.post("/api/v1/teams/", {"name": "Cellar"}, content_type="application/json")
+    assert response.status_code == 403 and "Only site administrators" in response.json()["detail"]
+    assert not Team.objects.exists()
+
+
+def test_it_lets_an_account_own_as_many_teams_as_the_setting_says(client, alice, settings):
+    settings.TEAMS_PER_USER = 2
+    client.force_login(alice)
+    assert client.post("/api/v1/teams/", {"name": "One"}, content_type="application/json").status_code == 201
+    assert client.post("/teams/", {"name": "Two"}).status_code == 302
+    response = client.post("/api/v1/teams/", {"name": "Three"}, content_type="application/json")
+    assert response.status_code == 403 and "You own 2 teams" in response.json()["detail"]
+    assert client.post("/teams/", {"name": "Three"}).status_code == 403
+    assert sorted(Team.objects.values_list("name", flat=True)) == ["One", "Two"]
 
 
 # --- Adding members ---------------------------------------------------------------------------------
@@ -243,7 +268,9 @@ def test_it_answers_400_when_the_api_would_remove_the_last_owner(client, team_a,
 @pytest.fixture
 def team_b(alice) -> Team:
     """A second team of alice's, named to sort after Team A."""
-    return services.team_create(name="Team B", creator=alice)
+    team = Team.objects.create(name="Team B")
+    Membership.objects.create(team=team, user=alice, role=Role.OWNER)
+    return team
 
 
 def _nav_team(client) -> str:

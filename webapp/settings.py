@@ -176,6 +176,9 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_GB", 50) * 2**30
 UPLOAD_CHUNK_MAX_BYTES = env_int("UPLOAD_CHUNK_MAX_MB", 64) * 2**20
 UPLOAD_EXPIRY_HOURS = env_int("UPLOAD_EXPIRY_HOURS", 24)
 TEAM_QUOTA_GB = env_int("TEAM_QUOTA_GB", 200)
+# Each team brings a quota of its own: site admins make teams; other accounts up to this many
+# teams they own (0: none).
+TEAMS_PER_USER = env_int("TEAMS_PER_USER", 0)
 # Hard limits on what one dataset archive may unpack to (bytes actually written, not headers).
 DATASET_MAX_EXTRACTED_BYTES = env_int("DATASET_MAX_EXTRACTED_GB", 100) * 2**30
 DATASET_MAX_FILES = env_int("DATASET_MAX_FILES", 2_000_000)

@@ -77,7 +77,7 @@ def test_api_docs_are_served_from_the_site_itself(live_server_url, browser, scre
 
 def test_foundation_journey(live_server_url, worker_host, browser, screenshots):
     base = live_server_url
-    make_user("alice")
+    make_user("alice", is_staff=True)  # a site admin: by default only they make teams (TEAMS_PER_USER)
     make_user("bob")
     make_user("charlie")
 

@@ -57,6 +57,7 @@ class Product:
             REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nobody answers there: `up` starts its own
             VINTNER_ADMIN_USERNAME="admin",
             VINTNER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            TEAMS_PER_USER="1",  # the site lets each account make a team (by default only its admins do)
             PYTHONUNBUFFERED="1",
         )
         self.log_path = data_dir.parent / "up.log"

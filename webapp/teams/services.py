@@ -2,7 +2,8 @@
 these guard the rules about owners that depend on who acts and on whom."""
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 
@@ -12,11 +13,30 @@ from webapp.teams.models import Membership, Role, Team
 User = get_user_model()
 
 
+def team_create_refusal(user) -> str:
+    """Why `user` may not make another team ("" if they may). Each team brings its own storage
+    quota, so who makes teams is the site's choice: site admins always; other accounts up to
+    TEAMS_PER_USER teams they own (0, the default: none)."""
+    if user.is_staff or user.is_superuser:
+        return ""
+    limit = settings.TEAMS_PER_USER
+    if limit <= 0:
+        return "Only site administrators create teams on this site. Ask one to make a team for you, or to add you to one."
+    if Membership.objects.filter(user=user, role=Role.OWNER).count() >= limit:
+        return (f"You own {limit} team{'s' if limit != 1 else ''}, as many as this site allows one account. "
+                "Use one of them, or ask a site administrator for another.")
+    return ""
+
+
 @transaction.atomic
 def team_create(*, name: str, creator) -> Team:
     name = name.strip()
     if not name:
         raise ValidationError({"name": "A team needs a name."})
+    User.objects.select_for_update().filter(id=creator.id).first()  # one creation at a time per account: the count holds
+    refusal = team_create_refusal(creator)
+    if refusal:
+        raise PermissionDenied(refusal)
     team = Team.objects.create(name=name)
     Membership.objects.create(team=team, user=creator, role=Role.OWNER)
     return team

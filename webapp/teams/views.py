@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -29,12 +29,18 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def team_list(request: HttpRequest) -> HttpResponse:
     form = TeamForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        team = services.team_create(name=form.cleaned_data["name"], creator=request.user)
-        request.session["team_id"] = team.id
-        messages.success(request, f"Team {team.name} created. You are its owner.")
-        return redirect("team_detail", team_id=team.id)
-    return render(request, "teams/team_list.html", {"teams": teams_for_user(request.user), "form": form})
+    refusal = services.team_create_refusal(request.user)
+    if request.method == "POST" and not refusal and form.is_valid():
+        try:
+            team = services.team_create(name=form.cleaned_data["name"], creator=request.user)
+        except PermissionDenied as denied:  # another request of the same account made one first
+            refusal = str(denied)
+        else:
+            request.session["team_id"] = team.id
+            messages.success(request, f"Team {team.name} created. You are its owner.")
+            return redirect("team_detail", team_id=team.id)
+    context = {"teams": teams_for_user(request.user), "form": form, "create_refusal": refusal}
+    return render(request, "teams/team_list.html", context, status=403 if request.method == "POST" and refusal else 200)
 
 
 @login_required
