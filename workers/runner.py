@@ -14,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from webapp.core.quota import QuotaExceeded
 from webapp.jobs import services
 from webapp.jobs.kinds import KINDS
 from webapp.jobs.models import Job, JobState
@@ -121,6 +122,8 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
         detail = traceback.format_exc()
     except JobError as exc:  # the jail's carry what the jailed step said as detail
         error, detail = str(exc), getattr(exc, "detail", "") or traceback.format_exc()
+    except QuotaExceeded as exc:  # what it made does not fit the team's quota: published nothing
+        error, detail = f"What this job made was not kept: {exc}", traceback.format_exc()
     except Exception as exc:
         error = f"The job stopped on an unexpected error: {type(exc).__name__}: {exc}"
         detail = traceback.format_exc()

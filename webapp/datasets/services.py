@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp.core import files
+from webapp.core.quota import quota_reserved
 from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import active_jobs_using, next_version
 from webapp.jobs.services import job_submit
@@ -43,6 +44,7 @@ def dataset_create(
     if labelling not in Labelling.values:
         raise ValidationError({"labelling": f"Choose one of {', '.join(Labelling.values)}."})
     with transaction.atomic():
+        upload_claim(upload=upload)  # first: of racing requests one goes on, the others stop here
         dataset = Dataset.objects.create(
             project=project,
             name=name[:100],
@@ -56,7 +58,6 @@ def dataset_create(
             seed=seed,
             labelling=labelling,
         )
-        upload_claim(upload=upload)
         dataset_import_start(dataset=dataset, user=user)
     return dataset
 
@@ -85,7 +86,8 @@ def dataset_publish(*, dataset: Dataset, folder: Path, items: list, classes: lis
     an "auto" dataset becomes what the archive turned out to hold."""
     files.publish_tree(folder, dataset.storage_prefix)
     try:
-        with transaction.atomic():
+        # charged to the team's quota as it becomes visible; the archive it came from is freed
+        with quota_reserved(dataset.project.team_id, size, releasing=dataset.upload.length if dataset.upload else 0):
             DatasetItem.objects.bulk_create(
                 (
                     DatasetItem(

@@ -30,6 +30,10 @@ class JobKind:
     # The params fields that name what the job reads: job_submit makes its JobInput rows from them.
     datasets: tuple[str, ...] = ()
     artifacts: tuple[str, ...] = ()
+    # About how many bytes of storage its output takes, from the validated params, where that can be
+    # told before it runs: job_submit refuses a job that would not fit the team's quota. What it
+    # really makes is charged when it is published (webapp/core/quota.py), whatever this said.
+    makes: Callable[[dict], int] | None = None
     step: str = ""  # its pipeline entry in the jail (workers/pipeline/steps.py); default: its name
     worker: str = ""  # the module with its stage and publish functions; default: workers.kinds.<name>
 
@@ -96,6 +100,25 @@ def benchmark_check(data: dict) -> dict:
     return data
 
 
+# --- what a kind's output weighs, told before it runs ------------------------------------------
+
+
+def _artifact_bytes(params: dict) -> int:
+    from webapp.registry.models import Artifact  # its models import this module
+
+    return Artifact.objects.filter(id=params["artifact"]).values_list("size_bytes", flat=True).first() or 0
+
+
+def convert_makes(params: dict) -> int:
+    """The IR holds the source's weights: as they are, or half of them as FP16."""
+    return _artifact_bytes(params) // (2 if params["precision"] == "fp16" else 1)
+
+
+def quantize_makes(params: dict) -> int:
+    """INT8 weights: about a quarter of an FP32 source's."""
+    return _artifact_bytes(params) // 4
+
+
 KINDS: dict[str, JobKind] = {
     kind.name: kind
     for kind in [
@@ -135,6 +158,7 @@ KINDS: dict[str, JobKind] = {
             direct=False,  # submitted through the artifact (optimize.services.artifact_convert)
             datasets=("dataset",),
             artifacts=("artifact",),
+            makes=convert_makes,
         ),
         JobKind(
             name="quantize",
@@ -147,6 +171,7 @@ KINDS: dict[str, JobKind] = {
             direct=False,  # submitted through the artifact (optimize.services.artifact_quantize)
             datasets=("dataset",),
             artifacts=("artifact",),
+            makes=quantize_makes,
         ),
         JobKind(
             name="benchmark",

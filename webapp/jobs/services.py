@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from webapp.celery import app as celery_app
+from webapp.core.quota import QuotaExceeded, quota_check
 from webapp.jobs.events import events_append
 from webapp.jobs.kinds import KINDS, JobKind
 from webapp.jobs.models import InputKind, Job, JobInput, JobState
@@ -65,6 +66,7 @@ def job_submit(
         existing = Job.objects.filter(project=project, created_by=user, idempotency_key=key).first()
         if existing:
             return existing, False
+    _check_room(project, KINDS[kind], clean)
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -83,6 +85,16 @@ def job_submit(
     except IntegrityError:  # a concurrent request with the same key won the race
         return Job.objects.get(project=project, created_by=user, idempotency_key=key), False
     return job, True
+
+
+def _check_room(project: Project, kind: JobKind, params: dict) -> None:
+    """A job whose output can be told now not to fit the team's quota is refused before it exists."""
+    if kind.makes is None:
+        return
+    try:
+        quota_check(project.team, kind.makes(params))
+    except QuotaExceeded as exc:
+        raise ValidationError(f"{kind.label} would not fit: {exc}") from None
 
 
 def _inputs(job: Job, kind: JobKind, params: dict) -> list[JobInput]:

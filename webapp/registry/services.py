@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from webapp.core import files
 from webapp.core.numbers import whole_number
+from webapp.core.quota import quota_reserved
 from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit, params_validate
@@ -111,6 +112,8 @@ def model_upload(
             raise ValidationError({"architecture": "A state_dict needs its torchvision architecture and class count."})
     clean_labels = labels_clean(labels or [])
     with transaction.atomic():
+        for upload in uploads:  # first: of racing requests one goes on, the others stop here
+            upload_claim(upload=upload, field="uploads")
         model, _ = Model.objects.get_or_create(project=project, name=name[:100], defaults={"created_by": user})
         if clean_labels and not model.labels:
             model.labels = clean_labels
@@ -120,8 +123,6 @@ def model_upload(
             source_names=[upload.filename for upload in uploads], created_by=user,
         )
         artifact.uploads.set(uploads)
-        for upload in uploads:
-            upload_claim(upload=upload)
         job, _ = job_submit(
             project=project, user=user, kind="model_import",
             params={"artifact": artifact.id, "format": declared_format}, model=model,
@@ -172,7 +173,11 @@ def artifact_record(*, parent: Artifact | None, job: Job, origin: str, folder: P
         architecture=architecture or (parent.architecture if parent else ""),
         num_classes=num_classes or (parent.num_classes if parent else None), metrics=metrics, created_by=job.created_by,
     )
-    artifact_publish(artifact=artifact, folder=folder, fmt=fmt, primary=primary, inspection=inspection)
+    try:
+        artifact_publish(artifact=artifact, folder=folder, fmt=fmt, primary=primary, inspection=inspection)
+    except BaseException:  # over the quota, or storage failed: the job leaves no artifact behind
+        artifact.delete()
+        raise
     artifact.refresh_from_db()
     return artifact
 
@@ -217,18 +222,22 @@ def artifact_publish(*, artifact: Artifact, folder: Path, fmt: str, primary: str
     main = next(entry for entry in listing if entry["name"] == primary)
     outputs = inspection.get("outputs") or []
     classes = outputs[0]["shape"][-1] if outputs and outputs[0].get("shape") else None
+    size = sum(entry["size"] for entry in listing)
+    uploads = list(artifact.uploads.all())
+    team_id = Model.objects.filter(id=artifact.model_id).values_list("project__team_id", flat=True).get()
     files.publish_tree(folder, artifact.storage_prefix)
     try:
-        with transaction.atomic():
+        # charged to the team's quota as it becomes visible; the uploads it came from are freed
+        with quota_reserved(team_id, size, releasing=sum(upload.length for upload in uploads)):
             Artifact.objects.filter(id=artifact.id).update(
                 ready_at=timezone.now(), format=fmt, precision=inspection.get("precision", ""), files=listing,
-                primary=primary, sha256=main["sha256"], size_bytes=sum(entry["size"] for entry in listing),
+                primary=primary, sha256=main["sha256"], size_bytes=size,
                 inspection=inspection, num_classes=artifact.num_classes or (classes if isinstance(classes, int) else None),
             )
     except BaseException:
         files.delete_tree(artifact.storage_prefix)
         raise
-    for upload in artifact.uploads.all():
+    for upload in uploads:
         upload_delete(upload=upload)  # the files now live with the artifact
 
 

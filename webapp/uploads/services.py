@@ -19,7 +19,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from webapp.core import files
-from webapp.core.quota import QuotaExceeded, gib, quota_check
+from webapp.core.exceptions import Conflict
+from webapp.core.quota import QuotaExceeded, gib, quota_reserved
 from webapp.teams.models import Team
 from webapp.uploads.models import Upload
 
@@ -47,12 +48,13 @@ def upload_create(*, team: Team, user, filename: str, length: int, metadata: dic
         raise UploadError(f"“{filename}” is {gib(length)}; the largest upload allowed is {gib(settings.UPLOAD_MAX_BYTES)}.", 413)
     uploads_expire()
     try:
-        quota_check(team, length)
+        with quota_reserved(team.id, length):  # the row reserves its declared length
+            upload = Upload.objects.create(
+                team=team, created_by=user, filename=filename[:255], length=length, metadata=metadata,
+                expires_at=_expiry(),
+            )
     except QuotaExceeded as exc:
         raise UploadError(str(exc), 413) from None
-    upload = Upload.objects.create(
-        team=team, created_by=user, filename=filename[:255], length=length, metadata=metadata, expires_at=_expiry()
-    )
     settings.UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
     part_path(upload).touch()
     return upload
@@ -158,15 +160,18 @@ def upload_check(*, upload: Upload, team_id: int, user, sha256: str = "", field:
     if not upload.complete:
         raise ValidationError({field: f"“{upload.filename}” has not finished uploading ({upload.offset} of {upload.length} bytes)."})
     if upload.claimed:
-        raise ValidationError({field: f"“{upload.filename}” is already used by a dataset or model."})
+        raise Conflict({field: f"“{upload.filename}” is already used by a dataset or model."})
     if sha256 and sha256.lower() != upload.sha256:
         raise ValidationError({"sha256": f"“{upload.filename}” arrived damaged: the server got SHA-256 {upload.sha256}, "
                                          f"your browser computed {sha256.lower()}. Upload it again."})
 
 
-def upload_claim(*, upload: Upload) -> None:
-    """A dataset or model now owns the file; it stops expiring."""
-    Upload.objects.filter(id=upload.id).update(claimed=True)
+def upload_claim(*, upload: Upload, field: str = "upload") -> None:
+    """A dataset or model now owns the file; it stops expiring. One conditional update, so of
+    requests claiming the same upload at once exactly one wins; the others get a Conflict (409)
+    and roll back what they made. Call it inside the transaction that makes the owner."""
+    if not Upload.objects.filter(id=upload.id, claimed=False).update(claimed=True):
+        raise Conflict({field: f"“{upload.filename}” is already used by a dataset or model."})
 
 
 def upload_delete(*, upload: Upload) -> None:
