@@ -10,12 +10,18 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
+from webapp.core.body_limits import BodyLimitMiddleware, install_daphne_gate  # noqa: E402
 from webapp.core.ws_auth import TokenOrSessionAuth  # noqa: E402
 from webapp.routing import websocket_urlpatterns  # noqa: E402
 
+# Bodies over their limit are refused before they are read: daphne reads a whole body before it
+# calls the application, so the gate goes into daphne's request; the middleware is the same rule
+# for servers that stream bodies to the application.
+install_daphne_gate()
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimitMiddleware(django_asgi_app),
         # The session path keeps AllowedHostsOriginValidator(AuthMiddlewareStack(...)) as it was.
         "websocket": TokenOrSessionAuth(URLRouter(websocket_urlpatterns)),
     }

@@ -175,6 +175,10 @@ UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_GB", 50) * 2**30
 # One PATCH is buffered whole by the ASGI server before the view sees it: keep chunks small.
 UPLOAD_CHUNK_MAX_BYTES = env_int("UPLOAD_CHUNK_MAX_MB", 64) * 2**20
 UPLOAD_EXPIRY_HOURS = env_int("UPLOAD_EXPIRY_HOURS", 24)
+# Every other request body, refused (413) before it is read (webapp/core/body_limits.py): a
+# signed-in request's, and an anonymous one's (signing in takes a few hundred bytes).
+BODY_MAX_BYTES = env_int("BODY_MAX_MB", 4) * 2**20
+BODY_MAX_ANONYMOUS_BYTES = env_int("BODY_MAX_ANONYMOUS_KB", 64) * 2**10
 TEAM_QUOTA_GB = env_int("TEAM_QUOTA_GB", 200)
 # Each team brings a quota of its own: site admins make teams; other accounts up to this many
 # teams they own (0: none).
