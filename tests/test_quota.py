@@ -28,6 +28,11 @@ from webapp.uploads.models import Upload
 MiB = 2**20
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def project(team_a, alice) -> Project:
     team_a.storage_quota_gb = 1

@@ -311,6 +311,10 @@ JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30)  # renewed every third of t
 JOB_CANCEL_GRACE_SECONDS = env_int("JOB_CANCEL_GRACE_SECONDS", 15)  # then a cancelled job is killed
 JOB_REQUEUE_AFTER_SECONDS = env_int("JOB_REQUEUE_AFTER_SECONDS", 30)  # a queued job missing from the broker
 RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 10)
+# How many jobs of one team may be started on a queue at once (running, or sent to the broker for
+# the next free worker); more wait in the database and get their turns round-robin across teams
+# as slots free up (webapp/jobs/services.py jobs_release). 0: no limit.
+TEAM_RUNNING_JOBS = {"train": env_int("TEAM_RUNNING_JOBS_TRAIN", 2), "optimize": env_int("TEAM_RUNNING_JOBS_OPTIMIZE", 4)}
 
 # --- The jail (workers/jail.py, docs/architecture.md) ---------------------------------------
 # "bwrap": every job's pipeline runs under bubblewrap. "off": an administrator's explicit choice

@@ -1,6 +1,6 @@
 """Recovers what faults leave behind, from every worker's main process, one worker at a time:
-jobs whose worker was lost, cancelled jobs that would not stop, and queued jobs whose broker
-message is gone (a Redis restart without its data)."""
+jobs whose worker was lost, cancelled jobs that would not stop, queued jobs whose broker
+message is gone (a Redis restart without its data), and waiting jobs whose team has a slot free."""
 
 import json
 import logging
@@ -39,6 +39,8 @@ def reconcile() -> dict[str, list[int]]:
             "recovered": services.jobs_recover_lost(),
             "hard_stopped": services.jobs_hard_stop(),
             "requeued": services.jobs_requeue_lost_messages(queued_task_ids=task_ids_in_broker(client)),
+            # a release missed (a process that died between a job's end and its release)
+            "released": [job_id for queue in QUEUES for job_id in services.jobs_release(queue=queue)],
         }
     finally:
         client.delete(LOCK_KEY)

@@ -276,6 +276,8 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
     if (data.result && (data.result.artifact || data.result.dataset)) showOutput(data.result);
     const cancel = $("cancel-form");
     if (cancel) cancel.hidden = TERMINAL.includes(state);
+    const waiting = $("job-waiting"); // why it waited its turn: over once it started or ended
+    if (waiting && state !== "queued") waiting.hidden = true;
     if (TERMINAL.includes(state)) $("job-eta").textContent = "—";
     if (state === "succeeded") showProgress(1, null);
     if (training) training.state(state, data.result);

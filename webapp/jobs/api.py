@@ -10,24 +10,30 @@ from webapp.jobs import services
 from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
 from webapp.jobs.models import Job
-from webapp.jobs.selectors import inputs_of_job, job_for_user, jobs_of_project
+from webapp.jobs.selectors import inputs_of_job, job_for_user, job_waiting, jobs_of_project
 from webapp.projects.selectors import project_for_user
 
 
 class JobSerializer(serializers.ModelSerializer):
     inputs = serializers.SerializerMethodField(help_text='What it reads: {"datasets": [ids], "artifacts": [ids]}.')
+    waiting = serializers.SerializerMethodField(
+        help_text='A queued job waiting its turn: {"position": its place in its team\'s line on its queue, "reason": why}; '
+                  "null once it was sent to the workers.")
 
     class Meta:
         model = Job
         fields = [
             "id", "project", "kind", "params", "inputs", "model", "state", "progress", "stage", "queue", "worker_host",
             "attempts", "created_at", "started_at", "finished_at", "cancel_requested_at", "error", "error_detail",
-            "result", "last_seq",
+            "result", "last_seq", "waiting",
         ]
         read_only_fields = fields
 
     def get_inputs(self, job: Job) -> dict[str, list[int]]:
         return inputs_of_job(job)
+
+    def get_waiting(self, job: Job) -> dict | None:
+        return job_waiting(job)
 
 
 class JobSubmitSerializer(serializers.Serializer):

@@ -39,6 +39,9 @@ class Job(models.Model):
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
+    # Its turn: when it took one of its team's slots on its queue (TEAM_RUNNING_JOBS) and could go
+    # to the broker. Null while it waits in the database for a slot (webapp/jobs/services.py).
+    released_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -63,7 +66,8 @@ class Job(models.Model):
                 name="one_job_per_idempotency_key",
             )
         ]
-        indexes = [models.Index(fields=["state", "lease_expires_at"])]
+        indexes = [models.Index(fields=["state", "lease_expires_at"]),
+                   models.Index(fields=["queue", "state", "released_at"], name="job_turns")]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.id} ({self.state})"

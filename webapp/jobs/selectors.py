@@ -1,7 +1,8 @@
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db.models import Q, QuerySet
 
 from webapp.access import Action, get_for_user
-from webapp.jobs.models import Job, JobEvent
+from webapp.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
 
 
 def job_for_user(user, job_id: int, action: Action) -> Job:
@@ -34,3 +35,32 @@ def runs_series(jobs: list[Job], prefix: str = "epoch/") -> list[dict]:
     for job_id, data in points.values_list("job_id", "data"):
         series[job_id]["metrics"].setdefault(data["name"], []).append([data.get("step"), data["value"]])
     return list(series.values())
+
+
+def team_job_slots(queue: str) -> int | None:
+    """How many jobs of one team may be started on `queue` at once; None: no limit."""
+    return settings.TEAM_RUNNING_JOBS.get(queue) or None
+
+
+def team_jobs_started(team_id: int, queue: str) -> int:
+    """Jobs of the team holding a slot on the queue: running, or sent to the broker for a worker."""
+    return Job.objects.filter(project__team_id=team_id, queue=queue, state__in=ACTIVE_STATES,
+                              released_at__isnull=False).count()
+
+
+def job_waiting(job: Job) -> dict | None:
+    """Why a queued job has not been sent to the workers yet, and its place in its team's line on
+    its queue ({"position", "reason"}); None once it has had its turn."""
+    if job.state != JobState.QUEUED or job.released_at is not None:
+        return None
+    team = job.project.team
+    ahead = Job.objects.filter(project__team_id=team.id, queue=job.queue, state=JobState.QUEUED, released_at__isnull=True)
+    position = ahead.filter(Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, id__lt=job.id)).count() + 1
+    limit, started = team_job_slots(job.queue), team_jobs_started(team.id, job.queue)
+    if limit is not None and started >= limit:
+        reason = (f"Waiting its turn: team “{team.name}” has {started} {job.queue} job{'s' if started != 1 else ''} "
+                  f"started, as many as one team may run at once on that queue. It is number {position} in the "
+                  "team's line and starts when one of them ends.")
+    else:
+        reason = "About to be sent to the workers."
+    return {"position": position, "reason": reason}

@@ -1,22 +1,27 @@
-"""Job verbs. Web side: submit, cancel. Worker side: claim, renew the lease, finish.
-Reconciler: recover what lost workers and a lost broker left behind. Every state change is
-an atomic conditional update plus a stored `state` event."""
+"""Job verbs. Web side: submit, cancel. Turns: a team's jobs beyond its slots on a queue wait in
+the database and are released round-robin across teams. Worker side: claim, renew the lease,
+finish. Reconciler: recover what lost workers and a lost broker left behind. Every state change
+is an atomic conditional update plus a stored `state` event."""
 
+from collections import Counter, defaultdict, deque
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from webapp.celery import app as celery_app
 from webapp.core.quota import QuotaExceeded, quota_check
 from webapp.jobs.events import events_append
 from webapp.jobs.kinds import KINDS, JobKind
-from webapp.jobs.models import InputKind, Job, JobInput, JobState
+from webapp.jobs.models import ACTIVE_STATES, InputKind, Job, JobInput, JobState
+from webapp.jobs.selectors import job_waiting, team_job_slots
 from webapp.projects.models import Project
+from webapp.teams.models import Team
 
 if TYPE_CHECKING:  # these apps' models import this app's
     from webapp.registry.models import Model
@@ -81,7 +86,7 @@ def job_submit(
             JobInput.objects.bulk_create(_inputs(job, KINDS[kind], clean))
             events_append(job.id, [_state_event(JobState.QUEUED, queue=job.queue)])
             # robust: with the broker down the job stays queued and the reconciler sends it later.
-            transaction.on_commit(lambda: job_enqueue(job_id=job.id), robust=True)
+            transaction.on_commit(partial(_take_turn, job), robust=True)
     except IntegrityError:  # a concurrent request with the same key won the race
         return Job.objects.get(project=project, created_by=user, idempotency_key=key), False
     return job, True
@@ -106,6 +111,63 @@ def _inputs(job: Job, kind: JobKind, params: dict) -> list[JobInput]:
     return list(rows.values())
 
 
+def _take_turn(job: Job) -> None:
+    """Right after submit: the job goes to the broker if its team has a slot free on its queue;
+    else its log says why it waits."""
+    if job.id not in jobs_release(queue=job.queue, fresh=job.id):
+        job.refresh_from_db()
+        waiting = job_waiting(job)
+        if waiting:
+            events_append(job.id, [("log", {"level": "info", "message": waiting["reason"]})])
+
+
+def jobs_release(*, queue: str, fresh: int | None = None) -> list[int]:
+    """Give waiting jobs on `queue` the slots their teams have free, and send them to the broker.
+
+    Teams take turns: the team whose last turn on this queue is the oldest (or that never had
+    one) goes first, one job each round, each team's jobs in the order they were submitted. The
+    teams' rows are locked first (in id order), so two releases at once cannot both fill the same
+    slot; the conditional update cannot send a job twice. Called after a submit, when a job ends,
+    and by the reconciler. Returns the ids released; each but `fresh` (the job just submitted)
+    is told in its log that its turn came."""
+    limit = team_job_slots(queue)
+    waiting = Job.objects.filter(queue=queue, state=JobState.QUEUED, released_at__isnull=True)
+    released = []
+    with transaction.atomic():
+        teams = sorted(set(waiting.values_list("project__team_id", flat=True)))
+        if not teams:
+            return []
+        list(Team.objects.select_for_update().filter(id__in=teams).order_by("id").values_list("id"))
+        lines = defaultdict(deque)
+        for job_id, team_id in waiting.order_by("created_at", "id").values_list("id", "project__team_id"):
+            lines[team_id].append(job_id)
+        theirs = Job.objects.filter(queue=queue, project__team_id__in=lines, released_at__isnull=False).values("project__team_id")
+        started = Counter(dict(theirs.filter(state__in=ACTIVE_STATES).annotate(n=Count("id")).values_list("project__team_id", "n")))
+        last_turn = dict(theirs.annotate(at=Max("released_at")).values_list("project__team_id", "at"))
+        now = timezone.now()
+        order = sorted(lines, key=lambda team: (team in last_turn, last_turn.get(team, now), lines[team][0]))
+        while any(lines[team] and (limit is None or started[team] < limit) for team in order):
+            for team in order:
+                if lines[team] and (limit is None or started[team] < limit):
+                    job_id = lines[team].popleft()
+                    at = now + timedelta(microseconds=len(released))  # the turns' order, for the next release
+                    if Job.objects.filter(id=job_id, state=JobState.QUEUED, released_at__isnull=True).update(released_at=at):
+                        started[team] += 1
+                        released.append(job_id)
+        for job_id in released:
+            if job_id != fresh:
+                events_append(job_id, [("log", {"level": "info", "message": "Its turn came: sent to the workers."})])
+            transaction.on_commit(partial(job_enqueue, job_id=job_id), robust=True)
+    return released
+
+
+def _release_after(job_id: int) -> None:
+    """A job ended or gave its slot back: the next of its queue's waiting jobs may go."""
+    queue = Job.objects.filter(id=job_id).values_list("queue", flat=True).first()
+    if queue:
+        jobs_release(queue=queue)
+
+
 def job_enqueue(*, job_id: int) -> None:
     job = Job.objects.get(id=job_id)
     task_id = f"job-{job.id}-{job.attempts}-{timezone.now().timestamp():.0f}"
@@ -123,6 +185,7 @@ def job_cancel(*, job: Job) -> Job:
         state=JobState.CANCELLED, cancel_requested_at=now, finished_at=now
     ):
         events_append(job.id, [_state_event(JobState.CANCELLED, reason="Cancelled before it started.")], state=JobState.CANCELLED)
+        transaction.on_commit(partial(_release_after, job.id), robust=True)
     elif Job.objects.filter(id=job.id, state=JobState.RUNNING, cancel_requested_at__isnull=True).update(
         cancel_requested_at=now
     ):
@@ -197,6 +260,7 @@ def job_finish(
             return False
         live = {name: fields[name] for name in ("state", "progress") if name in fields}
         events_append(job_id, [_state_event(state, error=error, result=result)], **live)
+        transaction.on_commit(partial(_release_after, job_id), robust=True)
     return True
 
 
@@ -255,10 +319,9 @@ def jobs_requeue_lost_messages(*, queued_task_ids: set[str], now=None) -> list[i
     job was submitted) are sent again."""
     now = now or timezone.now()
     settled = now - timedelta(seconds=settings.JOB_REQUEUE_AFTER_SECONDS)
-    never_sent = Q(enqueued_at__isnull=True, created_at__lt=settled)
-    lost = Job.objects.filter(Q(enqueued_at__lt=settled) | never_sent, state=JobState.QUEUED).exclude(
-        task_id__in=queued_task_ids
-    )
+    never_sent = Q(enqueued_at__isnull=True, released_at__lt=settled)
+    lost = Job.objects.filter(Q(enqueued_at__lt=settled) | never_sent, state=JobState.QUEUED,
+                              released_at__isnull=False).exclude(task_id__in=queued_task_ids)  # not those waiting their turn
     requeued = []
     for job in lost:
         job_enqueue(job_id=job.id)

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.access import Action, authorize, role_allows
 from webapp.jobs import services
 from webapp.jobs.kinds import DIRECT_KINDS, KINDS
-from webapp.jobs.selectors import job_for_user, job_log_lines
+from webapp.jobs.selectors import job_for_user, job_log_lines, job_waiting
 from webapp.projects.selectors import project_for_user
 
 
@@ -50,6 +50,7 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         "can_write": role_allows(role, Action.WRITE),
         # runs that train show the training strip and charts from the start (QAT: a quantize job)
         "trains": job.kind == "train" or (job.kind == "quantize" and job.params.get("method") == "qat"),
+        "waiting": job_waiting(job),
     }
     return render(request, "jobs/job_detail.html", context)
 
