@@ -146,3 +146,17 @@ def test_a_job_whose_output_cannot_fit_is_refused_before_it_exists(db, alice, pr
     # Half of it as FP16 fits.
     artifact_convert(artifact=source, user=alice, params={"precision": "fp16"})
     assert Job.objects.filter(kind="convert").count() == 1
+
+
+def test_a_training_run_that_cannot_fit_is_refused_before_it_exists(db, alice, project):
+    from tests.helpers import make_dataset
+    from webapp.registry.services import model_train
+
+    project.team.storage_quota_gb = 1
+    project.team.save()
+    Upload.objects.create(team=project.team, created_by=alice, filename="big", expires_at="2100-01-01T00:00Z",
+                          length=team_quota_bytes(project.team) - 40 * MiB)  # resnet18's weights are 45 MB
+    with pytest.raises(ValidationError, match="Training would not fit"):
+        model_train(project=project, user=alice, dataset=make_dataset(project), params={"model_name": "net",
+                                                                                     "architecture": "resnet18"})
+    assert not Job.objects.exists()

@@ -18,6 +18,7 @@ from PIL import Image
 
 from tests.fakes import FakeReporter
 from tests.model_builders import TinyNet
+from workers.pipeline.architectures import BACKBONE_PARAMETERS
 from workers.pipeline.reporting import Cancelled, JobError
 from workers.pipeline.training import (
     ARCHS,
@@ -375,3 +376,12 @@ def test_defaults_per_architecture():
     assert defaults_for("resnet18", "sgd")["lr"] > defaults_for("resnet18")["lr"]
     with pytest.raises(JobError, match="architecture is “vgg11”"):
         defaults_for("vgg11")
+
+
+@pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v3_small"])
+def test_the_training_estimate_is_torchvisions_backbone(architecture):
+    """The web side's lower bound of a trained state_dict's size (webapp/jobs/kinds.py train_makes)."""
+    net = getattr(torchvision.models, architecture)(weights=None, num_classes=1)
+    head = [module for module in net.modules() if hasattr(module, "out_features")][-1]
+    backbone = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in head.parameters())
+    assert BACKBONE_PARAMETERS[architecture] == backbone

@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from webapp.jobs.params import serializer_for
 from workers.pipeline import params as p
+from workers.pipeline.architectures import BACKBONE_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,11 @@ def _artifact_bytes(params: dict) -> int:
     return Artifact.objects.filter(id=params["artifact"]).values_list("size_bytes", flat=True).first() or 0
 
 
+def train_makes(params: dict) -> int:
+    """A state_dict of FP32 weights: at least the backbone's (the head depends on the classes)."""
+    return BACKBONE_PARAMETERS.get(params["architecture"], 0) * 4
+
+
 def convert_makes(params: dict) -> int:
     """The IR holds the source's weights: as they are, or half of them as FP16."""
     return _artifact_bytes(params) // (2 if params["precision"] == "fp16" else 1)
@@ -148,6 +154,7 @@ KINDS: dict[str, JobKind] = {
             direct=False,  # submitted through registry.services.model_train, which checks what it names
             datasets=("dataset",),
             artifacts=("init_artifact",),
+            makes=train_makes,
         ),
         JobKind(
             name="convert",

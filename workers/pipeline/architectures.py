@@ -26,6 +26,17 @@ DEFAULTS = {
     "convnext_tiny": (5e-4, 0.05, 0.01, 5e-5, 224, 32),
     "small_cnn": (3e-3, 5e-4, 0.05, 5e-4, 32, 64),
 }
+# Parameters without the classifier head (torchvision's counts less its 1000-class head): a trained
+# state_dict is at least 4 bytes each, which the web side checks against the team's quota first.
+BACKBONE_PARAMETERS = {
+    "resnet18": 11_176_512,
+    "resnet34": 21_284_672,
+    "resnet50": 23_508_032,
+    "mobilenet_v3_small": 1_517_856,
+    "mobilenet_v3_large": 4_202_032,
+    "efficientnet_b0": 4_007_548,
+    "convnext_tiny": 27_820_128,
+}
 # Validation, evaluation and deployment crop: the short side resized to size / VAL_CROP, then the
 # centre cut out (torchvision's reference evaluation).
 VAL_CROP = 0.875
