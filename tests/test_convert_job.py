@@ -93,3 +93,24 @@ def test_bad_parameters_are_refused_per_field(worker_host, alice, project, tmp_p
                            content_type="application/json")
     assert response.status_code == 400
     assert {"params.shape", "params.opset", "params.samples"} <= set(response.json())
+
+
+def test_a_conversion_whose_ir_does_not_fit_the_quota_fails_and_keeps_nothing(worker_host, alice, project, tmp_path):
+    from webapp.core.quota import team_bytes_used, team_quota_bytes
+    from webapp.uploads.models import Upload
+
+    client = signed_in(alice)
+    source = source_artifact(client, alice, project, build.torchscript(tmp_path / "tiny.pt"))
+    stored = set(default_storage.listdir("artifacts")[0])
+    response = client.post(f"/api/v1/artifacts/{source.id}/convert/", {}, content_type="application/json")
+    assert response.status_code == 201, response.content  # it fits when it starts
+    job_id = response.json()["id"]
+    # While it converts (in its jail, seconds before it publishes), another upload fills the quota.
+    wait_for(lambda: Job.objects.get(id=job_id).events.filter(kind="stage", data__stage="converting").exists(),
+             timeout=120, what="the conversion to start converting")
+    Upload.objects.create(team=project.team, created_by=alice, filename="filler", expires_at="2100-01-01T00:00Z",
+                          length=team_quota_bytes(project.team) - team_bytes_used(project.team))
+    job = finished(job_id)
+    assert job.state == JobState.FAILED and job.error.startswith("What this job made was not kept: This needs")
+    assert list(Artifact.objects.values_list("id", flat=True)) == [source.id]
+    assert set(default_storage.listdir("artifacts")[0]) == stored
