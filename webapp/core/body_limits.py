@@ -23,6 +23,8 @@ import json
 import re
 from collections.abc import Iterable
 
+from daphne import http_protocol
+from daphne.http_protocol import WebRequest
 from django.conf import settings
 
 TUS_CHUNK = re.compile(r"^/api/v1/uploads/[^/]+/?$")
@@ -98,56 +100,47 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+class LimitedWebRequest(WebRequest):
+    """daphne's request, refusing an oversized body at its headers or as it streams in."""
+
+    _refused = False
+
+    def gotLength(self, length):  # noqa: N802 (twisted's name): the headers are in, no body yet
+        channel = self.channel  # the request line is the channel's until the body is in
+        headers = [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
+        path = channel._path.decode("latin-1").split("?")[0]
+        self._limit = body_limit(channel._command.decode("latin-1"), path, headers)
+        self._received = 0
+        if length is not None and length > self._limit:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):  # noqa: N802
+        if self._refused:
+            return
+        self._received += len(data)
+        if self._received > self._limit:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):  # noqa: N802
+        if not self._refused:  # a refused request never reaches the application
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.content = None
+        self.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the answer
+        body = refusal(self._limit)
+        transport = self.channel.transport
+        transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        transport.loseConnection()  # after the answer is written; nothing more is read
+
+
 def install_daphne_gate() -> None:
-    """Make daphne build its requests as LimitedWebRequest (its factory names the class it uses
-    at each connection, so this holds for every connection made after the application loads)."""
-    from daphne import http_protocol
-
-    http_protocol.WebRequest = _limited_web_request(http_protocol.WebRequest)
-
-
-def _limited_web_request(base):
-    if getattr(base, "body_gate", False):
-        return base
-
-    class LimitedWebRequest(base):
-        """daphne's request, refusing an oversized body at its headers or as it streams in."""
-
-        body_gate = True
-        _refused = False
-
-        def gotLength(self, length):  # noqa: N802 (twisted's name): the headers are in, no body yet
-            channel = self.channel  # the request line is the channel's until the body is in
-            headers = [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
-            path = channel._path.decode("latin-1").split("?")[0]
-            self._limit = body_limit(channel._command.decode("latin-1"), path, headers)
-            self._received = 0
-            if length is not None and length > self._limit:
-                self._refuse()
-                return
-            super().gotLength(length)
-
-        def handleContentChunk(self, data):  # noqa: N802
-            if self._refused:
-                return
-            self._received += len(data)
-            if self._received > self._limit:
-                self._refuse()
-                return
-            super().handleContentChunk(data)
-
-        def requestReceived(self, command, path, version):  # noqa: N802
-            if not self._refused:  # a refused request never reaches the application
-                super().requestReceived(command, path, version)
-
-        def _refuse(self) -> None:
-            self._refused = True
-            self.content = None
-            self.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the answer
-            body = refusal(self._limit)
-            transport = self.channel.transport
-            transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
-            transport.loseConnection()  # after the answer is written; nothing more is read
-
-    return LimitedWebRequest
+    """Make daphne build its requests as LimitedWebRequest: its factory looks the class up in its
+    module at each connection, so this holds for every connection made after the application loads."""
+    http_protocol.WebRequest = LimitedWebRequest
