@@ -5,7 +5,6 @@ is an atomic conditional update plus a stored `state` event."""
 
 from collections import Counter, defaultdict, deque
 from datetime import timedelta
-from functools import partial
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -86,7 +85,7 @@ def job_submit(
             JobInput.objects.bulk_create(_inputs(job, KINDS[kind], clean))
             events_append(job.id, [_state_event(JobState.QUEUED, queue=job.queue)])
             # robust: with the broker down the job stays queued and the reconciler sends it later.
-            transaction.on_commit(partial(_take_turn, job), robust=True)
+            transaction.on_commit(lambda: _take_turn(job), robust=True)
     except IntegrityError:  # a concurrent request with the same key won the race
         return Job.objects.get(project=project, created_by=user, idempotency_key=key), False
     return job, True
@@ -157,7 +156,7 @@ def jobs_release(*, queue: str, fresh: int | None = None) -> list[int]:
         for job_id in released:
             if job_id != fresh:
                 events_append(job_id, [("log", {"level": "info", "message": "Its turn came: sent to the workers."})])
-            transaction.on_commit(partial(job_enqueue, job_id=job_id), robust=True)
+            transaction.on_commit(lambda job_id=job_id: job_enqueue(job_id=job_id), robust=True)
     return released
 
 
@@ -185,7 +184,7 @@ def job_cancel(*, job: Job) -> Job:
         state=JobState.CANCELLED, cancel_requested_at=now, finished_at=now
     ):
         events_append(job.id, [_state_event(JobState.CANCELLED, reason="Cancelled before it started.")], state=JobState.CANCELLED)
-        transaction.on_commit(partial(_release_after, job.id), robust=True)
+        transaction.on_commit(lambda: _release_after(job.id), robust=True)
     elif Job.objects.filter(id=job.id, state=JobState.RUNNING, cancel_requested_at__isnull=True).update(
         cancel_requested_at=now
     ):
@@ -260,7 +259,7 @@ def job_finish(
             return False
         live = {name: fields[name] for name in ("state", "progress") if name in fields}
         events_append(job_id, [_state_event(state, error=error, result=result)], **live)
-        transaction.on_commit(partial(_release_after, job_id), robust=True)
+        transaction.on_commit(lambda: _release_after(job_id), robust=True)
     return True
 
 
