@@ -2,8 +2,11 @@
 3-colour classifier (dataset, model, artifacts) made directly in the database for the page tests."""
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -80,3 +83,20 @@ def make_artifact(model: Model, *, fmt="openvino_ir", precision="fp32", origin=O
         primary=files[0]["name"], sha256=files[0]["sha256"], size_bytes=sum(f["size"] for f in files),
         inspection=inspection, metrics=metrics or {},
     )
+
+
+def at_once(count: int, call) -> list:
+    """`call(i)` in `count` threads released together; each result, or the exception it raised."""
+    start = threading.Barrier(count)
+
+    def one(index: int):
+        start.wait()
+        try:
+            return call(index)
+        except Exception as exc:  # the answer under test
+            return exc
+        finally:
+            connection.close()  # each thread's own connection
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))

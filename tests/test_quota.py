@@ -2,19 +2,15 @@
 claimed by exactly one dataset or model. Real threads against the real database; the state after
 (rows, bytes, files) is asserted, not only the answers."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
-from django.db import connection
-
-from tests.archive_builders import class_entries, make_zip
 from django.test import Client
 
-from tests.helpers import make_artifact, make_model, uploaded
+from tests.archive_builders import class_entries, make_zip
+from tests.helpers import at_once, make_artifact, make_model, uploaded
 from webapp.core.quota import QuotaExceeded, team_bytes_used, team_quota_bytes
 from webapp.datasets.models import Dataset
 from webapp.jobs.models import Job
@@ -45,23 +41,6 @@ def clients(user, count: int) -> list[Client]:
     for client in made:
         client.force_login(user)
     return made
-
-
-def at_once(count: int, call) -> list:
-    """`call(i)` in `count` threads released together; each result, or the exception it raised."""
-    start = threading.Barrier(count)
-
-    def one(index: int):
-        start.wait()
-        try:
-            return call(index)
-        except Exception as exc:  # the answer under test
-            return exc
-        finally:
-            connection.close()  # each thread's own connection
-
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(one, range(count)))
 
 
 def test_parallel_uploads_reserve_no_more_than_the_quota(transactional_db, alice, project):

@@ -4,9 +4,10 @@ team always keeps an owner, and the team switcher."""
 import re
 
 import pytest
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 
 from tests.conftest import make_user
+from tests.helpers import at_once
 from webapp.teams import services
 from webapp.teams.models import Membership, Role, Team
 
@@ -80,6 +81,14 @@ def test_it_lets_an_account_own_as_many_teams_as_the_setting_says(client, alice,
     assert response.status_code == 403 and "You own 2 teams" in response.json()["detail"]
     assert client.post("/teams/", {"name": "Three"}).status_code == 403
     assert sorted(Team.objects.values_list("name", flat=True)) == ["One", "Two"]
+
+
+def test_parallel_creations_cannot_pass_the_limit_together(transactional_db, alice, settings):
+    settings.TEAMS_PER_USER = 1
+    results = at_once(10, lambda i: services.team_create(name=f"Team {i}", creator=alice))
+    assert sum(isinstance(result, Team) for result in results) == 1
+    assert all(isinstance(result, PermissionDenied) for result in results if not isinstance(result, Team))
+    assert Team.objects.count() == 1 and Membership.objects.filter(user=alice, role=Role.OWNER).count() == 1
 
 
 # --- Adding members ---------------------------------------------------------------------------------

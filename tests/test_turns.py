@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from tests.test_quota import at_once
+from tests.helpers import at_once
 from webapp.jobs import services
 from webapp.jobs.models import Job, JobEvent, JobState
 from webapp.projects.models import Project
