@@ -145,14 +145,17 @@ def jobs_release(*, queue: str, fresh: int | None = None) -> list[int]:
         last_turn = dict(theirs.annotate(at=Max("released_at")).values_list("project__team_id", "at"))
         now = timezone.now()
         order = sorted(lines, key=lambda team: (team in last_turn, last_turn.get(team, now), lines[team][0]))
-        while any(lines[team] and (limit is None or started[team] < limit) for team in order):
-            for team in order:
-                if lines[team] and (limit is None or started[team] < limit):
-                    job_id = lines[team].popleft()
-                    at = now + timedelta(microseconds=len(released))  # the turns' order, for the next release
-                    if Job.objects.filter(id=job_id, state=JobState.QUEUED, released_at__isnull=True).update(released_at=at):
-                        started[team] += 1
-                        released.append(job_id)
+
+        def may_go(team: int) -> bool:
+            return bool(lines[team]) and (limit is None or started[team] < limit)
+
+        while any(map(may_go, order)):  # rounds: one job of each team that may go
+            for team in filter(may_go, order):
+                job_id = lines[team].popleft()
+                at = now + timedelta(microseconds=len(released))  # the turns' order, for the next release
+                if Job.objects.filter(id=job_id, state=JobState.QUEUED, released_at__isnull=True).update(released_at=at):
+                    started[team] += 1
+                    released.append(job_id)
         for job_id in released:
             if job_id != fresh:
                 events_append(job_id, [("log", {"level": "info", "message": "Its turn came: sent to the workers."})])
