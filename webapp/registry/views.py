@@ -20,6 +20,7 @@ from webapp.registry.selectors import (
     artifact_for_user, artifacts_of_model, chosen_init_artifact, lineage, model_for_user, training_runs_of_model,
 )
 from webapp.uploads.models import Upload
+from workers.pipeline import preprocessing as recipe
 from workers.pipeline.architectures import ARCHITECTURES
 
 
@@ -110,6 +111,10 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
         "artifacts": artifacts,
         "graph": lineage(artifacts),
         "can_write": role_allows(role, Action.WRITE),
+        "preprocessing": recipe.complete(model.preprocessing),
+        "recipe": recipe.describe(model.preprocessing),
+        "resizes": recipe.RESIZES,
+        "input_note": services.model_input_note(model=model, artifacts=artifacts),
     }
     return render(request, "registry/model_detail.html", context)
 
@@ -119,13 +124,12 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
 def model_edit(request: HttpRequest, model_id: int) -> HttpResponse:
     model = model_for_user(request.user, model_id, Action.WRITE)
     post = request.POST
-    preprocessing = {
+    preprocessing = {key: post[key] for key in ("fit", "crop", "resize", "value_range", "layout", "color") if key in post}
+    preprocessing.update({
         "input_size": [post.get("input_height"), post.get("input_width")],
-        "layout": post.get("layout"),
-        "color": post.get("color"),
         "mean": [v for v in post.get("mean", "").replace(",", " ").split()],
         "std": [v for v in post.get("std", "").replace(",", " ").split()],
-    }
+    })
     try:
         services.model_update(
             model=model, name=post.get("name"), description=post.get("description", ""), labels=post.get("labels", ""),
@@ -164,6 +168,7 @@ def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "job": artifact.job,
         "inspection": artifact.inspection,
         "lineage": services.artifact_lineage(artifact),
+        "recipe": recipe.describe(artifact.model.preprocessing),
         "can_write": role_allows(role, Action.WRITE),
         **artifact_panels(artifact),  # convert, quantize and measure (webapp.optimize)
     }

@@ -8,6 +8,7 @@ from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact, Origin
 from webapp.registry.services import artifact_record
 from workers.kinds.staging import published, staged_model, staging
+from workers.pipeline import preprocessing as recipe
 from workers.runner import JobRun
 
 
@@ -39,12 +40,16 @@ def perform(run: JobRun) -> dict:
 
 
 def _embedded(preprocessing: dict, size: tuple[int, int]) -> dict:
-    """The model's preprocessing, as the IR will do it: it takes u8 NHWC RGB images of any size."""
+    """The model's preprocessing, as the IR will do it: it takes u8 NHWC RGB images of any size
+    (the crop stays with whoever feeds it: evaluation and classify.py cut the picture out first)."""
+    spec = recipe.complete(preprocessing)
+
     def three(values: list) -> list:
         return values * 3 if len(values) == 1 else values
 
-    return {"layout": "NHWC", "color": "RGB", "model_color": preprocessing["color"], "input_size": list(size),
-            "mean": three(preprocessing["mean"]), "std": three(preprocessing["std"])}
+    return {"layout": "NHWC", "color": "RGB", "model_color": spec["color"], "input_size": list(size),
+            "mean": three(spec["mean"]), "std": three(spec["std"]), "resize": spec["resize"],
+            "value_range": spec["value_range"]}
 
 
 def _validation_images(run: JobRun, dataset_id: int | None) -> tuple[Path | None, list[str] | None]:
