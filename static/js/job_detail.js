@@ -276,6 +276,7 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
     if (data.result && (data.result.artifact || data.result.dataset)) showOutput(data.result);
     const cancel = $("cancel-form");
     if (cancel) cancel.hidden = TERMINAL.includes(state);
+    $("feed-status").hidden = TERMINAL.includes(state); // a finished job has nothing more to stream
     if (TERMINAL.includes(state)) $("job-eta").textContent = "—";
     if (state === "succeeded") showProgress(1, null);
     if (training) training.state(state, data.result);
