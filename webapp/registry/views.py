@@ -9,7 +9,7 @@ from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.jobs.kinds import KINDS
 from webapp.jobs.selectors import runs_series
-from workers.pipeline.architectures import TRAINABLE, defaults_for
+from workers.pipeline.architectures import PRETRAINED, TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format
@@ -62,7 +62,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
     fields = KINDS["train"].serializer().fields
     if request.method == "POST":
         params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
-        for flag in ("amp", "pretrained", "keep_best_on_cancel"):
+        for flag in ("amp", "pretrained", "keep_best_on_cancel", "flip"):
             params[flag] = flag in request.POST
         try:
             dataset = chosen_dataset(request.user, params)
@@ -80,6 +80,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         "init_artifacts": Artifact.objects.filter(model__project=project, ready_at__isnull=False,
                                                   format__in=["state_dict", "torchscript"]).select_related("model"),
         "defaults": {arch: {opt: defaults_for(arch, opt) for opt in ("adamw", "sgd")} for arch in TRAINABLE},
+        "pretrained_architectures": PRETRAINED,
         "selected": request.POST if request.method == "POST" else request.GET,
     }
     return render(request, "registry/model_train.html", context)

@@ -14,7 +14,7 @@ from workers.runner import JobRun
 
 # The job's parameters that are training settings (the rest name the data and the outcome).
 TRAIN_SETTINGS = ("architecture", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-                  "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "input_size", "seed",
+                  "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "flip", "input_size", "seed",
                   "early_stopping_patience", "amp", "workers", "pretrained")
 
 
