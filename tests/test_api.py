@@ -286,3 +286,12 @@ def test_it_404s_a_foreign_team_in_a_form_encoded_post(client, alice, team_a, te
     response = client.post("/api/v1/projects/", {"team": f"{team_c.id} ", "name": "Intruder"})
     assert response.status_code == 404
     assert not Project.objects.filter(team=team_c).exists()
+
+
+def test_the_favicon_is_the_logo_served_from_this_server(client):
+    from django.contrib.staticfiles import finders
+
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].startswith("/static/img/vintner")
+    assert response["Location"].endswith(".svg")  # the site's own file, no other host
+    assert finders.find("img/vintner.svg")

@@ -193,6 +193,21 @@ def test_a_model_uploads_and_its_artifact_downloads_with_the_same_bytes(alice_ho
     again = vintner(alice_home, "artifacts", "download", artifact["id"], "-o", folder)
     assert again.returncode == 2 and "exists" in again.stderr
 
+    # every preprocessing setting from the command line; those not given stay
+    from webapp.registry.models import Model
+
+    settings = vintner(alice_home, "models", "set", artifact["model"], "--input-size", "96x128", "--resize", "bicubic",
+                       "--crop", "0.9", "--fit", "stretch", "--value-range", "0-255", "--mean", "103.9,116.8,123.7",
+                       "--std", "1", "--color", "BGR")
+    assert settings.returncode == 0, settings.stderr
+    assert "stretch, crop 0.9, resize bicubic" in settings.stdout
+    expected = {"input_size": [96, 128], "fit": "stretch", "crop": 0.9, "resize": "bicubic", "value_range": "0-255",
+                "mean": [103.9, 116.8, 123.7], "std": [1.0, 1.0, 1.0], "color": "BGR", "layout": "NCHW"}
+    assert Model.objects.get(id=artifact["model"]).preprocessing == expected
+    refused = vintner(alice_home, "models", "set", artifact["model"], "--crop", "2", "--value-range", "0-1")
+    assert refused.returncode != 0 and "crop" in refused.stderr and "0–255 units" in refused.stderr
+    assert Model.objects.get(id=artifact["model"]).preprocessing == expected
+
 
 def test_an_outsider_cannot_follow_or_see_a_job(home, live_server_url, project, alice, charlie, team_c):
     job = Job.objects.create(project=project, kind="probe", created_by=alice, queue="optimize")

@@ -68,13 +68,18 @@ def test_equivalence_is_checked_on_a_datasets_images_with_fp16_weights(worker_ho
     assert finished(Dataset.objects.get(id=created.json()["id"]).import_job_id).state == JobState.SUCCEEDED
     source = source_artifact(client, alice, project, build.onnx_file(tmp_path / "tiny.onnx"))
     response = client.post(f"/api/v1/artifacts/{source.id}/convert/", {"precision": "fp16", "dataset": created.json()["id"],
-                           "embed_preprocessing": True}, content_type="application/json")
+                           "embed_preprocessing": True, "samples": 200}, content_type="application/json")
     job = finished(response.json()["id"])
     assert job.state == JobState.SUCCEEDED, job.error
     ir = Artifact.objects.get(id=job.result["artifact"])
     conversion = ir.metrics["conversion"]
     assert conversion["equivalence"]["source"] == "dataset" and conversion["equivalence"]["within_tolerance"]
     assert ir.precision == "fp16" and conversion["preprocessing"]
+    # more inputs asked for than the dataset has: all of its validation images, and the log says so
+    val = Dataset.objects.get(id=created.json()["id"]).items.filter(split="val").count()
+    assert conversion["equivalence"]["samples"] == val < 200
+    said = [event.data["message"] for event in job.events.filter(kind="log")]
+    assert any(f"has {val} validation images: the check runs on those, not the 200 asked for" in line for line in said)
     assert ir.inspection["inputs"][0]["dtype"] == "u8"
 
 

@@ -176,7 +176,7 @@ def test_labels_and_preprocessing_are_validated(alice, project, client):
     assert bad.status_code == 400
     errors = bad.json()
     assert {"preprocessing.input_size", "preprocessing.layout", "preprocessing.mean", "preprocessing.std"} <= set(errors)
-    good = client.patch(f"/api/v1/models/{model.id}/", {"labels": ["a", "b"], "preprocessing": {"input_size": [96, 128], "layout": "NHWC", "color": "BGR", "mean": [0], "std": [255]}}, content_type="application/json")
+    good = client.patch(f"/api/v1/models/{model.id}/", {"labels": ["a", "b"], "preprocessing": {"input_size": [96, 128], "layout": "NHWC", "color": "BGR", "value_range": "0-255", "mean": [0], "std": [255]}}, content_type="application/json")
     assert good.status_code == 200 and good.json()["preprocessing"]["input_size"] == [96, 128]
 
 

@@ -17,6 +17,7 @@ import pytest
 import redis
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from tests.servers import ServiceProcess, free_port, wait_for
 
@@ -157,9 +158,14 @@ def test_it_lets_the_configured_admin_sign_in(one_box):
     assert "sessionid" in {cookie.name for cookie in jar}
     with opener.open(f"{one_box.url}/api/v1/teams/", timeout=10) as response:
         assert response.status == 200  # the session authenticates
+    # framed at the end of start-up, once the web server listens and the worker answers
+    wait_for(lambda: "│ Vintner is running at" in one_box.process.log(), timeout=90, what="the framed start-up lines")
     log = one_box.process.log()
     assert f"First admin created: username '{ADMIN_USERNAME}'" in log
     assert ADMIN_PASSWORD not in log
+    framed = re.search(r"┌─+┐\n│ Vintner is running at (\S+) .*│\n│ First admin created: username '(\w+)' .*│\n└─+┘", log)
+    assert framed and framed.group(1) == f"{one_box.url}/" and framed.group(2) == ADMIN_USERNAME, log[-3000:]
+    assert log.index("Listening on TCP address") < framed.start()
 
 
 def test_it_starts_a_worker_that_reports_to_the_database(one_box):
@@ -214,3 +220,12 @@ def test_it_prints_generated_admin_credentials_once(monkeypatch):
     assert match, first.getvalue()
     assert authenticate(username="admin", password=match.group(1)).is_superuser
     assert second.getvalue() == ""
+
+    # a lost password: a new one, printed once; the old one stops working
+    reset = StringIO()
+    call_command("ensure_admin", "--reset-password", stdout=reset)
+    new = re.search(r"New password for site admin 'admin': '([^']+)'", reset.getvalue()).group(1)
+    assert new != match.group(1) and authenticate(username="admin", password=new).is_superuser
+    assert authenticate(username="admin", password=match.group(1)) is None
+    with pytest.raises(CommandError, match="No site admin is named 'nobody'"):
+        call_command("ensure_admin", "--reset-password", "nobody")

@@ -104,6 +104,9 @@ class Client:
     def post(self, path: str, body: dict | None = None, *, what: str = "", headers: dict | None = None) -> Any:
         return self.request("POST", path, what=what, json=body or {}, headers=headers).json()
 
+    def patch(self, path: str, body: dict, *, what: str = "") -> Any:
+        return self.request("PATCH", path, what=what, json=body).json()
+
     def token_for(self, username: str, password: str) -> str:
         """POST /auth/token/ (form fields, like the README's curl)."""
         response = self.request("POST", "auth/token/", data={"username": username, "password": password})

@@ -279,13 +279,46 @@ def cmd_models_show(args) -> int:
     if args.json:
         print_json(model)
         return EXIT_OK
-    print_fields([("model", f"#{model['id']} {model['name']}"), ("project", model["project"]),
-                  ("labels", ", ".join(model["labels"])), ("preprocessing", json.dumps(model["preprocessing"]))])
+    show_model_settings(model)
     print()
     print_table(artifact_rows(model["artifacts"]), [
         ("artifact", "id"), ("state", "state"), ("origin", "origin"), ("format", "format"), ("precision", "precision"),
         ("parent", "parent"), ("size", "size"), ("job", "job")])
     return EXIT_OK
+
+
+PREPROCESSING_OPTIONS = ("fit", "crop", "resize", "value_range", "color", "layout")
+
+
+def cmd_models_set(args) -> int:
+    """Change a model's labels and preprocessing settings; those not given stay as they are."""
+    preprocessing = {name: getattr(args, name) for name in PREPROCESSING_OPTIONS if getattr(args, name) is not None}
+    if args.input_size is not None:
+        height, _, width = args.input_size.lower().partition("x")
+        preprocessing["input_size"] = [height, width or height]
+    for name in ("mean", "std"):
+        if getattr(args, name) is not None:
+            preprocessing[name] = [v for v in getattr(args, name).replace(",", " ").split()]
+    body = {"preprocessing": preprocessing} if preprocessing else {}
+    if args.labels is not None:
+        body["labels"] = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if not body:
+        raise UsageError("Say what to change: --labels or a preprocessing option (see --help).")
+    model = connect(args).patch(f"models/{args.model}/", body, what=f"Model {args.model}")
+    if args.json:
+        print_json(model)
+    else:
+        show_model_settings(model)
+    return EXIT_OK
+
+
+def show_model_settings(model: dict) -> None:
+    pre = model["preprocessing"]
+    print_fields([("model", f"#{model['id']} {model['name']}"), ("labels", ", ".join(model["labels"])),
+                  ("input size", "×".join(map(str, pre["input_size"])) + " (h×w)"),
+                  ("fit", f"{pre.get('fit', 'crop')}, crop {pre.get('crop', 0.875)}, resize {pre.get('resize', 'bilinear')}"),
+                  ("values", f"{pre.get('value_range', '0-1')}, mean {pre['mean']}, std {pre['std']}"),
+                  ("network", f"{pre['color']}, {pre['layout']}")])
 
 
 def cmd_models_upload(args) -> int:
@@ -528,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto (default): class folders make a labelled dataset, loose images an unlabelled one; "
                              "unlabelled: every image, its folders not classes (for calibration only)")
 
-    models = noun("models", "models: upload, list, show, compare")
+    models = noun("models", "models: upload, list, show, set, compare")
     listing = command(models, "list", cmd_models_list, "a project's models", [as_json])
     listing.add_argument("project", type=int)
     show = command(models, "show", cmd_models_show, "one model and its artifacts", [as_json])
@@ -543,6 +576,20 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--architecture", default="", help="for a state_dict: its torchvision architecture, e.g. resnet18")
     upload.add_argument("--num-classes", type=int, help="for a state_dict: its class count")
     upload.add_argument("--labels", help="class names, comma-separated")
+    settings = command(models, "set", cmd_models_set,
+                       "change a model's labels and preprocessing (settings not given stay as they are)", [as_json])
+    settings.add_argument("model", type=int)
+    settings.add_argument("--labels", help="class names in output order, comma-separated")
+    settings.add_argument("--input-size", metavar="HxW", help="the size the network sees, e.g. 224 or 299x299")
+    settings.add_argument("--fit", help="crop: resize the short side to size/crop, cut out the centre (torchvision); "
+                                        "stretch: cut out the centre crop share, resize to the size")
+    settings.add_argument("--crop", help="the share of the image kept, 0.25-1 (0.875: 224 of 256; 1: no crop)")
+    settings.add_argument("--resize", help="bilinear, bicubic or nearest")
+    settings.add_argument("--value-range", dest="value_range", help="0-1 (pixels / 255 first) or 0-255")
+    settings.add_argument("--mean", help="one number or three, comma-separated, in the value range's units")
+    settings.add_argument("--std", help="one number or three, comma-separated, in the value range's units")
+    settings.add_argument("--color", help="the network's channel order: RGB or BGR")
+    settings.add_argument("--layout", help="the network's input layout: NCHW or NHWC")
     compare = command(models, "compare", cmd_models_compare, "a model's artifacts side by side", [as_json])
     compare.add_argument("model", type=int)
     compare.add_argument("--dataset", type=int, help="top-1 from evaluations on this dataset")

@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from webapp.core.tokens import TokenView
-from webapp.core.views import healthz
+from webapp.core.views import favicon, healthz
 from webapp.datasets import api as datasets_api
 from webapp.datasets import views as datasets_views
 from webapp.hosts import api as hosts_api
@@ -107,6 +107,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/log/", jobs_views.job_log, name="job_log"),
     path("workers/", hosts_views.worker_list, name="worker_list"),
     path("healthz", healthz, name="healthz"),
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),

@@ -278,6 +278,7 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
     if (cancel) cancel.hidden = TERMINAL.includes(state);
     const waiting = $("job-waiting"); // why it waited its turn: over once it started or ended
     if (waiting && state !== "queued") waiting.hidden = true;
+    $("feed-status").hidden = TERMINAL.includes(state); // a finished job has nothing more to stream
     if (TERMINAL.includes(state)) $("job-eta").textContent = "—";
     if (state === "succeeded") showProgress(1, null);
     if (training) training.state(state, data.result);

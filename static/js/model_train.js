@@ -39,6 +39,15 @@
     }
     const size = field("input_size");
     size.min = String(minInputSize(arch));
+    // Only architectures with published ImageNet weights can start from them: the box says so.
+    const pretrained = field("pretrained");
+    const weights = pretrained.dataset.architectures.split(" ").includes(arch);
+    pretrained.disabled = !weights;
+    if (!weights) pretrained.checked = false;
+    else if (pretrained.dataset.wasChecked) pretrained.checked = pretrained.dataset.wasChecked === "1";
+    const pretrainedNote = form.querySelector("[data-testid=train-pretrained-note]");
+    pretrainedNote.hidden = weights;
+    pretrainedNote.textContent = weights ? "" : `${arch} has no pretrained weights: it trains from scratch.`;
     const note = form.querySelector("[data-testid=train-arch-note]");
     const batch = values.batch_size ? ` For ${arch}, a batch of ${values.batch_size} fits a 16 GB GPU with mixed precision.` : "";
     note.textContent = "Empty fields take the architecture's default, shown in grey." + batch +
@@ -84,6 +93,10 @@
     if (first) first.focus({ preventScroll: false });
   }
 
+  const pretrainedBox = field("pretrained");
+  const remember = () => { pretrainedBox.dataset.wasChecked = pretrainedBox.checked ? "1" : "0"; };
+  remember(); // the choice comes back when the architecture has weights again
+  pretrainedBox.addEventListener("change", remember);
   architecture.addEventListener("change", showDefaults);
   optimizer.addEventListener("change", showDefaults);
   field("init_artifact").addEventListener("change", followInit);

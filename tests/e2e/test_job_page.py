@@ -86,7 +86,10 @@ def test_it_follows_a_probe_live_replays_it_after_a_reload_and_shows_it_succeed(
     expect(by_testid(page, "job-state")).to_have_text("succeeded", timeout=30_000)
     expect(by_testid(page, "job-percent")).to_have_text("100%")
     expect(by_testid(page, "cancel-form")).to_be_hidden()
+    expect(by_testid(page, "feed-status")).to_be_hidden()  # finished: nothing more is live
     expect(by_testid(page, "job-result")).to_contain_text("median_gflops")
+    expect(by_testid(page, "job-params").locator("[data-param=rounds]")).to_have_text("40")  # a list, not JSON
+    expect(by_testid(page, "job-params")).not_to_contain_text("{")
     assert rounds_seen(page) == list(range(1, 41))
     stored = [event.data["message"] for event in events(job_id, "log")]
     expect(log_lines(page)).to_have_count(len(stored))

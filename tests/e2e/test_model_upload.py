@@ -258,11 +258,26 @@ def test_alice_uploads_torchscript_watches_the_inspection_edits_the_model_and_do
     edit.get_by_label("Color order").select_option("BGR")
     edit.get_by_label("Mean", exact=True).fill("0.5, 0.5, 0.5")
     edit.get_by_label("Std", exact=True).fill("0.25")
+    # the whole recipe: how the image is fitted, cropped and resized, and the value range
+    edit.locator("[name=fit]").select_option("stretch")
+    edit.locator("[name=crop]").fill("0.9")
+    edit.locator("[name=resize]").select_option("bicubic")
+    edit.locator("[name=value_range]").select_option("0-255")
     edit.get_by_role("button", name="Save").click()
     expect(page.locator(".message").first).to_contain_text("Saved.")
     model = Model.objects.get(id=artifact.model_id)
     assert model.labels == ["cat", "dog", "bird"] and model.description == "Scripted in the test"
-    assert model.preprocessing == {"input_size": [32, 48], "layout": "NCHW", "color": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.25]}
+    assert model.preprocessing == {"input_size": [32, 48], "layout": "NCHW", "color": "BGR", "mean": [0.5, 0.5, 0.5],
+                                   "std": [0.25, 0.25, 0.25], "fit": "stretch", "crop": 0.9, "resize": "bicubic",
+                                   "value_range": "0-255"}
+    expect(by_testid(page, "preprocessing-recipe").first).to_contain_text("centre 0.9 kept, stretched (bicubic) to 32×48")
+    # mean in 0-255 units with the 0-1 range is refused in words, and nothing changes
+    edit = by_testid(page, "model-edit")
+    edit.locator("[name=value_range]").select_option("0-1")
+    edit.get_by_label("Mean", exact=True).fill("123.7 116.3 103.5")
+    edit.get_by_role("button", name="Save").click()
+    expect(page.locator(".message.error")).to_contain_text("choose the value range 0–255")
+    assert Model.objects.get(id=artifact.model_id).preprocessing == model.preprocessing
     edit = by_testid(page, "model-edit")
     expect(edit.get_by_label("Class labels")).to_have_value("cat\ndog\nbird\n")
     expect(edit.get_by_label("Input width")).to_have_value("48")

@@ -90,6 +90,15 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     expect(form.get_by_label("Dataset")).to_have_value(str(dataset.id))
     expect(form.get_by_label("Dataset")).to_contain_text(f"colours v1 · 3 classes · {3 * PER_CLASS} images")
     form.get_by_label("Model name").fill("colours")
+    expect(form.locator("[name=pretrained]")).to_be_checked()
+    expect(form.locator("[name=flip]")).not_to_be_checked()  # flips are a choice: wrong for digits and text
+    expect(form.get_by_label("Augmentation")).not_to_contain_text("flip")
+    form.get_by_label("Architecture").select_option("small_cnn")
+    expect(form.locator("[name=pretrained]")).to_be_disabled()  # no weights exist for it: the form says so
+    expect(by_testid(page, "train-pretrained-note")).to_have_text("small_cnn has no pretrained weights: it trains from scratch.")
+    form.get_by_label("Architecture").select_option("resnet18")
+    expect(form.locator("[name=pretrained]")).to_be_checked()
+    expect(by_testid(page, "train-pretrained-note")).to_be_hidden()
     form.get_by_label("Architecture").select_option("small_cnn")
     expect(form.locator("[name=input_size]")).to_have_attribute("placeholder", "default 32")
     expect(form.locator("[name=lr]")).to_have_attribute("placeholder", "default 0.003")
@@ -127,7 +136,7 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     page.wait_for_url(JOB_URL)
     job_id = int(JOB_URL.search(page.url).group(1))
     job = Job.objects.get(id=job_id)
-    assert job.kind == "train" and job.params["epochs"] == 6 and job.params["input_size"] == 16
+    assert job.kind == "train" and job.params["epochs"] == 6 and job.params["input_size"] == 16 and job.params["flip"] is False
     for chart in ("loss", "accuracy", "lr", "throughput"):
         expect(by_testid(page, f"chart-{chart}").locator("canvas")).to_be_visible()
     expect(by_testid(page, "charts-card")).to_be_hidden()  # no metric is left for the generic charts

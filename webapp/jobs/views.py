@@ -51,8 +51,26 @@ def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
         # runs that train show the training strip and charts from the start (QAT: a quantize job)
         "trains": job.kind == "train" or (job.kind == "quantize" and job.params.get("method") == "qat"),
         "waiting": job_waiting(job),
+        "params": params_readable(job.params),
     }
     return render(request, "jobs/job_detail.html", context)
+
+
+def params_readable(params: dict) -> list[tuple[str, str]]:
+    """A job's parameters as (name, value) lines a person reads: names with spaces, yes/no,
+    lists joined, unset values as “default”."""
+    def text(value) -> str:
+        if value is None or value == "":
+            return "default"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, list):
+            return ", ".join(text(item) for item in value) or "none"
+        if isinstance(value, dict):
+            return ", ".join(f"{key} {text(item)}" for key, item in value.items()) or "none"
+        return str(value)
+
+    return [(str(name).replace("_", " "), text(value)) for name, value in params.items()]
 
 
 @login_required

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count
 
 from webapp.registry.models import Artifact
+from workers.pipeline.preprocessing import complete
 
 
 def split_counts(dataset) -> dict[str, int]:
@@ -63,7 +64,9 @@ def input_channels(artifact: Artifact) -> int | None:
     if not inputs or len(inputs[0].get("shape") or []) != 4:
         return None
     shape = inputs[0]["shape"]
-    channels = shape[3] if inputs[0].get("dtype") == "u8" else shape[1]  # u8 input: embedded NHWC preprocessing
+    # u8 input: embedded NHWC preprocessing; else the layout the model's preprocessing declares
+    nhwc = inputs[0].get("dtype") == "u8" or complete(artifact.model.preprocessing)["layout"] == "NHWC"
+    channels = shape[3] if nhwc else shape[1]
     return channels if isinstance(channels, int) and channels > 0 else None
 
 

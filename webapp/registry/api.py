@@ -61,7 +61,10 @@ class ModelUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     labels = serializers.ListField(child=serializers.CharField(), required=False)
-    preprocessing = serializers.DictField(required=False, help_text="input_size [h, w], layout NCHW|NHWC, color RGB|BGR, mean, std.")
+    preprocessing = serializers.DictField(required=False, help_text=(
+        "The settings to change; the others stay. input_size [h, w]; fit crop|stretch; crop 0.25-1 (the share "
+        "kept); resize bilinear|bicubic|nearest; value_range 0-1|0-255; mean, std (one number or three, in the "
+        "value range's units); color RGB|BGR; layout NCHW|NHWC."))
 
 
 class ProjectModelsView(APIView):

@@ -4,6 +4,7 @@ from django.db import models
 from webapp.jobs.models import ACTIVE_STATES, Job
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
+from workers.pipeline import preprocessing
 
 
 class Format(models.TextChoices):
@@ -25,8 +26,9 @@ class Origin(models.TextChoices):
 
 
 def default_preprocessing() -> dict:
-    """ImageNet conventions, which torchvision models expect; users edit them per model."""
-    return {"input_size": [224, 224], "layout": "NCHW", "color": "RGB", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    """ImageNet conventions, which torchvision models expect; users edit them per model
+    (every setting: workers/pipeline/preprocessing.py)."""
+    return preprocessing.default_preprocessing()
 
 
 class Model(models.Model):

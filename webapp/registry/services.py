@@ -3,7 +3,6 @@ what a job built, downloads, deletion. Artifacts are immutable once ready; jobs 
 
 import hashlib
 import json
-import math
 import re
 import tempfile
 import zipfile
@@ -26,8 +25,8 @@ from webapp.registry.models import Artifact, Format, Model, Origin
 from webapp.registry.selectors import active_jobs_of_model, active_jobs_using
 from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
+from workers.pipeline import preprocessing as recipe
 
-LAYOUTS, COLORS = ("NCHW", "NHWC"), ("RGB", "BGR")
 NUM_CLASSES_MAX = 1_000_000  # more outputs than a classifier has, and far below the column's 2**31 - 1
 
 
@@ -54,32 +53,12 @@ def num_classes_clean(value) -> int | None:
 
 
 def preprocessing_clean(value: dict) -> dict:
-    """input_size [h, w], layout, color order, mean and std (one or three numbers each)."""
-    errors = {}
+    """Every setting of workers/pipeline/preprocessing.py checked, unset ones at their defaults."""
     try:
-        size = [int(v) for v in value.get("input_size", [])]
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
-        size = []
-    if len(size) != 2 or not all(8 <= v <= 4096 for v in size):
-        errors["preprocessing.input_size"] = "Input size is two whole numbers [height, width], each from 8 to 4096."
-    if value.get("layout") not in LAYOUTS:
-        errors["preprocessing.layout"] = f"Layout is one of {', '.join(LAYOUTS)}."
-    if value.get("color") not in COLORS:
-        errors["preprocessing.color"] = f"Color order is one of {', '.join(COLORS)}."
-    numbers = {}
-    for name in ("mean", "std"):
-        try:
-            numbers[name] = [float(v) for v in value.get(name, [])]
-        except (TypeError, ValueError, OverflowError):
-            numbers[name] = []
-        if len(numbers[name]) not in (1, 3) or not all(math.isfinite(v) for v in numbers[name]):
-            # float() reads "nan" and "inf"; a JSON column can store neither
-            errors[f"preprocessing.{name}"] = f"{name.capitalize()} is one number or three (one per channel), each finite."
-    if "preprocessing.std" not in errors and any(v <= 0 for v in numbers["std"]):
-        errors["preprocessing.std"] = "Every std value must be above zero."
-    if errors:
-        raise ValidationError(errors)
-    return {"input_size": size, "layout": value["layout"], "color": value["color"], **numbers}
+        return recipe.clean(value)
+    except recipe.PreprocessingError as error:
+        raise ValidationError({("preprocessing" if key == "preprocessing" else f"preprocessing.{key}"): message
+                               for key, message in error.errors.items()}) from None
 
 
 def model_upload(
@@ -198,8 +177,10 @@ def model_update(*, model: Model, name: str | None = None, description: str | No
         outputs = {a.num_classes for a in model.artifacts.all() if a.num_classes}
         if model.labels and outputs and len(model.labels) not in outputs:
             raise ValidationError({"labels": f"The model has {' or '.join(map(str, sorted(outputs)))} outputs; you gave {len(model.labels)} class names."})
-    if preprocessing is not None:
-        model.preprocessing, fields = preprocessing_clean(preprocessing), fields + ["preprocessing"]
+    if preprocessing is not None:  # the settings given replace the model's; the others stay
+        merged = {**recipe.complete(model.preprocessing), **preprocessing} if isinstance(preprocessing, dict) else preprocessing
+        model.preprocessing = preprocessing_clean(merged)
+        fields += ["preprocessing"]
     if fields:
         model.save(update_fields=[*fields, "updated_at"])
     return model
@@ -241,6 +222,46 @@ def artifact_publish(*, artifact: Artifact, folder: Path, fmt: str, primary: str
         upload_delete(upload=upload)  # the files now live with the artifact
 
 
+def model_input_from_artifact(*, artifact: Artifact) -> tuple[str, str] | None:
+    """What a newly inspected artifact's input says of its model's input size, as (log line, level):
+    a model's first artifact with a fixed image size sets the model's size and layout (a new model
+    has ImageNet's 224×224 NCHW); an input of unknown height and width is fed the model's size,
+    and the log says so, never silently."""
+    geometry = recipe.input_geometry(artifact.inspection.get("inputs") or [])
+    if geometry is None:
+        return None
+    model = artifact.model
+    current = recipe.complete(model.preprocessing)
+    height, width = current["input_size"]
+    shape = "[" + ", ".join(str(v) for v in artifact.inspection["inputs"][0]["shape"]) + "]"
+    if geometry["size"] is None:
+        return (f"The model's input {shape} has no fixed height and width: jobs feed it {height}×{width} images, "
+                f"the model's input size. If it expects another size, set it on the model's page.", "warning")
+    low, high = recipe.SIZE_RANGE
+    if (geometry["size"], geometry["layout"]) == (current["input_size"], current["layout"]) \
+            or not all(low <= v <= high for v in geometry["size"]):
+        return None
+    fixed = "×".join(map(str, geometry["size"]))
+    if model.artifacts.exclude(id=artifact.id).filter(ready_at__isnull=False).exists():
+        return (f"The model's input {shape} is {fixed} {geometry['layout']}; the model's preprocessing says "
+                f"{height}×{width} {current['layout']}. Jobs use the preprocessing: correct it on the model's page "
+                f"if it is wrong.", "warning")
+    model.preprocessing = {**current, "input_size": geometry["size"], "layout": geometry["layout"]}
+    model.save(update_fields=["preprocessing", "updated_at"])
+    return f"Input size set to {fixed} {geometry['layout']} from the model's input {shape}.", "info"
+
+
+def model_input_note(*, model: Model, artifacts: list[Artifact]) -> str:
+    """Said on the model's page while an artifact's input has no fixed height and width."""
+    for artifact in artifacts:
+        geometry = recipe.input_geometry(artifact.inspection.get("inputs") or []) if artifact.ready_at else None
+        if geometry and geometry["size"] is None:
+            height, width = recipe.complete(model.preprocessing)["input_size"]
+            return (f"Artifact {artifact.id}'s input has no fixed height and width: jobs feed it {height}×{width} "
+                    f"images, the input size set here. Make sure it is the size the model expects.")
+    return ""
+
+
 def artifact_delete(*, artifact: Artifact) -> None:
     """Refused while a job reads it; its children stay, with the link to it cut."""
     users = active_jobs_using([artifact])
@@ -278,18 +299,28 @@ def artifact_lineage(artifact: Artifact) -> list[dict]:
 
 
 def artifact_metadata(artifact: Artifact) -> dict:
+    """What metadata.json says: enough to feed the model exactly as Vintner evaluates it (every
+    preprocessing setting, the crop rule in words, whether the IR normalises images itself), and
+    nothing of the server (no paths)."""
     model = artifact.model
+    inputs = artifact.inspection.get("inputs", [])
+    embedded = bool(inputs) and inputs[0].get("dtype") == "u8"
+    steps = recipe.describe(model.preprocessing)
+    if embedded:
+        steps = steps.split(";")[0] + ("; the IR takes that picture as u8 NHWC RGB and does the rest itself "
+                                       "(colour order, value range, mean and std)")
     return {
         "model": model.name,
         "artifact": artifact.id,
         "format": artifact.format,
         "precision": artifact.precision,
         "labels": model.labels,
-        "preprocessing": model.preprocessing,
-        "inputs": artifact.inspection.get("inputs", []),
+        "preprocessing": {**recipe.complete(model.preprocessing), "embedded": embedded, "steps": steps},
+        "inputs": inputs,
         "outputs": artifact.inspection.get("outputs", []),
         "lineage": artifact_lineage(artifact),
-        "metrics": artifact.metrics,
+        "metrics": {name: ({k: v for k, v in section.items() if k != "folder"} if isinstance(section, dict) else section)
+                    for name, section in artifact.metrics.items()},  # artifacts made before jail paths were left out
     }
 
 

@@ -9,7 +9,7 @@ from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.jobs.kinds import KINDS
 from webapp.jobs.selectors import runs_series
-from workers.pipeline.architectures import TRAINABLE, defaults_for
+from workers.pipeline.architectures import PRETRAINED, TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format
@@ -20,6 +20,7 @@ from webapp.registry.selectors import (
     artifact_for_user, artifacts_of_model, chosen_init_artifact, lineage, model_for_user, training_runs_of_model,
 )
 from webapp.uploads.models import Upload
+from workers.pipeline import preprocessing as recipe
 from workers.pipeline.architectures import ARCHITECTURES
 
 
@@ -61,7 +62,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
     fields = KINDS["train"].serializer().fields
     if request.method == "POST":
         params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
-        for flag in ("amp", "pretrained", "keep_best_on_cancel"):
+        for flag in ("amp", "pretrained", "keep_best_on_cancel", "flip"):
             params[flag] = flag in request.POST
         try:
             dataset = chosen_dataset(request.user, params)
@@ -79,6 +80,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         "init_artifacts": Artifact.objects.filter(model__project=project, ready_at__isnull=False,
                                                   format__in=["state_dict", "torchscript"]).select_related("model"),
         "defaults": {arch: {opt: defaults_for(arch, opt) for opt in ("adamw", "sgd")} for arch in TRAINABLE},
+        "pretrained_architectures": PRETRAINED,
         "selected": request.POST if request.method == "POST" else request.GET,
     }
     return render(request, "registry/model_train.html", context)
@@ -110,6 +112,10 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
         "artifacts": artifacts,
         "graph": lineage(artifacts),
         "can_write": role_allows(role, Action.WRITE),
+        "preprocessing": recipe.complete(model.preprocessing),
+        "recipe": recipe.describe(model.preprocessing),
+        "resizes": recipe.RESIZES,
+        "input_note": services.model_input_note(model=model, artifacts=artifacts),
     }
     return render(request, "registry/model_detail.html", context)
 
@@ -119,13 +125,12 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
 def model_edit(request: HttpRequest, model_id: int) -> HttpResponse:
     model = model_for_user(request.user, model_id, Action.WRITE)
     post = request.POST
-    preprocessing = {
+    preprocessing = {key: post[key] for key in ("fit", "crop", "resize", "value_range", "layout", "color") if key in post}
+    preprocessing.update({
         "input_size": [post.get("input_height"), post.get("input_width")],
-        "layout": post.get("layout"),
-        "color": post.get("color"),
         "mean": [v for v in post.get("mean", "").replace(",", " ").split()],
         "std": [v for v in post.get("std", "").replace(",", " ").split()],
-    }
+    })
     try:
         services.model_update(
             model=model, name=post.get("name"), description=post.get("description", ""), labels=post.get("labels", ""),
@@ -164,6 +169,7 @@ def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "job": artifact.job,
         "inspection": artifact.inspection,
         "lineage": services.artifact_lineage(artifact),
+        "recipe": recipe.describe(artifact.model.preprocessing),
         "can_write": role_allows(role, Action.WRITE),
         **artifact_panels(artifact),  # convert, quantize and measure (webapp.optimize)
     }

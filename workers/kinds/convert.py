@@ -8,6 +8,7 @@ from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact, Origin
 from webapp.registry.services import artifact_record
 from workers.kinds.staging import published, staged_model, staging
+from workers.pipeline import preprocessing as recipe
 from workers.runner import JobRun
 
 
@@ -19,13 +20,14 @@ def perform(run: JobRun) -> dict:
     height = params.get("input_height") or preprocessing["input_size"][0]
     width = params.get("input_width") or preprocessing["input_size"][1]
     model, model_folder = staged_model(run, source, input_size=height)
-    dataset_folder, images = _validation_images(run, params.get("dataset"))
+    samples = params.get("samples", 4)  # jobs queued before it was a setting
+    dataset_folder, images = _validation_images(run, params.get("dataset"), samples)
     config = {
         "route": params["route"], "shape": params["shape"], "input_size": [height, width],
         "input_name": params["input_name"], "output_name": params["output_name"], "precision": params["precision"],
         "opset": params["opset"], "tolerance": params.get("tolerance"),
         "preprocessing": _embedded(preprocessing, (height, width)) if params["embed_preprocessing"] else None,
-        "samples": params.get("samples", 4),  # jobs queued before it was a setting
+        "samples": samples,
     }
     result = run.jailed(run.step, {"model": model, "config": config, "images": images},
                         reads=[model_folder] + ([dataset_folder] if dataset_folder else []))
@@ -39,23 +41,32 @@ def perform(run: JobRun) -> dict:
 
 
 def _embedded(preprocessing: dict, size: tuple[int, int]) -> dict:
-    """The model's preprocessing, as the IR will do it: it takes u8 NHWC RGB images of any size."""
+    """The model's preprocessing, as the IR will do it: it takes u8 NHWC RGB images of any size
+    (the crop stays with whoever feeds it: evaluation and classify.py cut the picture out first)."""
+    spec = recipe.complete(preprocessing)
+
     def three(values: list) -> list:
         return values * 3 if len(values) == 1 else values
 
-    return {"layout": "NHWC", "color": "RGB", "model_color": preprocessing["color"], "input_size": list(size),
-            "mean": three(preprocessing["mean"]), "std": three(preprocessing["std"])}
+    return {"layout": "NHWC", "color": "RGB", "model_color": spec["color"], "input_size": list(size),
+            "mean": three(spec["mean"]), "std": three(spec["std"]), "resize": spec["resize"],
+            "value_range": spec["value_range"]}
 
 
-def _validation_images(run: JobRun, dataset_id: int | None) -> tuple[Path | None, list[str] | None]:
-    """Up to 16 validation images of a dataset, spread over its classes (of an unlabelled one, its
-    first 16 images), for the equivalence check."""
+def _validation_images(run: JobRun, dataset_id: int | None, count: int) -> tuple[Path | None, list[str] | None]:
+    """`count` validation images of a dataset for the equivalence check, taken from each class in
+    turn (of an unlabelled one, its first images); fewer when it has fewer, and the log says so."""
     if not dataset_id:
         return None, None
     dataset = Dataset.objects.get(id=dataset_id)
     root = local_tree(dataset.storage_prefix, staging(run, "dataset"))
-    each = max(1, 16 // max(len(dataset.classes), 1))
-    picked = [item for label in dataset.classes for item in dataset.items.filter(split="val", label=label)[:each]]
-    if not dataset.labelled:
-        picked = list(dataset.items.order_by("index")[:16])
-    return root, [str(root / "images" / item.path) for item in picked[:16]]
+    if dataset.labelled:
+        per_class = [list(dataset.items.filter(split="val", label=label).order_by("index")[:count])
+                     for label in dataset.classes]
+        picked = [items[i] for i in range(count) for items in per_class if i < len(items)][:count]
+    else:
+        picked = list(dataset.items.order_by("index")[:count])
+    if len(picked) < count:
+        run.reporter.log(f"{dataset} has {len(picked)} {'validation ' if dataset.labelled else ''}images: the check "
+                         f"runs on those, not the {count} asked for.", level="warning")
+    return root, [str(root / "images" / item.path) for item in picked]

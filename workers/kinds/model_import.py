@@ -3,7 +3,7 @@
 
 from webapp.core.files import local_file
 from webapp.registry.models import Artifact, Format
-from webapp.registry.services import artifact_publish
+from webapp.registry.services import artifact_publish, model_input_from_artifact
 from workers.jail import checked_tree
 from workers.kinds.staging import published, staging
 from workers.pipeline.reporting import JobError
@@ -28,4 +28,7 @@ def perform(run: JobRun) -> dict:
         raise JobError("The model's inspection named a format or file it did not make, so nothing was published.")
     artifact_publish(artifact=artifact, folder=folder, fmt=result["format"], primary=result["primary"],
                      inspection=result["inspection"])
+    artifact.refresh_from_db()
+    if note := model_input_from_artifact(artifact=artifact):
+        run.reporter.log(note[0], level=note[1])
     return {"artifact": artifact.id, "format": result["format"], "parameters": result["inspection"].get("parameters")}

@@ -81,6 +81,7 @@ def _quantization_aware(run: JobRun, request: dict, reads: list[Path]) -> dict:
     params = run.params
     train = {"architecture": request["model"]["architecture"], "epochs": params["epochs"],
              "batch_size": params["batch_size"], "lr": params.get("lr"), "augment": params["augment"],
+             "flip": params.get("flip", False),
              "seed": params["seed"], "workers": params["workers"]}
     resume, save_checkpoint = epoch_checkpoints(run)
     try:

@@ -7,13 +7,14 @@ from webapp.registry.models import Artifact, Model, Origin
 from webapp.registry.services import artifact_record
 from workers.jail import StepCancelled, checked_tree
 from workers.kinds.staging import epoch_checkpoints, staged_model, staging
+from workers.pipeline.preprocessing import default_preprocessing
 from workers.pipeline.reporting import JobError
 from workers.runner import JobRun
 
 
 # The job's parameters that are training settings (the rest name the data and the outcome).
 TRAIN_SETTINGS = ("architecture", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-                  "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "input_size", "seed",
+                  "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "flip", "input_size", "seed",
                   "early_stopping_patience", "amp", "workers", "pretrained")
 
 
@@ -52,7 +53,8 @@ def _publish_trained(run: JobRun, params: dict, dataset, init, result: dict) -> 
         project=run.job.project, name=params["model_name"].strip(), defaults={"created_by": run.job.created_by})[0]
     size, classes = int(result["input_size"]), [str(name) for name in result["classes"]]
     model.labels = classes
-    model.preprocessing = {"input_size": [size, size], "layout": "NCHW", "color": "RGB",
+    # training validates with the default sizing rule (augment.val_transform), in RGB 0-1 NCHW
+    model.preprocessing = {**default_preprocessing(), "input_size": [size, size],
                            "mean": [float(v) for v in result["mean"]], "std": [float(v) for v in result["std"]]}
     model.save(update_fields=["labels", "preprocessing", "updated_at"])
     if "weights.pth" not in checked_tree(run.work / "out"):

@@ -14,6 +14,9 @@ ARCHITECTURES: tuple[str, ...] = (
 # Training also offers a small CNN of Vintner's own, for tiny images (any input size from 8 px).
 TRAINABLE: tuple[str, ...] = ARCHITECTURES + ("small_cnn",)
 
+# Those torchvision publishes ImageNet weights for (the small CNN has none).
+PRETRAINED: tuple[str, ...] = ARCHITECTURES
+
 # Per architecture: AdamW's learning rate and weight decay, SGD's, the input size, and a batch size
 # that fits a 16 GB GPU at that size with AMP.
 DEFAULTS = {

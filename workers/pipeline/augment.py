@@ -26,20 +26,25 @@ AUGMENTS = ("none", "light", "standard", "strong")
 GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "La"}
 
 
-def train_transform(preset: str, size: int, mean: Sequence[float]) -> v2.Transform:
-    """PIL RGB image -> uint8 [3, size, size] tensor, with the preset's random augmentation."""
-    if preset == "none":
-        return val_transform(size)
-    if preset == "light":
-        ops = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip()]
-    elif preset == "standard":
-        ops = [v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-               v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
-    elif preset == "strong":
-        ops = [v2.RandomResizedCrop(size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-               v2.RandAugment(num_ops=2, magnitude=9)]
-    else:
+def train_transform(preset: str, size: int, mean: Sequence[float], *, flip: bool = False) -> v2.Transform:
+    """PIL RGB image -> uint8 [3, size, size] tensor, with the preset's random augmentation.
+    No preset flips: a mirrored digit or letter is another one (or none), so horizontal flips
+    are a choice of their own (`flip`), right for most photographs."""
+    if preset not in AUGMENTS:
         raise JobError(f"augment is “{preset}”; it is one of {', '.join(AUGMENTS)}.")
+    if preset == "none" and not flip:
+        return val_transform(size)
+    smallest = {"light": 0.6, "standard": 0.35, "strong": 0.08}  # RandomResizedCrop's smallest share
+    if preset == "none":
+        ops = [v2.Resize(round(size / VAL_CROP), antialias=True), v2.CenterCrop(size)]
+    else:
+        ops = [v2.RandomResizedCrop(size, scale=(smallest[preset], 1.0), antialias=True)]
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    if preset == "standard":
+        ops.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
+    elif preset == "strong":
+        ops.append(v2.RandAugment(num_ops=2, magnitude=9))
     ops.append(v2.PILToTensor())
     if preset == "strong":
         # Erased pixels take the mean colour: zero once normalised, as erasing after Normalize gives.

@@ -1,20 +1,21 @@
 """How a model takes an image: a dataset file as the network's batch-1 input, through the model's
-preprocessing. Quantization (calibration), evaluation and accuracy checks share it. No Django.
+preprocessing (`workers/pipeline/preprocessing.py`). Quantization (calibration), evaluation and
+accuracy checks share it. No Django.
 
-Images are read by `data.open_image` and sized by training's own `augment.val_transform` (the
-short side resized to size / 0.875, then the centre cropped), so a trained model's accuracy
-here is the accuracy its training run reported. An IR with embedded preprocessing takes that
-crop as u8 NHWC RGB and normalises it itself; every other model takes a normalised float NCHW
-tensor in its own colour order.
+Images are read by `data.open_image` and sized by the model's rule (`preprocessing.fit_picture`:
+with the defaults, training's own validation transform to the pixel, so a trained model's
+accuracy here is the accuracy its training run reported). An IR with embedded preprocessing takes
+that picture as u8 NHWC RGB and normalises it itself; every other model takes the float input its
+preprocessing declares (layout, colour order, value range, mean and std).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from workers.pipeline.augment import val_transform
 from workers.pipeline.data import open_image
+from workers.pipeline.preprocessing import complete, fit_picture, network_input
 
 
 @dataclass(frozen=True)
@@ -24,30 +25,31 @@ class InputSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     color: str = "RGB"  # the network's channel order: "RGB" | "BGR"
     embedded: bool = False  # an IR that takes u8 NHWC RGB images and preprocesses them itself
+    recipe: dict = field(default_factory=dict, compare=False)  # the rest of the model's preprocessing
 
     @classmethod
     def of(cls, preprocessing: dict, *, embedded: bool = False) -> "InputSpec":
-        """From a registry model's preprocessing ({input_size, color, mean, std, …})."""
-        def three(values) -> tuple[float, float, float]:
-            values = [float(v) for v in values]
-            return tuple(values * 3 if len(values) == 1 else values)
+        """From a registry model's preprocessing ({input_size, fit, crop, resize, mean, std, …})."""
+        recipe = complete(preprocessing)
+        mean, std = (tuple(float(v) for v in recipe[key]) * (3 if len(recipe[key]) == 1 else 1) for key in ("mean", "std"))
+        height, width = recipe["input_size"]
+        return cls(size=(int(height), int(width)), mean=mean, std=std, color=recipe["color"], embedded=embedded,
+                   recipe={**recipe, "input_size": [int(height), int(width)], "mean": list(mean), "std": list(std)})
 
-        height, width = preprocessing["input_size"]
-        return cls(size=(int(height), int(width)), mean=three(preprocessing["mean"]), std=three(preprocessing["std"]),
-                   color=preprocessing.get("color", "RGB"), embedded=embedded)
+    @property
+    def preprocessing(self) -> dict:
+        return self.recipe or {**complete({}), "input_size": list(self.size), "mean": list(self.mean),
+                               "std": list(self.std), "color": self.color}
 
     def picture(self, path: Path) -> np.ndarray:
-        """The image as u8 H×W×3 RGB at the network's size, exactly as training validates."""
-        return val_transform(self.size)(open_image(path)).permute(1, 2, 0).numpy()
+        """The image as u8 H×W×3 RGB at the network's size, by the model's sizing rule."""
+        return np.asarray(fit_picture(open_image(path), self.preprocessing), dtype=np.uint8)
 
     def tensor(self, picture: np.ndarray) -> np.ndarray:
         """A u8 RGB picture as the network's batch-1 input."""
         if self.embedded:
             return np.ascontiguousarray(picture[None])
-        if self.color == "BGR":  # mean and std are in the network's channel order already
-            picture = picture[..., ::-1]
-        scaled = (picture.astype(np.float32) / 255.0 - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(scaled.transpose(2, 0, 1)[None])
+        return network_input(picture, self.preprocessing)
 
     def load(self, path: Path) -> np.ndarray:
         return self.tensor(self.picture(path))

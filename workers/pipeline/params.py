@@ -94,6 +94,7 @@ class TrainParams:
     gamma: float = param(0.1, min=0.0001, max=1)
     label_smoothing: float = param(0, min=0, max=0.99)
     augment: str = param("standard", choices=AUGMENTS)
+    flip: bool = param(False, help="Random horizontal flips: right for most photos, wrong for digits and text.")
     input_size: int | None = param(None, min=8, max=1024)
     seed: int = param(0, min=0, max=SEED_MAX)
     early_stopping_patience: int = param(0, min=0, help="0: off.")
@@ -125,6 +126,7 @@ class QuantizeParams:
     batch_size: int = param(32, min=1, max=4096)
     lr: float | None = param(None, min=1e-8, max=10, help="Default: a tenth of the architecture's training rate.")
     augment: str = param("light", choices=AUGMENTS)
+    flip: bool = param(False, help="Random horizontal flips: right for most photos, wrong for digits and text.")
     workers: int = param(2, min=0, max=64, help="Data-loader processes.")
     seed: int = param(0, min=0, max=SEED_MAX)
 

@@ -88,8 +88,9 @@ class QuantizeResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
+        """As stored on the artifact: without the folder, a path inside one job's jail."""
         facts = asdict(self)
-        facts["folder"] = str(self.folder)
+        del facts["folder"]
         for name in ("fp32", "int8"):  # the matrices are the evaluation's business; keep the figures
             if facts[name] is not None:
                 facts[name].pop("confusion")

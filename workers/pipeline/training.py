@@ -60,6 +60,7 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     augment: str = "standard"  # "none" | "light" | "standard" | "strong"
+    flip: bool = False  # random horizontal flips, on top of the preset (wrong for digits and text)
     input_size: int | None = None  # None: 224, small_cnn 32
     seed: int = 0
     early_stopping_patience: int = 0  # epochs without a better val top-1; 0: off
@@ -123,7 +124,7 @@ def validate(config: TrainConfig, *, classes: int, grayscale: bool = False) -> N
         raise bad("early_stopping_patience", "it must be 0 (off) or more")
     if not 0 <= number("workers", integer=True) <= 64:
         raise bad("workers", "it must be between 0 and 64")
-    for name in ("amp", "pretrained"):
+    for name in ("amp", "pretrained", "flip"):
         if not isinstance(getattr(config, name), bool):
             raise bad(name, "it must be true or false")
     channels = "3 values (R, G, B)" + (", or 1 for this grayscale dataset" if grayscale else "")
@@ -489,7 +490,7 @@ class _Run:
         reporter.log(
             f"{self.classes} classes, {len(self.data.train)} train / {len(self.data.val)} val images; "
             f"{config.architecture} at {config.input_size} px, batch {config.batch_size}, {config.optimizer} "
-            f"lr {config.lr:g} wd {config.weight_decay:g}, {config.schedule} schedule, augment {config.augment}, "
+            f"lr {config.lr:g} wd {config.weight_decay:g}, {config.schedule} schedule, augment {config.augment}{' + flips' if config.flip else ''}, "
             f"{config.epochs} epochs of {self.steps_per_epoch} steps")
         if resume is not None:
             self._restore(Path(resume))
@@ -500,7 +501,7 @@ class _Run:
                   "generator": torch.Generator().manual_seed(config.seed)}
         batch = min(config.batch_size, len(self.data.train))
         self.sampler = EpochSampler(len(self.data.train), config.seed)
-        train_set = ImageDataset(self.data.train, train_transform(config.augment, config.input_size, config.mean))
+        train_set = ImageDataset(self.data.train, train_transform(config.augment, config.input_size, config.mean, flip=config.flip))
         # A last batch of one image would break BatchNorm; drop it only then.
         self.train_loader = DataLoader(train_set, batch_size=batch, sampler=self.sampler,
                                        drop_last=len(self.data.train) % batch == 1, **common)

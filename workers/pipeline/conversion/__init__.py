@@ -15,14 +15,18 @@ Precision: "fp32" keeps FP32 weights; "fp16" stores them FP16-compressed (OpenVI
 them at run time).
 
 Preprocessing (optional) is embedded in the IR with OpenVINO's PrePostProcessor: the IR then takes
-u8 images (NHWC by default, RGB or BGR) of any height and width, and resizes (bilinear), converts
-colour, subtracts mean and divides by std itself. Keys of `ConvertConfig.preprocessing`:
+u8 images (NHWC by default, RGB or BGR) of any height and width, and resizes (by the model's
+method), converts colour, subtracts mean and divides by std itself. The crop is not embedded: who
+feeds the IR cuts the picture out by the model's rule (`workers/pipeline/preprocessing.py`), as
+evaluation and classify.py do. Keys of `ConvertConfig.preprocessing`:
     layout      "NHWC" (default) | "NCHW"       of the u8 image tensor the IR takes
     color       "RGB" (default) | "BGR"          channel order of those images
     model_color "RGB" | "BGR"                    what the network wants; default: the ONNX
                                                  metadata's Image.BitmapPixelFormat, else RGB
-    mean, std   3 numbers each, 0–1 units as torchvision writes them (default: ImageNet's),
-                in the network's channel order
+    mean, std   3 numbers each, in value_range's units (default: ImageNet's, 0–1 units as
+                torchvision writes them), in the network's channel order
+    value_range "0-1" (default: pixels ÷ 255 first) | "0-255"
+    resize      "bilinear" (default) | "bicubic" | "nearest"
     input_size  [H, W] the network sees (default: ConvertConfig.input_size)
 
 Equivalence: after saving, the IR is read back and compiled on CPU with FP32 inference precision
@@ -31,8 +35,8 @@ Equivalence: after saving, the IR is read back and compiled on CPU with FP32 inf
 choice allows (dynamic shapes: two batch sizes, and for "dynamic" two spatial sizes). The
 source is the PyTorch module already in memory (also for the ONNX route), or for an ONNX upload
 OpenVINO's own reading of the .onnx (there is no onnxruntime here). With embedded preprocessing the
-IR gets u8 images and the source gets the same images preprocessed here (the same bilinear
-resize, half-pixel centres, no antialiasing); without it, dataset images are resized to the input
+IR gets u8 images and the source gets the same images preprocessed here (the same resize,
+half-pixel centres, no antialiasing); without it, dataset images are resized to the input
 size and normalised with ImageNet's mean and std, the same tensor for both. Default tolerance: max
 |difference| 1e-4 for FP32, 1e-2 for FP16 weights. Beyond it the result says so and a warning is
 logged; it is no error. The PyTorch source runs on the check's inputs in a thread of its own while

@@ -57,7 +57,8 @@ class ConversionResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
     def as_dict(self) -> dict:
-        return json_safe(asdict(self))
+        """As stored on the artifact: without the folder, a path inside one job's jail."""
+        return json_safe({k: v for k, v in asdict(self).items() if k != "folder"})
 
 
 def checked(config: ConvertConfig) -> ConvertConfig:

@@ -19,7 +19,11 @@ from workers.pipeline.reporting import JobError, Reporter
 
 # A bf16-capable CPU would otherwise run FP32 models in bf16; one stream suits a few batch-1 requests.
 EXACT = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-MAX_IMAGE_SIDE = 1024  # dataset images fed to an IR with embedded resizing are shrunk to this first
+MAX_IMAGE_SIDE = 1024
+# torch's resize that does what each of the PrePostProcessor's resize algorithms does
+EMBEDDED_RESIZE = {"bilinear": {"mode": "bilinear", "align_corners": False, "antialias": False},
+                   "bicubic": {"mode": "bicubic", "align_corners": False, "antialias": False},
+                   "nearest": {"mode": "nearest-exact"}}  # dataset images fed to an IR with embedded resizing are shrunk to this first
 
 
 @functools.cache
@@ -91,8 +95,10 @@ def _preprocessed_cases(pictures: list[np.ndarray], spec: dict, shape: str, layo
     """Each picture (H×W×3 u8 RGB) as the IR takes it and, preprocessed here as the IR's embedded
     steps do it, as the source does."""
     height, width = spec["input_size"]
+    unit = 255.0 if spec.get("value_range", "0-1") == "0-1" else 1.0
     mean = np.array(spec["mean"], dtype=np.float32).reshape(3, 1, 1)
     std = np.array(spec["std"], dtype=np.float32).reshape(3, 1, 1)
+    mode = EMBEDDED_RESIZE[spec.get("resize", "bilinear")]
     cases = []
     for picture in pictures:
         shown = picture[..., ::-1] if spec["color"] == "BGR" else picture  # what the user feeds the IR
@@ -100,9 +106,8 @@ def _preprocessed_cases(pictures: list[np.ndarray], spec: dict, shape: str, layo
         network = picture[..., ::-1] if spec["model_color"] == "BGR" else picture
         chw = torch.from_numpy(np.ascontiguousarray(network.transpose(2, 0, 1))).float()[None]
         if chw.shape[2:] != (height, width):
-            chw = torch.nn.functional.interpolate(chw, size=(height, width), mode="bilinear",
-                                                  align_corners=False, antialias=False)
-        tensor = ((chw[0].numpy() / 255.0 - mean) / std).astype(np.float32)
+            chw = torch.nn.functional.interpolate(chw, size=(height, width), **mode)
+        tensor = ((chw[0].numpy() / unit - mean) / std).astype(np.float32)
         if layout == "NHWC":
             tensor = tensor.transpose(1, 2, 0)
         cases.append(Case(np.ascontiguousarray(tensor[None]), np.ascontiguousarray(ir[None])))

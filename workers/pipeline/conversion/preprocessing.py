@@ -8,11 +8,10 @@ import openvino as ov
 
 from workers.pipeline.conversion.config import ConvertConfig
 from workers.pipeline.formats import one_line
+from workers.pipeline.preprocessing import IMAGENET_MEAN, IMAGENET_STD, RESIZES, VALUE_RANGES
 from workers.pipeline.reporting import JobError, Reporter
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PREPROCESSING_KEYS = {"layout", "color", "model_color", "mean", "std", "input_size"}
+PREPROCESSING_KEYS = {"layout", "color", "model_color", "mean", "std", "input_size", "resize", "value_range"}
 
 
 def preprocessing_spec(config: ConvertConfig) -> dict | None:
@@ -37,7 +36,13 @@ def preprocessing_spec(config: ConvertConfig) -> dict | None:
     std = _three(spec.get("std", IMAGENET_STD), "std")
     if any(v <= 0 for v in std):
         raise JobError("The preprocessing std values must be positive.")
-    if max(map(abs, mean)) > 1 or max(std) > 1:
+    resize = str(spec.get("resize") or "bilinear")
+    value_range = str(spec.get("value_range") or "0-1")
+    if resize not in RESIZES:
+        raise JobError(f"The preprocessing resize is one of {', '.join(RESIZES)}; got “{resize}”.")
+    if value_range not in VALUE_RANGES:
+        raise JobError(f"The preprocessing value_range is one of {', '.join(VALUE_RANGES)}; got “{value_range}”.")
+    if value_range == "0-1" and (max(map(abs, mean)) > 1 or max(std) > 1):
         raise JobError(f"The preprocessing mean and std are in 0–1 units (as torchvision writes them, e.g. mean "
                        f"{_numbers(IMAGENET_MEAN)}); got mean {_numbers(mean)}, std {_numbers(std)}.")
     size = spec.get("input_size") or config.input_size
@@ -46,7 +51,7 @@ def preprocessing_spec(config: ConvertConfig) -> dict | None:
     if not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(v, int) and 8 <= v <= 4096 for v in size)):
         raise JobError(f"The preprocessing input_size must be [height, width] from 8 to 4096; got {size!r}.")
     return {"layout": layout, "color": color, "model_color": network_color, "mean": mean, "std": std,
-            "input_size": [int(size[0]), int(size[1])], "resize": "bilinear"}
+            "input_size": [int(size[0]), int(size[1])], "resize": resize, "value_range": value_range}
 
 
 def _three(value: object, what: str) -> list[float]:
@@ -74,17 +79,20 @@ def embed(model: ov.Model, spec: dict, layout: str, reporter: Reporter) -> ov.Mo
     pre = step.preprocess().convert_element_type(ov.Type.f32)
     if spec["color"] != spec["model_color"]:
         pre.convert_color(colors[spec["model_color"]])
-    pre.resize(ResizeAlgorithm.RESIZE_LINEAR)
-    pre.mean([value * 255.0 for value in spec["mean"]]).scale([value * 255.0 for value in spec["std"]])
+    algorithms = {"bilinear": ResizeAlgorithm.RESIZE_LINEAR, "bicubic": ResizeAlgorithm.RESIZE_CUBIC,
+                  "nearest": ResizeAlgorithm.RESIZE_NEAREST}
+    pre.resize(algorithms[spec["resize"]])
+    unit = 255.0 if spec["value_range"] == "0-1" else 1.0  # the u8 pixels are in 0-255 units
+    pre.mean([value * unit for value in spec["mean"]]).scale([value * unit for value in spec["std"]])
     try:
         built = processor.build()
     except Exception as e:
         raise JobError(f"OpenVINO could not embed the preprocessing: {one_line(e)}") from None
     height, width = spec["input_size"]
     reporter.log(f"Embedded preprocessing: u8 {spec['layout']} {spec['color']} images of any size → "
-                 f"resize (bilinear) to {height}×{width}"
+                 f"resize ({spec['resize']}) to {height}×{width}"
                  f"{' → ' + spec['model_color'] if spec['color'] != spec['model_color'] else ''} → "
-                 f"(x/255 − mean)/std, mean {_numbers(spec['mean'])}, std {_numbers(spec['std'])}.")
+                 f"({'x/255' if spec['value_range'] == '0-1' else 'x'} − mean)/std, mean {_numbers(spec['mean'])}, std {_numbers(spec['std'])}.")
     return built
 
 

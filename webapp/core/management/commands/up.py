@@ -4,6 +4,7 @@ Celery worker on both queues. Ctrl-C stops them all."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ import redis
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+
+from webapp.core.management.commands.ensure_admin import admin_ensure, admin_lines, framed
 
 
 def _redis_answers(url: str) -> bool:
@@ -31,7 +34,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options) -> None:
         call_command("migrate", interactive=False, verbosity=0)
-        call_command("ensure_admin")
+        created = admin_ensure()
         children: list[subprocess.Popen] = []
         redis_url = settings.REDIS_URL
         redis_server = None if _redis_answers(redis_url) else self._start_redis(redis_url)
@@ -44,7 +47,37 @@ class Command(BaseCommand):
             )
         )
         self.stdout.write(self.style.SUCCESS(f"Vintner is starting at http://{host}:{port}/  (Ctrl-C stops everything)"))
-        self._wait(children, redis_server)
+
+        def announce() -> None:
+            # The address and a generated password go last, framed, once the web server and the
+            # worker have said what they say on starting: a newcomer finds them without scrolling.
+            ready = self._started(children, host, port)
+            lines = [f"Vintner is {'running' if ready else 'starting'} at http://{host}:{port}/  (Ctrl-C stops everything)"]
+            self.stdout.write(self.style.SUCCESS(framed(lines + (admin_lines(created) if created else []))))
+            self.stdout.flush()
+
+        self._wait(children, redis_server, announce)
+
+    def _started(self, children: list[subprocess.Popen], host: str, port: int, timeout: float = 90) -> bool:
+        """Whether the web server answers and the worker replies to a ping within `timeout` seconds."""
+        from webapp.celery import app
+
+        deadline = time.monotonic() + timeout
+        web = worker = False
+        while time.monotonic() < deadline and all(child.poll() is None for child in children):
+            if not web:
+                with socket.socket() as probe:
+                    probe.settimeout(0.5)
+                    web = probe.connect_ex((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port)) == 0
+            if web and not worker:
+                try:
+                    worker = bool(app.control.ping(timeout=1))
+                except Exception:  # the broker not answering yet is the same as no reply
+                    worker = False
+            if web and worker:
+                return True
+            time.sleep(0.3)
+        return False
 
     def _start_redis(self, url: str) -> subprocess.Popen:
         server = shutil.which("redis-server")
@@ -66,7 +99,7 @@ class Command(BaseCommand):
         process.terminate()
         raise CommandError(f"Redis did not start on {url}.")
 
-    def _wait(self, children: list[subprocess.Popen], redis_server: subprocess.Popen | None) -> None:
+    def _wait(self, children: list[subprocess.Popen], redis_server: subprocess.Popen | None, announce) -> None:
         def stop(*_):
             raise KeyboardInterrupt
 
@@ -77,6 +110,7 @@ class Command(BaseCommand):
         everything = children + ([redis_server] if redis_server else [])
         crashed = False
         try:
+            announce()
             while all(child.poll() is None for child in everything):
                 time.sleep(0.5)
             crashed = True
