@@ -57,7 +57,8 @@ class BenchmarkConfig:
     matrix: tuple[tuple[int, int], ...] = ()  # (batch, streams) pairs, each measured too (in f32)
     layer_runs: int = 30  # inferences profiled for the per-layer counters; 0: none
     rounds: int = ROUNDS  # each measurement's figures are the median of this many rounds
-    default_precision: bool = True  # each hint also at the device's default precision, where it is not f32
+    precisions: tuple[str, ...] = ("f32", "default")  # each hint at these; "default": the device's own, where
+    # it is not f32 already
 
 
 @dataclass
@@ -125,8 +126,8 @@ def benchmark(xml: Path | None, config: BenchmarkConfig, span: Span, *, torch_mo
             raise JobError(f"OpenVINO could not read the model: {one_line(error)}") from None
         span.reporter.stage("compiling")
         default = _default_precision(core, config.device)
-        plan = [(hint, 1, 0, "f32") for hint in config.hints]
-        if config.default_precision and default != "f32":
+        plan = [(hint, 1, 0, "f32") for hint in config.hints if "f32" in config.precisions]
+        if "default" in config.precisions and not (plan and default == "f32"):
             plan += [(hint, 1, 0, "") for hint in config.hints]
         plan += [("", batch, streams, "f32") for batch, streams in config.matrix]
         for hint, batch, streams, precision in plan:
