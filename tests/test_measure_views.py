@@ -309,10 +309,10 @@ def test_fp32_is_f32_and_the_default_precision_is_a_row_of_its_own_with_rounds_a
     # the layer table's total, and how its counters add up against the latency
     assert re.search(r'data-testid="layer-total"><th scope="row">Total</th><td></td><td class="end">0.800<', body)
     sums = text(response).split("How the counters add up:")[1]
-    assert sums.startswith(" each layer's time is its median over 30 profiled inferences of 1 infer request on 1 "
+    assert sums.startswith(" each layer's time is its mean over 30 profiled inferences of 1 infer request on 1 "
                            "stream (latency hint, batch 1, f32, 2 threads)")
     assert "summed over every request and stream that runs at once" in sums
-    assert "Total: 0.800 ms per inference; the profiled inferences took 0.850 ms each" in sums
+    assert "Total: 0.800 ms per inference; the profiled inferences took 0.850 ms each, the rest being time outside" in sums
     assert "latency without profiling: 2.00 ms (p50)" in sums
 
     quiet = benchmark(fp32, latency=2.0, fps=500)

@@ -131,28 +131,27 @@ def benchmark(xml: Path | None, config: BenchmarkConfig, span: Span, *, torch_mo
             plan += [(hint, 1, 0, "") for hint in config.hints]
         plan += [("", batch, streams, "f32") for batch, streams in config.matrix]
         for hint, batch, streams, precision in plan:
+            span.raise_if_cancelled()
             runs.append(_OpenVinoRun(core, model, config, hint=hint, batch=batch, streams=streams,
                                      precision=precision))
     if torch_module is not None:
-        threads = next((run.threads for run in runs if isinstance(run, _OpenVinoRun) and run.hint == "latency"), 0)
+        threads = _latency_threads(core, model, config, runs) if model is not None else 0
         runs.append(_TorchRun(torch_module, torch_shape or config.shape, threads))
+    profiled = bool(config.layer_runs and model is not None)
+    shares = rounds * len(runs) + (0.5 if profiled else 0)  # the profile takes about half a measurement
     watch = _LoadWatch()
-    per_round = config.seconds / rounds
     for round_ in range(rounds):
         span.reporter.stage(f"measuring, round {round_ + 1} of {rounds}")
-        order = runs if round_ % 2 == 0 else runs[::-1]
-        for index, run in enumerate(order):
+        for index, run in enumerate(runs if round_ % 2 == 0 else runs[::-1]):
             step = round_ * len(runs) + index
-            shares = rounds * len(runs) + (0.5 if config.layer_runs and model is not None else 0)
-            run.round(per_round, span.child(step / shares, (step + 1) / shares))
+            run.round(config.seconds / rounds, span.child(step / shares, (step + 1) / shares))
     load = watch.done()
     measurements = [run.finish() for run in runs]
     for measurement in measurements:
         span.reporter.log(_said(measurement))
     layers, types, profile = [], [], {}
-    if config.layer_runs and model is not None:
+    if profiled:
         span.reporter.stage("profiling layers")
-        shares = rounds * len(runs) + 0.5
         layers, types, profile = layer_counters(core, model, config, span.child(rounds * len(runs) / shares, 1.0))
     span.progress(1.0)
     load = _verdict(load, measurements)
@@ -164,6 +163,17 @@ def benchmark(xml: Path | None, config: BenchmarkConfig, span: Span, *, torch_mo
     return BenchmarkResult(host=host_facts(config.device), shape=list(config.shape), measurements=openvino,
                            torch=torch, layers=layers, layer_types=types, layer_profile=profile, rounds=rounds,
                            load=load)
+
+
+def _latency_threads(core: ov.Core, model: ov.Model, config: BenchmarkConfig, runs: list) -> int:
+    """The inference threads OpenVINO's latency hint uses for this model here: torch eager gets as many."""
+    measured = next((run.threads for run in runs if run.hint == "latency" and run.precision == "f32"), 0)
+    if measured:
+        return measured
+    with contextlib.suppress(Exception):
+        return _threads(core.compile_model(_shaped(model, config.shape, 1), config.device,
+                                           {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}))
+    return 0
 
 
 def _default_precision(core: ov.Core, device: str) -> str:
@@ -425,7 +435,7 @@ def _compiled_precision(compiled: ov.CompiledModel) -> str:
 
 def layer_counters(core: ov.Core, model: ov.Model, config: BenchmarkConfig,
                    span: Span) -> tuple[list[dict], list[dict], dict]:
-    """Time per layer and per layer type, the median over `layer_runs` inferences of one request under
+    """Time per layer and per layer type, the mean over `layer_runs` inferences of one request under
     the latency hint in f32, with the precision each layer actually ran in (from its kernel's name,
     e.g. brgconv_avx512_I8); and how they add up (`profile`): the requests and streams the counters
     are summed over, their total per inference and the latency of those same profiled inferences."""
@@ -436,7 +446,10 @@ def layer_counters(core: ov.Core, model: ov.Model, config: BenchmarkConfig,
     for port, tensor in _random_inputs(compiled, 0).items():
         request.set_input_tensor(port, ov.Tensor(tensor))
     request.infer()  # not counted, as above
-    totals: dict[str, dict] = {}
+    # The CPU plugin's counters are running means over every inference since the first: that one
+    # (weights repacked, kernels made) can outweigh dozens of later ones, so each layer's time over
+    # the profiled runs is taken from the counters before and after them.
+    before = {info.node_name: info.real_time.total_seconds() * 1000 for info in request.profiling_info}
     latencies = []
     for run in range(config.layer_runs):
         if run % 8 == 0:
@@ -444,14 +457,14 @@ def layer_counters(core: ov.Core, model: ov.Model, config: BenchmarkConfig,
             span.progress(run / config.layer_runs)
         request.infer()
         latencies.append(request.latency)
-        for info in request.profiling_info:
-            entry = totals.setdefault(info.node_name, {
-                "name": info.node_name, "type": info.node_type, "exec_type": info.exec_type,
-                "precision": _precision(info.exec_type), "status": str(info.status).rsplit(".", 1)[-1],
-                "times": []})
-            entry["times"].append(info.real_time.total_seconds() * 1000)
-    for entry in totals.values():  # the median: one slow first call of a kernel is no layer's time
-        entry["ms"] = statistics.median(entry.pop("times"))
+    runs = config.layer_runs
+    totals: dict[str, dict] = {}
+    for info in request.profiling_info:
+        after = info.real_time.total_seconds() * 1000
+        totals[info.node_name] = {
+            "name": info.node_name, "type": info.node_type, "exec_type": info.exec_type,
+            "precision": _precision(info.exec_type), "status": str(info.status).rsplit(".", 1)[-1],
+            "ms": max(0.0, (after * (runs + 1) - before.get(info.node_name, 0.0)) / runs)}
     layers = sorted(totals.values(), key=lambda entry: -entry["ms"])
     whole = sum(entry["ms"] for entry in layers) or 1.0
     types: dict[str, dict] = {}
@@ -469,7 +482,7 @@ def layer_counters(core: ov.Core, model: ov.Model, config: BenchmarkConfig,
     profile = {"runs": config.layer_runs, "requests": 1, "streams": _streams(compiled), "threads": _threads(compiled),
                "precision": _compiled_precision(compiled), "hint": "latency",
                "total_ms": round(sum(entry["ms"] for entry in layers), 4),
-               "profiled_latency_ms": round(statistics.median(latencies), 4) if latencies else None}
+               "profiled_latency_ms": round(statistics.mean(latencies), 4) if latencies else None}
     return layers, sorted(types.values(), key=lambda kind: -kind["ms"]), profile
 
 
