@@ -22,8 +22,8 @@ ISA_WORDS = {
     "fma": ("FMA", False), "avx": ("AVX", False), "sse4_2": ("SSE4.2", False), "neon": ("NEON", False),
     "asimddp": ("Arm dot product", True),
 }
-HEADLINE_HINTS = {"latency": "p50", "throughput": "fps"}
-NOISY_SPREAD = 0.10  # workers/pipeline/benchmark.py flags the same  # the figures a comparison takes from each hint
+HEADLINE_HINTS = {"latency": "p50", "throughput": "fps"}  # the figures a comparison takes from each hint
+NOISY_SPREAD = 0.10  # a row whose rounds spread more is marked (workers/pipeline/benchmark.py: the same)
 
 
 def ms(value: float | None) -> str:
