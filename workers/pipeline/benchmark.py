@@ -29,7 +29,6 @@ INT8 speed): a figure without its host means nothing.
 import contextlib
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
