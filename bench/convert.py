@@ -16,7 +16,8 @@ torchvision resnet18, converts, saves, and checks the IR against the module on `
 generated inputs (compiled on CPU with FP32 inference precision; default: the job's default, 4).
 
 Both are run once to warm up (the first convert_model imports and initialises a lot), then
-alternately `--runs` times; medians are reported. ratio = vintner_s / bare_s. max_abs_diff is the
+alternately `--runs` times, the order reversed every other run; medians are reported (never the
+fastest run), with each one's spread. ratio = vintner_s / bare_s. max_abs_diff is the
 pipeline's own check (IR vs the PyTorch module). Goals: ratio ≤ 1.2, max_abs_diff ≤ 1e-4.
 The last line of output is one JSON object.
 """
@@ -104,14 +105,19 @@ def main() -> None:
 
         cpu_before, busy_before = cpu_seconds(), machine_busy_seconds()
         bare_times, traced_times, vintner_times, stages = [], [], [], []
+        paths = ("bare", "traced", "vintner")
         for run in range(args.runs):
-            bare_times.append(bare(model, example, folder(f"bare-{run}")))
-            traced_times.append(bare_traced(model, example, folder(f"traced-{run}")))
-            seconds, breakdown = vintner(weights, folder(f"vintner-{run}"), args.samples)
-            vintner_times.append(seconds)
-            stages.append(breakdown)
+            for path in (paths if run % 2 == 0 else paths[::-1]):  # alternating: a burst of load hits all
+                if path == "bare":
+                    bare_times.append(bare(model, example, folder(f"bare-{run}")))
+                elif path == "traced":
+                    traced_times.append(bare_traced(model, example, folder(f"traced-{run}")))
+                else:
+                    seconds, breakdown = vintner(weights, folder(f"vintner-{run}"), args.samples)
+                    vintner_times.append(seconds)
+                    stages.append(breakdown)
             print(f"run {run + 1}: bare {bare_times[-1]:.3f} s, bare traced without check_trace "
-                  f"{traced_times[-1]:.3f} s, vintner {seconds:.3f} s", file=sys.stderr)
+                  f"{traced_times[-1]:.3f} s, vintner {vintner_times[-1]:.3f} s", file=sys.stderr)
         own_cpu, busy = cpu_seconds() - cpu_before, machine_busy_seconds() - busy_before
 
         # the bare IR, checked the same way, for comparison with the pipeline's own figure
@@ -134,9 +140,10 @@ def main() -> None:
         print(f"  {name:<11} {statistics.median(values):7.3f}", file=sys.stderr)
     print(f"  {'total':<11} {vintner_s:7.3f}   (bare convert_model + save_model: {bare_s:.3f}; "
           f"the same traced without check_trace: {traced_s:.3f})", file=sys.stderr)
-    print(f"Fastest runs (least disturbed by the rest of the machine): bare {min(bare_times):.3f} s, traced "
-          f"{min(traced_times):.3f} s, vintner {min(vintner_times):.3f} s, ratio "
-          f"{min(vintner_times) / min(bare_times):.2f}", file=sys.stderr)
+    spread = {name: round((max(times) - min(times)) / statistics.median(times), 3)
+              for name, times in (("bare", bare_times), ("traced", traced_times), ("vintner", vintner_times))}
+    print(f"Spread of the runs ((largest − smallest) / median; over 0.10: noisy, run again on a quiet machine): "
+          + ", ".join(f"{name} {value:.0%}" for name, value in spread.items()), file=sys.stderr)
     check = result.equivalence
     print(f"\nPipeline check: {check.samples} samples, max |diff| {check.max_abs_diff:.3g}, mean "
           f"{check.mean_abs_diff:.3g}, top-1 agreement {check.top1_agreement:.0%} ({check.reference}); "
@@ -147,12 +154,13 @@ def main() -> None:
         "bare_s": round(bare_s, 3),
         "vintner_s": round(vintner_s, 3),
         "ratio": round(vintner_s / bare_s, 3),
-        "ratio_fastest": round(min(vintner_times) / min(bare_times), 3),
         "bare_traced_s": round(traced_s, 3),
         "ratio_traced": round(vintner_s / traced_s, 3),
         "max_abs_diff": check.max_abs_diff,
         "route": result.route,
         "samples": check.samples,
+        "runs": args.runs,
+        "spread": spread,
     }))
 
 

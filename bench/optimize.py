@@ -1,6 +1,6 @@
 """Post-training INT8 quantization: speed on this CPU and accuracy, through Vintner's pipelines.
 
-    .venv/bin/python bench/optimize.py                       # about 1.5 min on 2 cores
+    .venv/bin/python bench/optimize.py                       # about 4 min on 2 cores
     .venv/bin/python bench/optimize.py --seconds 5 --skip-accuracy
 
 All in one process (benchmark_app in child processes); no Redis, database or daphne.
@@ -11,13 +11,16 @@ shape="static", precision="fp32") gives the FP32 IR, and quantization.quantize_i
 preset="performance", subset_size=--subset-size) gives the INT8 IR, calibrated on generated
 images (smooth random colour fields, 256x256 JPEGs; random weights have no accuracy to keep, so
 the few validation images it scores carry arbitrary labels and their top-1 is not reported).
-Then, on this CPU:
+Then, on this CPU, in --rounds alternating rounds (3 by default; the order reversed every other
+round), each measurement running --seconds a round:
 
-  torch    the same resnet18 in eager mode, eval() and no_grad, batch 1, torch's default threads:
-           a few warm-up runs, then forwards back to back for --seconds; median latency.
-  fp32     OpenVINO's own benchmark_app on the FP32 IR, `-d CPU -hint latency` (median latency)
-           and `-hint throughput` (FPS), each for --seconds, batch 1 ([1,3,224,224]).
-  int8     the same on the INT8 IR.
+  torch    the same resnet18 in eager mode, eval() and no_grad, batch 1, on as many threads as
+           OpenVINO's latency hint uses for the FP32 IR: a few warm-up runs, then forwards back to
+           back; median latency.
+  fp32     OpenVINO's own benchmark_app on the FP32 IR with `-infer_precision f32`, `-d CPU -hint
+           latency` (median latency) and `-hint throughput` (FPS), batch 1 ([1,3,224,224]).
+  fp32_default  the same with OpenVINO's defaults (on a CPU with bf16: bf16).
+  int8     the INT8 IR with the defaults.
 
 FP32 means FP32: on a CPU with bf16 support (AVX-512 BF16, AMX) the CPU plugin's default inference
 precision is bf16, so an "FP32 IR" run with OpenVINO's defaults runs its floating-point layers in
@@ -25,10 +28,11 @@ bf16. The headline FP32 figures are therefore benchmark_app with `-infer_precisi
 FP32 IR; the INT8 IR runs with OpenVINO's defaults (what a deployment gets: INT8 layers in INT8,
 the rest in the default precision). The FP32 IR is also measured with the defaults, reported as
 `fp32_default_*` and `int8_vs_fp32_default_*` (on this CPU: bf16), so nothing is hidden.
---rounds N runs every benchmark_app measurement N times, the variants alternating, and takes the
-medians, which keeps a burst of other work on the machine out of one side of a ratio.
+Every figure is the median of its rounds, and `spread` holds each one's (largest − smallest) /
+median (over 0.10 is said as noisy): the alternation keeps a burst of other work on the machine
+out of one side of a ratio, and the spread shows how much it moved the figures.
 
-  int8_vs_torch_latency    torch median latency / INT8 latency-hint median latency
+  int8_vs_torch_latency    torch median latency / INT8 latency-hint median latency (same threads)
   int8_vs_fp32_latency     FP32 (f32) latency-hint median / INT8 latency-hint median
   int8_vs_fp32_throughput  INT8 throughput-hint FPS / FP32 (f32) throughput-hint FPS
 
@@ -169,25 +173,37 @@ def noise_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 # --- speed ---------------------------------------------------------------------------------------
-def torch_latency_ms(model: torch.nn.Module, seconds: float) -> tuple[float, int]:
-    """Median eager batch-1 latency over `seconds` of back-to-back forwards, and their count."""
+def torch_latency(model: torch.nn.Module, seconds: float, threads: int) -> dict:
+    """Eager batch-1 latency on `threads` threads: a few warm-up forwards, then forwards back to
+    back for `seconds`; the median and the count."""
     x = torch.randn(1, 3, SIZE, SIZE)
+    kept = torch.get_num_threads()
+    torch.set_num_threads(threads)
     times = []
-    with torch.no_grad():
-        for _ in range(5):
-            model(x)
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or len(times) < 10:
-            began = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - began)
-    return 1000 * statistics.median(times), len(times)
+    try:
+        with torch.no_grad():
+            for _ in range(3):
+                model(x)
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline or len(times) < 5:
+                began = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - began)
+    finally:
+        torch.set_num_threads(kept)
+    return {"median_ms": 1000 * statistics.median(times), "count": len(times)}
+
+
+def openvino_threads(xml: Path) -> int:
+    """The inference threads OpenVINO's latency hint gives this model here: torch gets as many."""
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    return int(compiled.get_property("INFERENCE_NUM_THREADS"))
 
 
 def benchmark_app(xml: Path, hint: str, seconds: float, precision: str = "") -> dict:
     """OpenVINO's benchmark_app on the CPU with the given hint and defaults otherwise; its report."""
     command = [str(BENCHMARK_APP), "-m", str(xml), "-d", "CPU", "-hint", hint, "-shape", f"[1,3,{SIZE},{SIZE}]",
-               "-t", f"{seconds:g}", *(["-infer_precision", precision] if precision else [])]
+               "-t", f"{max(1, round(seconds))}", *(["-infer_precision", precision] if precision else [])]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     text = done.stdout + done.stderr
     if done.returncode != 0:
@@ -210,20 +226,35 @@ def benchmark_app(xml: Path, hint: str, seconds: float, precision: str = "") -> 
     }
 
 
-def measure(fp32_xml: Path, int8_xml: Path | None, seconds: float, rounds: int) -> dict:
-    """benchmark_app with each hint on each variant, `rounds` times, the variants alternating:
-    the FP32 IR in f32 and with the defaults, the INT8 IR with the defaults."""
+def measure(model: torch.nn.Module, fp32_xml: Path, int8_xml: Path | None, seconds: float, rounds: int,
+            threads: int) -> dict:
+    """`rounds` rounds, each measuring torch eager (latency, `threads` threads) and benchmark_app with
+    each hint on each variant: the FP32 IR in f32 and with the defaults, the INT8 IR with the
+    defaults. The order is reversed every other round, so a burst of other work on the machine
+    lands on every side of a ratio."""
     runs: dict[tuple[str, str], list[dict]] = {}
     variants = [("fp32", fp32_xml, "f32"), ("fp32_default", fp32_xml, "")] + ([("int8", int8_xml, "")] if int8_xml else [])
+    plan = [("torch", None, "", "latency")] + [(name, xml, precision, hint) for hint in ("latency", "throughput")
+                                                for name, xml, precision in variants]
     for round_ in range(rounds):
-        for hint in ("latency", "throughput"):
-            for name, xml, precision in variants:
+        for name, xml, precision, hint in (plan if round_ % 2 == 0 else plan[::-1]):
+            if name == "torch":
+                report = torch_latency(model, seconds, threads)
+                say(f"  round {round_ + 1} torch eager ({threads} threads)   : median {report['median_ms']:7.2f} ms "
+                    f"({report['count']} forwards)")
+            else:
                 report = benchmark_app(xml, hint, seconds, precision)
-                runs.setdefault((name, hint), []).append(report)
                 say(f"  round {round_ + 1} {name} -hint {hint:<10}: median {report['median_ms']:7.2f} ms, "
                     f"{report['fps']:8.1f} FPS ({report['count']} iterations, {report['streams']} streams, "
                     f"precision {report['precision']})")
+            runs.setdefault((name, hint), []).append(report)
     return runs
+
+
+def spread(values: list[float]) -> float:
+    """(largest − smallest) / median of the rounds."""
+    middle = statistics.median(values)
+    return round((max(values) - min(values)) / middle, 3) if middle else 0.0
 
 
 def speed(args: argparse.Namespace, root: Path) -> dict:
@@ -231,8 +262,7 @@ def speed(args: argparse.Namespace, root: Path) -> dict:
     model = torchvision.models.resnet18(weights=None, num_classes=1000).eval()
     weights = root / "resnet18.pth"
     torch.save(model.state_dict(), weights)
-    say(f"resnet18 (random weights), torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-        f"OpenVINO {ov.__version__.split('-')[0]}")
+    say(f"resnet18 (random weights), torch {torch.__version__}, OpenVINO {ov.__version__.split('-')[0]}")
 
     started = time.perf_counter()
     converted = to_ir(weights, "resnet18", 1000, SIZE, root / "resnet18")
@@ -251,21 +281,29 @@ def speed(args: argparse.Namespace, root: Path) -> dict:
         show_stages("quantize_ir (resnet18)", result, wall)
         int8_xml = result.folder / "model.xml"
 
-    say(f"\ntorch eager, batch 1, {args.seconds:g} s:")
-    torch_ms, forwards = torch_latency_ms(model, args.seconds)
-    say(f"  median {torch_ms:.2f} ms over {forwards} forwards")
     if not telemetry_opt_out():
         sys.exit("OpenVINO's telemetry opt-out could not be recorded; not running benchmark_app.")
-    say(f"benchmark_app, {args.seconds:g} s per run, {args.rounds} round(s):")
-    runs = measure(fp32_xml, int8_xml, args.seconds, args.rounds)
+    threads = openvino_threads(fp32_xml)
+    say(f"\n{args.rounds} rounds, {args.seconds:g} s per run: torch eager on {threads} threads (OpenVINO's latency "
+        f"hint's), benchmark_app on each IR and hint:")
+    runs = measure(model, fp32_xml, int8_xml, args.seconds, args.rounds, threads)
+
+    def series(name: str, hint: str, key: str) -> list[float]:
+        return [run[key] for run in runs.get((name, hint), [])]
 
     def median(name: str, hint: str, key: str) -> float | None:
-        values = [run[key] for run in runs.get((name, hint), [])]
+        values = series(name, hint, key)
         return statistics.median(values) if values else None
 
+    torch_ms = median("torch", "latency", "median_ms")
     fp32_ms, fp32_fps = median("fp32", "latency", "median_ms"), median("fp32", "throughput", "fps")
     default_ms, default_fps = median("fp32_default", "latency", "median_ms"), median("fp32_default", "throughput", "fps")
     int8_ms, int8_fps = median("int8", "latency", "median_ms"), median("int8", "throughput", "fps")
+    spreads = {f"{name}_latency" if hint == "latency" else f"{name}_fps":
+               spread(series(name, hint, "median_ms" if hint == "latency" else "fps")) for name, hint in runs}
+    noisy = {key: value for key, value in spreads.items() if value > 0.10}
+    if noisy:
+        say(f"noisy: spread over 10 % between rounds for {', '.join(f'{k} {v:.0%}' for k, v in noisy.items())}")
     out = {
         "torch_latency_ms": round(torch_ms, 3),
         "fp32_latency_ms": round(fp32_ms, 3),
@@ -283,6 +321,8 @@ def speed(args: argparse.Namespace, root: Path) -> dict:
         "int8_vs_fp32_default_latency": round(default_ms / int8_ms, 2) if int8_ms else None,
         "int8_vs_fp32_default_throughput": round(int8_fps / default_fps, 2) if int8_fps else None,
         "throughput_streams": runs[("fp32", "throughput")][0]["streams"],
+        "torch_threads": threads,
+        "spread": spreads,
     }
     return out
 
@@ -353,15 +393,18 @@ def accuracy(args: argparse.Namespace, root: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10,
-                        help="each benchmark_app run and the torch loop (default 10)")
-    parser.add_argument("--rounds", type=int, default=1, help="benchmark_app runs per IR and hint; medians (default 1)")
+    parser.add_argument("--seconds", type=float, default=5,
+                        help="each benchmark_app run and torch loop, per round (default 5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of every measurement; medians (default 3, at least 3)")
     parser.add_argument("--subset-size", type=int, default=300, help="calibration images (default 300)")
     parser.add_argument("--epochs", type=int, default=3, help="small_cnn epochs on digits (default 3)")
     parser.add_argument("--skip-accuracy", action="store_true", help="no digits training and accuracy check")
     parser.add_argument("--skip-speed", action="store_true", help="no resnet18 quantization and speed runs")
     parser.add_argument("--skip-quantize", action="store_true", help=argparse.SUPPRESS)  # FP32 and torch only
     args = parser.parse_args()
+    if args.rounds < 3:
+        parser.error("--rounds is at least 3: a median of fewer rounds is one round's figure")
 
     cpu, isa = cpu_description()
     say(f"CPU: {cpu}, {os.cpu_count()} cores, {', '.join(isa) or 'none of ' + ', '.join(ISA_FLAGS)}")

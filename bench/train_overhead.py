@@ -18,10 +18,11 @@ every epoch:
 
 Epoch 1 of each run is warm-up (worker start, allocator, first-call costs) and not counted:
 images/s = train images of epochs 2..N / wall time from the end of epoch 1 to the end of epoch N,
-validation and checkpoints included. Runs alternate (bare, vintner, bare, ...) --rounds times
-and each path's best round counts (medians are printed too), which keeps noise from the rest of
-the machine out of the ratio; the CPU the rest of the machine used is printed. The last line is
-one JSON object.
+validation and checkpoints included. Runs alternate --rounds times (bare first in even rounds,
+vintner first in odd ones) and each path's median round counts, never its best: a burst of other
+work on the machine lands on both paths alike, and the spread ((largest − smallest) / median of
+each path's rounds) shows how much it moved them; the CPU the rest of the machine used is
+printed. The last line is one JSON object.
 """
 
 import argparse
@@ -252,6 +253,12 @@ def median(values: list[float]) -> float:
     return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
 
 
+def middle(runs: list[dict]) -> dict | None:
+    """The run whose img/s is the median (the lower middle of an even count)."""
+    ordered = sorted(runs, key=lambda r: r["img_s"])
+    return ordered[(len(ordered) - 1) // 2] if ordered else None
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -260,7 +267,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one warm-up (default 4)")
     parser.add_argument("--images", type=int, default=300, help="train images per class (default 300)")
-    parser.add_argument("--rounds", type=int, default=6, help="bare/vintner pairs; each path's best counts (default 6)")
+    parser.add_argument("--rounds", type=int, default=6, help="bare/vintner pairs, alternating; each path's median "
+                                                              "counts (default 6, at least 3)")
     parser.add_argument("--isolate", action="store_true",
                         help="also run train() with a null reporter each round: the pipeline's share without the "
                              "JobReporter and its database (a third more time)")
@@ -271,8 +279,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the data folder (database, checkpoints)")
     args = parser.parse_args()
-    if args.epochs < 2 or args.images < 10 or args.rounds < 1:
-        parser.error("--epochs must be at least 2, --images at least 10, --rounds at least 1")
+    if args.epochs < 2 or args.images < 10 or args.rounds < 3:
+        parser.error("--epochs must be at least 2, --images at least 10, --rounds at least 3")
 
     with Stack(keep=args.keep) as stack:
         import torch
@@ -287,12 +295,16 @@ def main() -> None:
         paths = ("bare", "vintner", "null") if args.isolate else ("bare", "vintner")
         cpu_before, machine_before, began = cpu_seconds(), machine_busy_seconds(), time.monotonic()
         for round_ in range(args.rounds):
-            runs["bare"].append(run_bare(dataset, args.epochs, defaults["lr"], defaults["weight_decay"], args.seed))
-            job_id, owner, project = make_job(project)
-            jobs.append(job_id)
-            runs["vintner"].append(run_vintner(stack, dataset, args.epochs, args.seed, (job_id, owner)))
-            if args.isolate:
-                runs["null"].append(run_vintner(stack, dataset, args.epochs, args.seed, None))
+            for path in (paths if round_ % 2 == 0 else paths[::-1]):
+                if path == "bare":
+                    runs["bare"].append(run_bare(dataset, args.epochs, defaults["lr"], defaults["weight_decay"],
+                                                 args.seed))
+                elif path == "vintner":
+                    job_id, owner, project = make_job(project)
+                    jobs.append(job_id)
+                    runs["vintner"].append(run_vintner(stack, dataset, args.epochs, args.seed, (job_id, owner)))
+                else:
+                    runs["null"].append(run_vintner(stack, dataset, args.epochs, args.seed, None))
             print(f"round {round_ + 1}: " + ", ".join(f"{path} {runs[path][-1]['img_s']:.0f} img/s" for path in paths),
                   flush=True)
         wall = time.monotonic() - began
@@ -302,29 +314,29 @@ def main() -> None:
         events = events_by_kind(jobs[-1])
         threads = torch.get_num_threads()
 
-    bare, vintner, null = (max(runs[path], key=lambda r: r["img_s"], default=None)
-                           for path in ("bare", "vintner", "null"))
+    bare, vintner, null = (middle(runs[path]) for path in ("bare", "vintner", "null"))
+    speeds = {path: median([r["img_s"] for r in runs[path]]) for path in paths}
+    spread = {path: round((max(r["img_s"] for r in runs[path]) - min(r["img_s"] for r in runs[path])) / speeds[path], 3)
+              for path in paths}
     steps = bare["steps_per_epoch"] * (args.epochs - 1)
-    ratio = vintner["img_s"] / bare["img_s"]
+    ratio = speeds["vintner"] / speeds["bare"]
     print(f"model {MODEL} at {SIZE} px, batch {BATCH}, {bare['train_images']} train images "
           f"({bare['steps_per_epoch']} steps/epoch), {args.epochs} epochs of which 1 warm-up: {steps} steps counted; "
           f"{WORKERS} loader workers, {threads} torch threads, {os.cpu_count()} cores")
-    print(f"bare:    {bare['img_s']:7.1f} img/s   per epoch: train {mean(bare['train_s']):.2f} s, "
-          f"val {mean(bare['val_s']):.2f} s")
-    print(f"vintner: {vintner['img_s']:7.1f} img/s   per epoch: train {mean(vintner['train_s']):.2f} s, "
+    print(f"medians of {args.rounds} alternating rounds (per-epoch figures from each path's median round):")
+    print(f"bare:    {speeds['bare']:7.1f} img/s (spread {spread['bare']:.0%})   per epoch: train "
+          f"{mean(bare['train_s']):.2f} s, val {mean(bare['val_s']):.2f} s")
+    print(f"vintner: {speeds['vintner']:7.1f} img/s (spread {spread['vintner']:.0%})   per epoch: train {mean(vintner['train_s']):.2f} s, "
           f"val {mean(vintner['val_s']):.2f} s, the rest {mean(vintner['other_s']):.3f} s (checkpoint of "
           f"{vintner['checkpoint_bytes'] / 2**20:.1f} MiB written, of which the caller's copy "
           f"{mean(vintner['store_s']):.3f} s)")
-    print(f"  medians over rounds: bare {median([r['img_s'] for r in runs['bare']]):.1f} img/s, "
-          f"vintner {median([r['img_s'] for r in runs['vintner']]):.1f} img/s")
     if null:
-        print(f"  train() with a null reporter (no JobReporter, no database): {null['img_s']:.1f} img/s "
-              f"({null['img_s'] / bare['img_s']:.3f}x bare): the pipeline's own share; the rest is the reporter's")
+        print(f"  train() with a null reporter (no JobReporter, no database): {speeds['null']:.1f} img/s "
+              f"({speeds['null'] / speeds['bare']:.3f}x bare): the pipeline's own share; the rest is the reporter's")
+    cpu = {path: median([r["cpu_ms_per_img"] for r in runs[path]]) for path in ("bare", "vintner")}
     print(f"  CPU of the training process (all its threads, loader workers not included) per image, "
-          f"best rounds: bare {bare['cpu_ms_per_img']:.2f} ms, vintner {vintner['cpu_ms_per_img']:.2f} ms "
-          f"({vintner['cpu_ms_per_img'] / bare['cpu_ms_per_img']:.3f}x); medians over rounds: "
-          f"{median([r['cpu_ms_per_img'] for r in runs['bare']]):.2f} / "
-          f"{median([r['cpu_ms_per_img'] for r in runs['vintner']]):.2f} ms")
+          f"medians over rounds: bare {cpu['bare']:.2f} ms, vintner {cpu['vintner']:.2f} ms "
+          f"({cpu['vintner'] / cpu['bare']:.3f}x)")
     print(f"  train-loop time vs bare: {mean(vintner['train_s']) / mean(bare['train_s']):.3f}x; "
           f"val top-1 bare {100 * bare['val_top1']:.0f} %, vintner {100 * vintner['val_top1']:.0f} %")
     print(f"  reporter thread CPU: {vintner['reporter_cpu_s']:.2f} s in {vintner['run_s']:.0f} s of training "
@@ -337,8 +349,9 @@ def main() -> None:
     if rest / wall > 0.2:
         print("the rest of the machine was busy: wall-clock numbers are noisy, run again on a quiet machine")
     print(f"goal (ratio >= 0.95): {'met' if ratio >= 0.95 else 'NOT met'}")
-    print(json.dumps({"bare_img_s": round(bare["img_s"], 1), "vintner_img_s": round(vintner["img_s"], 1),
-                      "ratio": round(ratio, 3), "steps": steps, "model": f"{MODEL}@{SIZE}px"}))
+    print(json.dumps({"bare_img_s": round(speeds["bare"], 1), "vintner_img_s": round(speeds["vintner"], 1),
+                      "ratio": round(ratio, 3), "steps": steps, "model": f"{MODEL}@{SIZE}px", "rounds": args.rounds,
+                      "spread": spread}))
     sys.stdout.flush()
 
 

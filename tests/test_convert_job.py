@@ -74,6 +74,7 @@ def test_equivalence_is_checked_on_a_datasets_images_with_fp16_weights(worker_ho
     ir = Artifact.objects.get(id=job.result["artifact"])
     conversion = ir.metrics["conversion"]
     assert conversion["equivalence"]["source"] == "dataset" and conversion["equivalence"]["within_tolerance"]
+    assert conversion["equivalence"]["reference"].startswith("the ONNX model run by onnxruntime")  # in the jail
     assert ir.precision == "fp16" and conversion["preprocessing"]
     # more inputs asked for than the dataset has: all of its validation images, and the log says so
     val = Dataset.objects.get(id=created.json()["id"]).items.filter(split="val").count()

@@ -43,23 +43,47 @@ def test_benchmark_measures_hints_matrix_layers_and_torch_eager_on_one_host(vari
         "seconds": 1, "matrix": [{"batch": 2, "streams": 1}]}))
     result = job.result
     assert job.queue == "optimize" and result["reference"] == trained.id  # the nearest PyTorch ancestor
-    assert [m["label"] for m in result["measurements"]] == ["latency hint", "throughput hint", "batch 2 × 1 stream"]
-    for measurement in result["measurements"]:
-        latency = measurement["latency_ms"]
-        assert measurement["fps"] > 0 and measurement["iterations"] > 10
+    default = result["host"]["default_precision"]  # bf16 on a CPU with AVX-512 BF16 or AMX
+    labels = ["latency hint, f32", "throughput hint, f32"]
+    if default != "f32":  # the device's default precision: rows of their own, named so
+        labels += [f"latency hint, device default precision ({default})",
+                   f"throughput hint, device default precision ({default})"]
+    assert [m["label"] for m in result["measurements"]] == labels + ["batch 2 × 1 stream, f32"]
+    assert [m["precision"] for m in result["measurements"] if not m["default_precision"]] == ["f32"] * 3
+    assert all(m["precision"] == default for m in result["measurements"] if m["default_precision"])
+    for measurement in [*result["measurements"], result["torch"]]:
+        latency, rounds = measurement["latency_ms"], measurement["rounds"]
+        assert measurement["fps"] > 0 and measurement["iterations"] >= 3 and len(rounds) == result["rounds"] == 3
         assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+        # every figure the median of its rounds, with their spread
+        assert measurement["fps"] == pytest.approx(sorted(r["fps"] for r in rounds)[1])
+        assert latency["p50"] == pytest.approx(sorted(r["p50"] for r in rounds)[1])
+        fps = [r["fps"] for r in rounds]
+        assert measurement["spread"]["fps"] == pytest.approx((max(fps) - min(fps)) / measurement["fps"])
     assert result["host"]["cpu"] and "isa" in result["host"] and result["host"]["openvino"]
+    assert set(result["load"]) >= {"other_cpu_share", "max_spread", "noisy", "reasons"}
+    # torch eager ran in the same rounds, on the thread count of OpenVINO's latency hint
     assert result["torch"]["label"] == "torch eager" and result["torch"]["fps"] > 0
+    assert result["torch"]["threads"] == result["measurements"][0]["threads"] > 0
     assert result["speedup_latency"] == pytest.approx(result["torch_latency_ms"] / result["latency_ms"])
+    assert result["latency_ms"] == result["measurements"][0]["latency_ms"]["p50"]  # the f32 row's
     # per-layer counters: the convolutions ran in INT8, and the table sums to the whole
     convolutions = [layer for layer in result["layers"] if layer["type"] == "Convolution" and layer["status"] == "EXECUTED"]
     assert convolutions and all(layer["precision"] in ("I8", "U8") for layer in convolutions)
     assert sum(kind["share"] for kind in result["layer_types"]) == pytest.approx(1.0, abs=0.01)
-    assert {"measuring OpenVINO", "measuring torch eager"} <= {e.data["stage"] for e in events(job.id, "stage")}
+    profile = result["layer_profile"]
+    assert (profile["requests"], profile["precision"], profile["runs"]) == (1, "f32", 30) and profile["streams"] >= 1
+    assert profile["total_ms"] == pytest.approx(sum(layer["ms"] for layer in result["layers"]), abs=1e-3)
+    # the counters are running means since the first inference: taken as they are, that first one's
+    # repacking made the layers add up to several times the latency
+    assert 0 < profile["total_ms"] <= profile["profiled_latency_ms"] * 1.05 + 0.01
+    stages = [e.data["stage"] for e in events(job.id, "stage")]
+    assert stages.index("loading torch") < stages.index("compiling") < stages.index("measuring, round 1 of 3") < \
+        stages.index("measuring, round 3 of 3") < stages.index("profiling layers")
 
     plain = done(optimize.artifact_benchmark(artifact=fp32, user=alice, params={
         "seconds": 1, "hints": ["latency"], "layer_counters": False, "torch_reference": False}))
-    assert [m["hint"] for m in plain.result["measurements"]] == ["latency"] and plain.result["layers"] == []
+    assert {m["hint"] for m in plain.result["measurements"]} == {"latency"} and plain.result["layers"] == []
     assert "torch" not in plain.result and plain.result["reference"] is None
 
     # a PyTorch artifact's measurement is torch eager, asked for or not

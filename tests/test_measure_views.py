@@ -34,9 +34,14 @@ HOSTS = {
 
 
 def measurement(label: str, *, p50: float, fps: float, hint: str = "", engine: str = "openvino", batch: int = 1,
-                streams: int = 1, requests: int = 1) -> dict:
+                streams: int = 1, requests: int = 1, precision: str = "f32", default: bool = False,
+                spread: float = 0.04) -> dict:
+    """One row as workers/pipeline/benchmark.py stores it: the medians of 3 rounds and their spread."""
+    rounds = [{"fps": fps * factor, "p50": p50 / factor, "iterations": 160, "seconds": 0.33}
+              for factor in (1 - spread / 2, 1.0, 1 + spread / 2)]
     return {"label": label, "engine": engine, "hint": hint, "batch": batch, "streams": streams, "requests": requests,
-            "iterations": 500, "seconds": 1.0, "fps": fps,
+            "precision": "" if engine == "torch" else precision, "default_precision": default, "threads": 2,
+            "iterations": 480, "seconds": 1.0, "fps": fps, "rounds": rounds, "spread": {"fps": spread, "p50": spread},
             "latency_ms": {"p50": p50, "p90": p50 * 1.2, "p99": p50 * 1.5, "mean": p50 * 1.05, "min": p50 * 0.9,
                            "max": p50 * 2}}
 
@@ -60,12 +65,25 @@ LAYER_TYPES = [
 
 
 def benchmark(artifact, *, latency: float, fps: float, cpu: str = XEON, torch: tuple | None = None,
-              reference: Artifact | None = None, layers: bool = False, age_days: float = 0) -> Job:
-    """A succeeded benchmark job of the artifact, its result as workers/tasks.py `benchmark` writes it."""
-    measurements = [measurement("latency hint", hint="latency", p50=latency, fps=1000 / latency),
-                    measurement("throughput hint", hint="throughput", p50=latency * 3, fps=fps, streams=2, requests=4)]
-    result = {"host": HOSTS[cpu], "shape": [1, 3, 16, 16], "measurements": measurements,
+              reference: Artifact | None = None, layers: bool = False, age_days: float = 0,
+              bf16: tuple | None = None, load: dict | None = None) -> Job:
+    """A succeeded benchmark job of the artifact, its result as workers/tasks.py `benchmark` writes it;
+    `bf16` (latency, fps): the rows at the device's default precision."""
+    measurements = [measurement("latency hint, f32", hint="latency", p50=latency, fps=1000 / latency),
+                    measurement("throughput hint, f32", hint="throughput", p50=latency * 3, fps=fps, streams=2,
+                                requests=4)]
+    if bf16:
+        measurements += [
+            measurement("latency hint, device default precision (bf16)", hint="latency", p50=bf16[0],
+                        fps=1000 / bf16[0], precision="bf16", default=True, spread=0.25),
+            measurement("throughput hint, device default precision (bf16)", hint="throughput", p50=bf16[0] * 3,
+                        fps=bf16[1], streams=2, requests=4, precision="bf16", default=True)]
+    host = {**HOSTS[cpu], "default_precision": "bf16" if bf16 else "f32"}
+    result = {"host": host, "shape": [1, 3, 16, 16], "measurements": measurements, "rounds": 3,
+              "load": load or {"other_cpu_share": 0.02, "max_spread": 0.04, "noisy": False, "reasons": []},
               "layers": LAYERS if layers else [], "layer_types": LAYER_TYPES if layers else [],
+              "layer_profile": {"runs": 30, "requests": 1, "streams": 1, "threads": 2, "precision": "f32",
+                                "hint": "latency", "total_ms": 0.8, "profiled_latency_ms": 0.85} if layers else {},
               "artifact": artifact.id, "reference": reference.id if reference else None, "latency_ms": latency, "fps": fps}
     if torch:
         torch_latency, torch_fps = torch
@@ -246,9 +264,10 @@ def test_the_performance_page_shows_the_latest_benchmark_its_host_and_speedups(a
     assert "6.0× the throughput of torch eager on this host (2,400 against 400 images/s)." in page
     # the measurements: what, batch, streams, requests, images/s, p50/p90/p99; torch eager last
     rows = re.findall(r'<tr data-testid="measurement-row".*?</tr>', body, re.S)
-    assert len(rows) == 3 and 'data-engine="torch"' in rows[2] and "Torch eager" in rows[2]
+    assert len(rows) == 3 and 'data-engine="torch"' in rows[2] and "Torch eager, 2 threads" in rows[2]
     cells = [html.unescape(c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", rows[1], re.S)]
-    assert cells == ["Throughput hint", "1", "2", "4", "2,400", "2.40", "2.88", "3.60"]
+    assert cells == ["Throughput hint — INT8 model, f32", "1", "2", "4", "2,400", "2.40", "2.88", "3.60", "3",
+                     "4.0 %", "4.0 %"]
     # layer types with their share and the precisions that ran; the layers table sorts
     assert "Layer time by the precision the kernels ran in: I8 75.0 %, FP32 25.0 %" in page
     assert re.search(r'<tr data-type="Convolution">.*?width: 62.5%.*?62.5 %.*?>I8<', body, re.S)
@@ -264,6 +283,55 @@ def test_the_performance_page_shows_the_latest_benchmark_its_host_and_speedups(a
     shown = signed_in(alice).get(f"/artifacts/{int8.id}/performance/?benchmark={earlier.id}")
     assert f'data-job="{earlier.id}"' in shown.content.decode() and "An earlier benchmark" in text(shown)
     assert "No VNNI, AMX or AVX-512" in text(shown)
+
+
+def test_fp32_is_f32_and_the_default_precision_is_a_row_of_its_own_with_rounds_and_spread(alice, fp32):
+    benchmark(fp32, latency=2.0, fps=500, bf16=(1.2, 900), layers=True,
+              load={"other_cpu_share": 0.35, "max_spread": 0.25, "noisy": True,
+                    "reasons": ["latency hint, device default precision (bf16) spread 25% between rounds",
+                                "other processes used 35% of the machine's CPU"]})
+    response = signed_in(alice).get(f"/artifacts/{fp32.id}/performance/")
+    page, body = text(response), response.content.decode()
+    rows = re.findall(r'<tr data-testid="measurement-row".*?</tr>', body, re.S)
+    names = [html.unescape(re.search(r"<th[^>]*>(.*?)</th>", row, re.S).group(1)) for row in rows]
+    assert names == ["Latency hint — FP32 model, f32", "Throughput hint — FP32 model, f32",
+                     "Latency hint — FP32 model, device default precision (bf16)",
+                     "Throughput hint — FP32 model, device default precision (bf16)"]
+    assert 'data-precision="bf16" data-default-precision' in rows[2] and "data-default-precision" not in rows[0]
+    # every figure the median of its rounds, the spread beside it; the wide one marked, the host flagged
+    assert 'data-field="rounds">3<' in rows[0] and 'data-field="spread-p50">25.0 %<' in rows[2]
+    assert 'class=" noisy"' in rows[2] and "noisy" not in rows[0]
+    assert re.search(r'data-testid="noisy-host">A noisy host: latency hint, device default precision \(bf16\) spread '
+                     r"25% between rounds; other processes used 35% of the machine(&#x27;|')s CPU", body)
+    assert "this device's default precision is bf16, measured in rows of their own" in page
+    # the headline is the f32 row's, as the comparison takes it
+    assert re.search(r'data-testid="perf-latency">2.00 ms<', body)
+    # the layer table's total, and how its counters add up against the latency
+    assert re.search(r'data-testid="layer-total"><th scope="row">Total</th><td></td><td class="end">0.800<', body)
+    sums = text(response).split("How the counters add up:")[1]
+    assert sums.startswith(" each layer's time is its mean over 30 profiled inferences of 1 infer request on 1 "
+                           "stream (latency hint, batch 1, f32, 2 threads)")
+    assert "summed over every request and stream that runs at once" in sums
+    assert "Total: 0.800 ms per inference; the profiled inferences took 0.850 ms each, the rest being time outside" in sums
+    assert "latency without profiling: 2.00 ms (p50)" in sums
+
+    quiet = benchmark(fp32, latency=2.0, fps=500)
+    body = signed_in(alice).get(f"/artifacts/{fp32.id}/performance/?benchmark={quiet.id}").content.decode()
+    assert 'data-testid="noisy-host"' not in body and "data-default-precision" not in body
+
+
+def test_a_model_from_onnx_has_no_vs_pytorch_figures(alice, model):
+    onnx = make_artifact(model, fmt="onnx", origin=Origin.UPLOADED)
+    ir = make_artifact(model, parent=onnx)
+    benchmark(onnx, latency=3.0, fps=300)
+    benchmark(ir, latency=1.0, fps=900)
+    response, body, rows = compare_page(alice, model)
+    assert re.search(r'data-field="speedup">—<', rows[ir.id]) and re.search(r'data-field="speedup">—<', rows[onnx.id])
+    assert "the source" not in rows[onnx.id]
+    compared = {row["artifact"]: row for row in signed_in(alice).get(f"/api/v1/models/{model.id}/compare/").json()["rows"]}
+    assert compared[ir.id]["speedup_latency"] is None and compared[onnx.id]["speedup_latency"] is None
+    page = signed_in(alice).get(f"/artifacts/{ir.id}/performance/").content.decode()
+    assert 'data-testid="perf-speedup"' not in page and 'data-testid="speedups"' not in page
 
 
 def test_a_benchmark_asked_for_by_no_id_shows_the_latest(alice, fp32):

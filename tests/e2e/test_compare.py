@@ -101,7 +101,8 @@ def test_alice_benchmarks_compares_and_deploys_the_int8_variant(
     by_testid(page, "benchmark-submit").click()
     page.wait_for_url(JOB_URL)
     job = Job.objects.get(id=int(JOB_URL.search(page.url).group(1)))
-    assert (job.kind, job.params["seconds"], job.params["hints"]) == ("benchmark", 1.0, ["latency", "throughput"])
+    assert (job.kind, job.params["seconds"], job.params["hints"], job.params["rounds"]) == (
+        "benchmark", 1.0, ["latency", "throughput"], 3)
     assert job.params["layer_counters"] is True and job.params["reference"] == trained.id
 
     # The FP32 IR through the API meanwhile (the one worker runs them one after the other).
@@ -121,9 +122,9 @@ def test_alice_benchmarks_compares_and_deploys_the_int8_variant(
     expect(by_testid(page, "host-cpu")).to_have_text(result["host"]["cpu"])
     expect(by_testid(page, "host-openvino")).to_have_text(result["host"]["openvino"])
     rows = by_testid(page, "measurement-row")
-    expect(rows).to_have_count(3)
-    expect(rows.nth(0)).to_contain_text("Latency hint")
-    expect(rows.nth(2)).to_contain_text("Torch eager")
+    expect(rows).to_have_count(len(result["measurements"]) + 1)  # f32 rows, the default precision's, torch
+    expect(rows.nth(0)).to_contain_text("Latency hint — INT8 model, f32")
+    expect(rows.last).to_contain_text("Torch eager")
     expect(by_testid(page, "speedups")).to_contain_text("than torch eager on this host")
     expect(by_testid(page, "layer-row")).to_have_count(len(result["layers"]))
     times = [float(value) for value in column(page, 3)]

@@ -12,7 +12,7 @@ when it ran on the same CPU.
 from dataclasses import dataclass, field
 
 from webapp.jobs.models import Job, JobState
-from webapp.registry.models import Artifact, Model
+from webapp.registry.models import TORCH_FORMATS, Artifact, Model
 
 DEFAULT_MAX_DROP = 0.01  # a variant is a candidate while its top-1 is within 1 point of the best
 
@@ -122,7 +122,7 @@ def _inherit_top1(row: Row, rows: dict[int, Row]) -> None:
 
 
 def _speedups(row: Row, rows: dict[int, Row]) -> None:
-    """Against the PyTorch source, from one host only."""
+    """Against the PyTorch source, from one host only; a model that came from ONNX or IR has none."""
     if row.benchmark is None:
         return
     result = row.benchmark.result
@@ -130,6 +130,8 @@ def _speedups(row: Row, rows: dict[int, Row]) -> None:
         row.speedup_latency, row.speedup_throughput = result.get("speedup_latency"), result.get("speedup_throughput")
         return
     source = _root(row.artifact, rows)
+    if source.artifact.format not in TORCH_FORMATS:
+        return
     if source is row or source.cpu != row.cpu or not source.latency_ms:
         if source is row:
             row.speedup_latency = row.speedup_throughput = 1.0

@@ -23,6 +23,7 @@ ISA_WORDS = {
     "asimddp": ("Arm dot product", True),
 }
 HEADLINE_HINTS = {"latency": "p50", "throughput": "fps"}  # the figures a comparison takes from each hint
+NOISY_SPREAD = 0.10  # a row whose rounds spread more is marked (workers/pipeline/benchmark.py: the same)
 
 
 def ms(value: float | None) -> str:
@@ -103,10 +104,11 @@ def host_figures(host: dict) -> dict:
 
 def benchmark_figures(result: dict, artifact: Artifact) -> dict:
     """A benchmark job's result as the performance page shows it."""
-    rows = [_measurement_row(m) for m in result.get("measurements") or []]
+    model = (artifact.precision or "").upper()
+    rows = [_measurement_row(m, model) for m in result.get("measurements") or []]
     torch = result.get("torch")
     if torch:
-        rows.append({**_measurement_row(torch), "torch": True})
+        rows.append({**_measurement_row(torch, model), "torch": True})
     headline = {"latency": result.get("latency_ms"), "fps": result.get("fps")}
     for row in rows:  # the figures the comparison takes: p50 under the latency hint, images/s under the throughput hint
         row["headline_latency"] = row["hint"] == "latency" or (not result.get("measurements") and row["torch"])
@@ -117,6 +119,7 @@ def benchmark_figures(result: dict, artifact: Artifact) -> dict:
               "width": round(100 * min(1.0, max(0.0, kind.get("share") or 0.0)), 1)}
              for kind in result.get("layer_types") or []]
     reference = result.get("reference")
+    load = result.get("load") or {}
     return {
         "host": host_figures(result.get("host") or {}),
         "shape": result.get("shape") or [],
@@ -131,18 +134,63 @@ def benchmark_figures(result: dict, artifact: Artifact) -> dict:
         "layers": layers,
         "types": types,
         "precisions": precision_shares(result.get("layers") or []),
+        "profile": layer_profile_words(result.get("layer_profile") or {}, result.get("layers") or [],
+                                       result.get("latency_ms") if not torch or result.get("measurements") else None),
+        "rounds": result.get("rounds") or 1,
+        "noisy": load.get("reasons") if load.get("noisy") else None,
+        "other_load": share(load.get("other_cpu_share")) if "other_cpu_share" in load else None,
+        "default_precision": (result.get("host") or {}).get("default_precision") or "",
     }
 
 
-def _measurement_row(m: dict) -> dict:
-    latency = m.get("latency_ms") or {}
+def measurement_name(m: dict, model: str) -> str:
+    """What a row measured, in words: "Latency hint — FP32 model, f32", "Throughput hint — FP32 model,
+    device default precision (bf16)", "Torch eager, 2 threads". Rows stored before precisions were
+    recorded keep their label."""
+    if m.get("engine") == "torch":
+        return f"Torch eager, {m['threads']} thread{'s' if m['threads'] != 1 else ''}" if m.get("threads") else "Torch eager"
     label = m.get("label") or ""
+    if not m.get("precision"):
+        return label[:1].upper() + label[1:]
+    streams = m.get("streams") or 0
+    what = (f"{m['hint'].capitalize()} hint" if m.get("hint")
+            else f"Batch {m.get('batch')} × {streams} stream{'s' if streams != 1 else ''}")
+    model = f"{model} model" if model else "model"
+    if m.get("default_precision"):
+        return f"{what} — {model}, device default precision ({m['precision']})"
+    return f"{what} — {model}, {m['precision']}"
+
+
+def _measurement_row(m: dict, model: str) -> dict:
+    latency = m.get("latency_ms") or {}
+    spread = m.get("spread") or {}
     return {
-        "label": label[:1].upper() + label[1:], "engine": m.get("engine", ""), "hint": m.get("hint", ""),
+        "label": measurement_name(m, model), "engine": m.get("engine", ""), "hint": m.get("hint", ""),
+        "precision": m.get("precision", ""), "default_precision": bool(m.get("default_precision")),
+        "rounds": len(m.get("rounds") or []) or None,
+        "spread_fps": share(spread.get("fps")) if spread else "—",
+        "spread_p50": share(spread.get("p50")) if spread else "—",
+        "noisy": any(value > NOISY_SPREAD for value in spread.values()),
         "batch": m.get("batch"), "streams": m.get("streams") or None, "requests": m.get("requests"),
         "iterations": m.get("iterations"), "seconds": m.get("seconds"), "fps": fps(m.get("fps")),
         "p50": ms(latency.get("p50")), "p90": ms(latency.get("p90")), "p99": ms(latency.get("p99")),
         "torch": m.get("engine") == "torch",
+    }
+
+
+def layer_profile_words(profile: dict, layers: list[dict], latency: float | None) -> dict | None:
+    """How the per-layer counters add up: the requests and streams they are summed over, their total
+    per inference, and the latencies to hold it against."""
+    if not layers:
+        return None
+    total = profile.get("total_ms", sum(layer.get("ms") or 0.0 for layer in layers))
+    requests, streams = profile.get("requests") or 1, profile.get("streams") or 1
+    return {
+        "total": ms(total), "requests": requests, "streams": streams, "runs": profile.get("runs"),
+        "precision": profile.get("precision") or "", "threads": profile.get("threads"),
+        "profiled_latency": ms(profile.get("profiled_latency_ms")) if profile.get("profiled_latency_ms") else None,
+        "latency": ms(latency) if latency else None,
+        "summed": requests > 1 or streams > 1,
     }
 
 

@@ -78,8 +78,9 @@ def benchmark_params(post) -> dict:
     params = {"device": post.get("device") or "CPU", "hints": post.getlist("hints"),
               "matrix": matrix_points(post.get("matrix", "")),
               "layer_counters": "layer_counters" in post, "torch_reference": "torch_reference" in post}
-    if post.get("seconds", "").strip():
-        params["seconds"] = post["seconds"].strip()
+    for name in ("seconds", "rounds"):
+        if post.get(name, "").strip():
+            params[name] = post[name].strip()
     return params
 
 
@@ -154,6 +155,8 @@ def measure_context(artifact: Artifact) -> dict:
         "dataset": next((dataset.id for dataset, fits in datasets if fits), None),
         "seconds": fields["seconds"].default, "seconds_min": fields["seconds"].min_value,
         "seconds_max": fields["seconds"].max_value,
+        "rounds": fields["rounds"].default, "rounds_min": fields["rounds"].min_value,
+        "rounds_max": fields["rounds"].max_value,
         "torch": artifact.format in TORCH_FORMATS,
         "reference": services.torch_ancestor(artifact),
         "deployable": artifact.format == Format.OPENVINO_IR,

@@ -15,7 +15,7 @@ def perform(run: JobRun) -> dict:
     reference = Artifact.objects.get(id=params["reference"]) if params.get("reference") else None
     config = {"shape": shape, "device": params["device"], "seconds": params["seconds"], "hints": list(params["hints"]),
               "matrix": [[point["batch"], point["streams"]] for point in params["matrix"]],
-              "layer_runs": 30 if params["layer_counters"] else 0}
+              "layer_runs": 30 if params["layer_counters"] else 0, "rounds": params.get("rounds", 3)}
     request, reads = {"config": config, "input_size": [height, width]}, []
     if artifact.format not in TORCH_FORMATS:
         request["model"], folder = staged_model(run, artifact, input_size=height)

@@ -143,7 +143,9 @@ class BenchmarkParams:
 
     artifact: int = ids()
     device: str = param("CPU", choices=(("CPU", "CPU"), ("GPU", "GPU (a worker whose OpenVINO sees one)")))
-    seconds: float = param(10, min=1, max=300, help="Per measurement.")
+    seconds: float = param(10, min=1, max=300, help="Per measurement, all its rounds together.")
+    rounds: int = param(3, min=3, max=20, help="Each figure is the median of this many rounds, the measurements "
+                                                "taking turns.")
     hints: frozenset[str] = param(["latency", "throughput"], choices=(("latency", "Latency"), ("throughput", "Throughput")))
     matrix: list[MatrixPoint] = param([], max_items=MATRIX_POINTS_MAX, help="Batch × streams points, measured too.")
     layer_counters: bool = param(True, help="Time and precision per layer (IR).")

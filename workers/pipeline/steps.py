@@ -7,7 +7,6 @@ worker to check and publish. No Django, no Celery, no storage: these run in `wor
 """
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 from workers.pipeline.reporting import Span
@@ -110,27 +109,25 @@ def qat(request: dict, span: Span) -> dict:
 
 
 def benchmark(request: dict, span: Span) -> dict:
-    """An IR's or ONNX model's speed with OpenVINO, and torch eager of its PyTorch source."""
-    from workers.pipeline.benchmark import BenchmarkConfig, benchmark_ir, benchmark_summary, host_facts, measure_torch
+    """An IR's or ONNX model's speed with OpenVINO, and torch eager of its PyTorch source, in the
+    same alternating rounds."""
+    from workers.pipeline.benchmark import BenchmarkConfig, benchmark_summary
+    from workers.pipeline.benchmark import benchmark as measure
     from workers.pipeline.formats import load_torch_module
 
     settings = request["config"]
     config = BenchmarkConfig(**{**settings, "hints": tuple(settings["hints"]),
                                 "matrix": tuple(tuple(point) for point in settings["matrix"])})
     model, reference = request.get("model"), request.get("reference")
-    result = {"host": host_facts(config.device), "shape": config.shape, "measurements": [], "layers": [],
-              "layer_types": []}
+    xml = module = None
     if model is not None:
-        span.reporter.stage("measuring OpenVINO")
         prepared = _prepared(model)
-        part = span.child(0.0, 0.8 if reference else 1.0)
-        result.update(benchmark_ir(prepared.folder / prepared.primary, config, part).as_dict())
+        xml = prepared.folder / prepared.primary
     if reference is not None:
-        span.reporter.stage("measuring torch eager")
+        span.reporter.stage("loading torch")
         module = load_torch_module(_prepared(reference), _inspect_config(reference))
-        height, width = request["input_size"]
-        part = span.child(0.8, 1.0) if model is not None else span
-        result["torch"] = asdict(measure_torch(module, [1, 3, height, width], config.seconds, part))
+    height, width = request["input_size"]
+    result = measure(xml, config, span, torch_module=module, torch_shape=[1, 3, height, width]).as_dict()
     return {**result, **benchmark_summary(result)}
 
 

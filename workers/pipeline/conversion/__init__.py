@@ -34,9 +34,10 @@ Equivalence: after saving, the IR is read back and compiled on CPU with FP32 inf
 `samples` inputs — images of a dataset when given, else seeded random ones — at every shape the
 choice allows (dynamic shapes: two batch sizes, and for "dynamic" two spatial sizes). The
 source is the PyTorch module already in memory (also for the ONNX route), or for an ONNX upload
-OpenVINO's own reading of the .onnx (there is no onnxruntime here). With embedded preprocessing the
-IR gets u8 images and the source gets the same images preprocessed here (the same resize,
-half-pixel centres, no antialiasing); without it, dataset images are resized to the input
+onnxruntime's run of the .onnx (another engine than the one that made the IR; a fixed input size
+other than the one asked for is rewritten in memory, as OpenVINO is told it). With embedded
+preprocessing the IR gets u8 images and the source gets the same images preprocessed here (the
+same resize, half-pixel centres, no antialiasing); without it, dataset images are resized to the input
 size and normalised with ImageNet's mean and std, the same tensor for both. Default tolerance: max
 |difference| 1e-4 for FP32, 1e-2 for FP16 weights. Beyond it the result says so and a warning is
 logged; it is no error. The PyTorch source runs on the check's inputs in a thread of its own while

@@ -448,13 +448,19 @@ class _Job:
 
     def reference_words(self) -> str:
         if self.module is None:
-            return "the ONNX model as OpenVINO reads it (no other ONNX runtime is installed)"
+            return f"the ONNX model run by onnxruntime {_onnxruntime_version()}"
         return {"torchscript": "the TorchScript module", "torch_export": "the torch.export program",
                 "state_dict": "the PyTorch module"}[self.prepared.format]
 
     def expected(self, cases: list[Case]) -> list[list[np.ndarray]]:
         return source_outputs(cases, module=self.module, onnx=self.prepared.folder / self.prepared.primary,
                               shape=self.network_shape(), hint=shape_hint(self.config.shape))
+
+
+def _onnxruntime_version() -> str:
+    from importlib.metadata import version
+
+    return version("onnxruntime")
 
 
 class _RouteFailed(Exception):
