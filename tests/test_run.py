@@ -135,7 +135,7 @@ def _named(children: list[psutil.Process], word: str) -> list[psutil.Process]:
 def test_it_answers_healthz_and_runs_its_own_redis(one_box):
     with urllib.request.urlopen(f"{one_box.url}/healthz", timeout=10) as response:
         assert response.status == 200
-        assert response.read() == b"ok"
+        assert json.loads(response.read()) == {"status": "ok", "database": "ok", "redis": "ok", "storage": "ok"}
     assert _redis_answers(one_box.redis_url)
     # The Redis answering there is the one `up` started (redis-server retitles itself "redis-server host:port").
     servers = [child for child in psutil.Process(one_box.process.pid).children() if child.name() == "redis-server"]

@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import struct
+import urllib.error
+import urllib.request
 from urllib.parse import urlparse
 
 import pytest
@@ -279,5 +281,39 @@ def test_it_serves_the_feed_through_a_real_daphne(live_server_url, project, bob)
         event = ws.json()
         assert event["type"] == "project.updated"
         assert event["project"]["name"] == "Live grapes"
+    finally:
+        ws.close()
+
+
+def test_it_reports_redis_down_on_healthz_and_refuses_new_sockets_cleanly(live_server_url, project, bob, redis_server):
+    def health() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{live_server_url}/healthz", timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    assert health() == (200, {"status": "ok", "database": "ok", "redis": "ok", "storage": "ok"})
+    redis_server.stop()
+    try:
+        status, parts = health()
+        assert status == 503 and parts["status"] == "failed"
+        assert parts["redis"].startswith("failed: ") and "refused" in parts["redis"].lower()
+        assert parts["database"] == parts["storage"] == "ok"
+
+        ws = RawWebsocket(live_server_url, f"/ws/projects/{project.id}/feed/", cookie=session_cookie(bob),
+                          origin="http://127.0.0.1")
+        try:
+            assert ws.status == 101  # accepted, then closed with "try again later": not a 500
+            opcode, payload = ws.frame()
+            assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 4503
+        finally:
+            ws.close()
+    finally:
+        redis_server.start()
+    assert health()[0] == 200
+    ws = RawWebsocket(live_server_url, f"/ws/projects/{project.id}/feed/", cookie=session_cookie(bob), origin="http://127.0.0.1")
+    try:
+        assert ws.status == 101 and ws.json()["type"] == "hello"  # back as soon as Redis is
     finally:
         ws.close()

@@ -315,6 +315,9 @@ RECONCILE_SECONDS = env_int("RECONCILE_SECONDS", 10)
 # the next free worker); more wait in the database and get their turns round-robin across teams
 # as slots free up (webapp/jobs/services.py jobs_release). 0: no limit.
 TEAM_RUNNING_JOBS = {"train": env_int("TEAM_RUNNING_JOBS_TRAIN", 2), "optimize": env_int("TEAM_RUNNING_JOBS_OPTIMIZE", 4)}
+# A live page's socket joins its group again and reads the store this often: after a Redis
+# restart (which forgets every group) it is back in step within this time, with no reload.
+LIVE_RESYNC_SECONDS = env_int("LIVE_RESYNC_SECONDS", 5)
 
 # --- The jail (workers/jail.py, docs/architecture.md) ---------------------------------------
 # "bwrap": every job's pipeline runs under bubblewrap. "off": an administrator's explicit choice

@@ -1,16 +1,18 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import connection
-from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.templatetags.static import static
 from django.views.decorators.http import require_GET
+
+from webapp.core.health import health
 
 
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return HttpResponse("ok", content_type="text/plain")
+    """{"status": "ok", "database": "ok", "redis": "ok", "storage": "ok"}; 503 when one failed."""
+    parts = health()
+    healthy = all(state == "ok" for state in parts.values())
+    return JsonResponse({"status": "ok" if healthy else "failed", **parts}, status=200 if healthy else 503)
 
 
 @require_GET
