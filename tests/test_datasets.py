@@ -191,3 +191,46 @@ def test_import_jobs_cannot_be_submitted_by_hand(alice, project):
         f"/api/v1/projects/{project.id}/jobs/", {"kind": "dataset_import", "params": {"dataset": 1}}, content_type="application/json"
     )
     assert response.status_code == 400
+
+
+def test_deleting_a_project_cancels_its_jobs_and_deletes_its_rows_and_files(worker_host, alice, team_a, project, tmp_path):
+    from django.core.files.base import ContentFile
+
+    from webapp.core.quota import team_bytes_used
+    from webapp.datasets.models import DatasetItem
+    from webapp.jobs.models import JobEvent
+    from webapp.registry.models import Artifact, Model
+    from workers.runner import scratch_dir
+
+    client = signed_in(alice)
+    ready = import_dataset(client, project, uploaded(alice, project, make_zip(tmp_path / "a.zip", class_entries())))
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"plain text, not an archive")
+    failed = import_dataset(client, project, uploaded(alice, project, junk))  # keeps its archive
+    assert ready.state == "ready" and failed.state == "failed" and failed.upload_id
+    model = Model.objects.create(project=project, name="net")
+    artifact = Artifact.objects.create(model=model, origin="uploaded", format="onnx", size_bytes=5)
+    default_storage.save(f"{artifact.storage_prefix}/model.onnx", ContentFile(b"bytes"))
+    running = client.post(f"/api/v1/projects/{project.id}/jobs/", {"kind": "probe", "params": {
+        "rounds": 200, "seconds_per_round": 0.2, "matrix_size": 64}}, content_type="application/json").json()["id"]
+    wait_for(scratch_dir(running, 1).exists, timeout=30, what="the probe's scratch folder")
+    default_storage.save(f"jobs/{running}/checkpoint-1.pth", ContentFile(b"state"))
+    keys = [ready.storage_prefix, artifact.storage_prefix, f"jobs/{running}", f"uploads/{failed.upload_id}"]
+    assert all(default_storage.exists(key) for key in keys) and team_bytes_used(team_a) > 0
+
+    page = client.get(f"/projects/{project.id}/delete/")  # the confirmation lists what goes
+    assert page.status_code == 200 and not Job.objects.filter(state=JobState.CANCELLED).exists()
+    text = page.content.decode()
+    for testid, shown in [("datasets", "2"), ("models", "1"), ("uploads", "1")]:
+        assert f'data-testid="delete-{testid}">{shown}' in text, testid
+    assert f"#{running}</a>" in text and "will be cancelled" in text
+
+    response = client.post(f"/projects/{project.id}/delete/")
+    assert response.status_code == 302 and response.url == f"/teams/{team_a.id}/"
+    for table in (Project, Dataset, DatasetItem, Job, JobEvent, JobInput, Model, Artifact, Upload):
+        assert not table.objects.exists(), table.__name__
+    assert not any(default_storage.exists(key) for key in keys)
+    assert team_bytes_used(team_a) == 0  # the quota is released
+    # The worker stopped the running probe: its attempt ended and removed its folder.
+    wait_for(lambda: not scratch_dir(running, 1).parent.exists(), timeout=20, what="the deleted job's attempt to end")
+    assert not default_storage.exists(f"jobs/{running}")

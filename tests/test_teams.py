@@ -345,3 +345,34 @@ def test_it_falls_back_to_another_team_when_removed_from_the_current_one(client,
     response = client.get("/")
     assert response["Location"] == f"/teams/{team_a.id}/"
     assert _nav_team(client) == "Team A"
+
+
+def test_deleting_a_team_takes_its_projects_jobs_uploads_and_files(client, alice, bob, team_a):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from tests.helpers import make_dataset, signed_in
+    from webapp.jobs.models import Job, JobState
+    from webapp.projects.models import Project
+    from webapp.uploads.models import Upload
+    from webapp.uploads.services import part_path, upload_create
+
+    project = Project.objects.create(team=team_a, name="Vision")
+    dataset = make_dataset(project)
+    default_storage.save(f"{dataset.storage_prefix}/index.json", ContentFile(b"{}"))
+    queued = Job.objects.create(project=project, kind="probe", queue="optimize", state=JobState.QUEUED)
+    arriving = upload_create(team=team_a, user=alice, filename="big.zip", length=10, metadata={"project": str(project.id)})
+    assert part_path(arriving).exists()
+
+    assert signed_in(bob).get(f"/teams/{team_a.id}/delete/").status_code == 403  # members may not
+    page = signed_in(alice).get(f"/teams/{team_a.id}/delete/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert 'data-testid="delete-projects">1' in text and 'data-testid="delete-uploads">1' in text
+    assert f"#{queued.id}</a>" in text  # listed as one that will be cancelled
+
+    client.force_login(alice)
+    assert client.delete(f"/api/v1/teams/{team_a.id}/").status_code == 204
+    for table in (Team, Membership, Project, Job, Upload):
+        assert not table.objects.filter(**({"name": "Team A"} if table is Team else {})).exists(), table.__name__
+    assert not default_storage.exists(dataset.storage_prefix) and not part_path(arriving).exists()

@@ -69,6 +69,7 @@ urlpatterns = [
     path("teams/", teams_views.team_list, name="team_list"),
     path("teams/<int:team_id>/", teams_views.team_detail, name="team_detail"),
     path("teams/<int:team_id>/switch/", teams_views.team_switch, name="team_switch"),
+    path("teams/<int:team_id>/delete/", teams_views.team_delete, name="team_delete"),
     path("teams/<int:team_id>/members/", teams_views.team_members, name="team_members"),
     path("teams/<int:team_id>/members/<int:membership_id>/role/", teams_views.member_role, name="member_role"),
     path("teams/<int:team_id>/members/<int:membership_id>/remove/", teams_views.member_remove, name="member_remove"),

@@ -13,6 +13,7 @@ from django.db import connection
 
 from webapp.jobs import services
 from webapp.jobs.events import events_append
+from webapp.jobs.models import Job
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,10 @@ class JobReporter:
         """Stop the thread and write everything still buffered."""
         self._stop.set()
         self._thread.join(timeout=30)
-        self.flush(final=True)
+        try:
+            self.flush(final=True)
+        except Job.DoesNotExist:  # deleted with its project or team: nobody is left to read it
+            self._lease_lost = True
 
     def _run(self) -> None:
         try:
@@ -131,6 +135,8 @@ class JobReporter:
                     self.flush()
                     self._keep_lease()
                     self._poll_cancel()
+                except Job.DoesNotExist:  # deleted with its project or team: the step stops
+                    self._lease_lost = True
                 except Exception:  # a failed write is retried on the next tick; the buffers are kept
                     log.exception("job %s: reporter flush failed", self.job_id)
         finally:

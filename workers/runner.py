@@ -14,6 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections
 
+from webapp.core.files import delete_tree
 from webapp.core.quota import QuotaExceeded
 from webapp.jobs import services
 from webapp.jobs.kinds import KINDS
@@ -130,6 +131,10 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     finally:
         reporter.close()
         shutil.rmtree(scratch.parent, ignore_errors=True)
+    if not Job.objects.filter(id=job.id).exists():  # its project or team was deleted while it ran
+        log.info("job %s was deleted while it ran; removing what it stored since", job.id)
+        delete_tree(f"jobs/{job.id}")
+        return
     if state == JobState.CANCELLED and not reporter.lease_lost:
         reporter.log("Cancelled; partial outputs removed.", level="warning")
         reporter.flush(final=True)

@@ -243,7 +243,8 @@ def job_renew_lease(*, job_id: int, owner: str) -> bool:
 
 
 def job_cancel_requested(*, job_id: int) -> bool:
-    return Job.objects.filter(id=job_id, cancel_requested_at__isnull=False).exists()
+    """Also true for a job that is gone: its project or team was deleted while it ran."""
+    return not Job.objects.filter(id=job_id, cancel_requested_at__isnull=True).exists()
 
 
 def job_save_checkpoint(*, job_id: int, owner: str, checkpoint: dict) -> None:

@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from webapp.core.broadcast import broadcast, project_group
+from webapp.projects.deletion import projects_delete
 from webapp.projects.models import Project
 from webapp.teams.models import Team
 
@@ -35,8 +36,6 @@ def project_update(*, project: Project, name: str | None = None, description: st
     return project
 
 
-@transaction.atomic
 def project_delete(*, project: Project) -> None:
-    project_id = project.id
-    project.delete()
-    broadcast(project_group(project_id), {"type": "project.deleted", "project": {"id": project_id}})
+    """Its jobs cancelled, its rows and files gone (webapp/projects/deletion.py)."""
+    projects_delete([project.id])

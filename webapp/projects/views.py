@@ -3,6 +3,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
@@ -11,6 +12,7 @@ from webapp.jobs.selectors import jobs_of_project
 from webapp.registry.selectors import models_of_project
 from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
+from webapp.projects.deletion import contents_of
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import project_for_user
 from webapp.teams.models import Team
@@ -77,10 +79,15 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def project_delete(request: HttpRequest, project_id: int) -> HttpResponse:
+    """GET: what goes with the project, to confirm; POST: delete it."""
     project = project_for_user(request.user, project_id, Action.MANAGE)
-    team_id, name = project.team_id, project.name
-    services.project_delete(project=project)
-    messages.success(request, f"Project {name} deleted.")
-    return redirect("team_detail", team_id=team_id)
+    if request.method == "POST":
+        services.project_delete(project=project)
+        messages.success(request, f"Project {project.name} and everything in it deleted.")
+        return redirect("team_detail", team_id=project.team_id)
+    return render(request, "delete_confirm.html", {
+        "team": project.team, "subject": f"project {project.name}", "contents": contents_of([project.id]),
+        "cancel_url": reverse("project_detail", args=[project.id]), "action": reverse("project_delete", args=[project.id]),
+    })

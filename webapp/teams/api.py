@@ -72,7 +72,7 @@ class TeamDetailView(APIView):
 
     def delete(self, request: Request, team_id: int) -> Response:
         authorize(request.user, team_id, Action.OWN)
-        get_object_or_404(Team, id=team_id).delete()
+        services.team_delete(team=get_object_or_404(Team, id=team_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

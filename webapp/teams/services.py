@@ -100,3 +100,13 @@ def team_rename(*, team: Team, name: str) -> Team:
     team.name = name
     team.save(update_fields=["name"])
     return team
+
+
+def team_delete(*, team: Team) -> None:
+    """Every project of the team as project_delete does it (jobs cancelled, rows and files gone),
+    its uploads, then the team."""
+    from webapp.projects.deletion import projects_delete  # projects import teams' models
+    from webapp.uploads.models import Upload
+
+    projects_delete(list(team.projects.values_list("id", flat=True)), extra_uploads=Upload.objects.filter(team=team))
+    team.delete()

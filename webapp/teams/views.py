@@ -3,14 +3,17 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.projects.deletion import contents_of
 from webapp.projects.selectors import projects_for_user
 from webapp.teams import services
 from webapp.teams.forms import MemberAddForm, MemberRoleForm, TeamForm
 from webapp.teams.models import Membership, Team
 from webapp.teams.selectors import current_team, memberships_of, teams_for_user
+from webapp.uploads.models import Upload
 
 
 def _flash_errors(request: HttpRequest, error: ValidationError) -> None:
@@ -55,6 +58,7 @@ def team_detail(request: HttpRequest, team_id: int) -> HttpResponse:
         "projects": projects_for_user(request.user, team_id=team.id),
         "can_write": role_allows(role, Action.WRITE),
         "can_manage": role_allows(role, Action.MANAGE),
+        "can_own": role_allows(role, Action.OWN),
     }
     return render(request, "teams/team_detail.html", context)
 
@@ -127,3 +131,22 @@ def member_remove(request: HttpRequest, team_id: int, membership_id: int) -> Htt
     else:
         messages.success(request, f"{membership.user.username} was removed from the team.")
     return redirect("team_members", team_id=team_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def team_delete(request: HttpRequest, team_id: int) -> HttpResponse:
+    """GET: what goes with the team, to confirm; POST: delete it (owners only)."""
+    authorize(request.user, team_id, Action.OWN)
+    team = get_object_or_404(Team, id=team_id)
+    if request.method == "POST":
+        services.team_delete(team=team)
+        request.session.pop("team_id", None)
+        messages.success(request, f"Team {team.name} and everything in it deleted.")
+        return redirect("team_list")
+    project_ids = list(team.projects.values_list("id", flat=True))
+    contents = contents_of(project_ids, extra_uploads=Upload.objects.filter(team=team))
+    return render(request, "delete_confirm.html", {
+        "team": team, "subject": f"team {team.name}", "contents": contents, "is_team": True,
+        "cancel_url": reverse("team_detail", args=[team.id]), "action": reverse("team_delete", args=[team.id]),
+    })
