@@ -179,6 +179,10 @@ UPLOAD_EXPIRY_HOURS = env_int("UPLOAD_EXPIRY_HOURS", 24)
 # signed-in request's, and an anonymous one's (signing in takes a few hundred bytes).
 BODY_MAX_BYTES = env_int("BODY_MAX_MB", 4) * 2**20
 BODY_MAX_ANONYMOUS_BYTES = env_int("BODY_MAX_ANONYMOUS_KB", 64) * 2**10
+# A failed import keeps its archive (to try again) for this long; then the sweep deletes it.
+FAILED_IMPORT_EXPIRY_DAYS = env_int("FAILED_IMPORT_EXPIRY_DAYS", 7)
+# How often a worker's reconciler sweeps expired failed imports and files whose rows are gone.
+CLEANUP_SECONDS = env_int("CLEANUP_SECONDS", 3600)
 TEAM_QUOTA_GB = env_int("TEAM_QUOTA_GB", 200)
 # Each team brings a quota of its own: site admins make teams; other accounts up to this many
 # teams they own (0: none).

@@ -1,6 +1,7 @@
 """Recovers what faults leave behind, from every worker's main process, one worker at a time:
 jobs whose worker was lost, cancelled jobs that would not stop, queued jobs whose broker
-message is gone (a Redis restart without its data), and waiting jobs whose team has a slot free."""
+message is gone (a Redis restart without its data), and waiting jobs whose team has a slot free.
+Every CLEANUP_SECONDS it also sweeps failed imports past their expiry and files whose rows are gone."""
 
 import json
 import logging
@@ -10,10 +11,13 @@ from django.conf import settings
 
 from webapp.celery import QUEUES
 from webapp.jobs import services
+from webapp.projects.deletion import orphan_files_sweep
+from webapp.projects.failed_imports import failed_imports_sweep
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "vintner:reconciler"
+CLEANUP_KEY = "vintner:cleanup"  # set while the last sweep is recent enough
 # kombu's Redis transport keeps priority levels in sibling lists: "<queue>\x06\x16<priority>".
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -30,7 +34,7 @@ def task_ids_in_broker(client: redis.Redis) -> set[str]:
     return {payload["headers"]["id"] for payload in payloads if "id" in payload.get("headers", {})}
 
 
-def reconcile() -> dict[str, list[int]]:
+def reconcile() -> dict[str, list]:
     client = redis.Redis.from_url(settings.REDIS_URL)
     if not client.set(LOCK_KEY, "1", nx=True, ex=max(settings.RECONCILE_SECONDS, 5)):
         return {}
@@ -42,6 +46,8 @@ def reconcile() -> dict[str, list[int]]:
             # a release missed (a process that died between a job's end and its release)
             "released": [job_id for queue in QUEUES for job_id in services.jobs_release(queue=queue)],
         }
+        if client.set(CLEANUP_KEY, "1", nx=True, ex=settings.CLEANUP_SECONDS):
+            done.update(failed_imports_swept=failed_imports_sweep(), orphans_swept=orphan_files_sweep())
     finally:
         client.delete(LOCK_KEY)
     if any(done.values()):

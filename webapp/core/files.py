@@ -94,6 +94,14 @@ def local_tree(prefix: str, scratch: Path) -> Path:
     return target
 
 
+def folders(prefix: str) -> list[str]:
+    """The names of the folders directly under `prefix` (none if it does not exist)."""
+    try:
+        return default_storage.listdir(prefix)[0]
+    except FileNotFoundError:
+        return []
+
+
 def delete_file(key: str) -> None:
     if default_storage.exists(key):
         default_storage.delete(key)

@@ -83,3 +83,20 @@ def projects_delete(project_ids: list[int], *, extra_uploads=None) -> None:
         files.delete_tree(prefix)
     for upload in {upload.id: upload for upload in uploads}.values():
         upload_delete(upload=upload)
+
+
+# Storage folders named by a row's id: a folder whose row is gone is an orphan.
+OWNED_FOLDERS = {"datasets": Dataset, "artifacts": Artifact, "jobs": Job}
+
+
+def orphan_files_sweep() -> list[str]:
+    """Delete the folders of rows that no longer exist: what a job stored or published while its
+    project was being deleted. Rows are made before their files, so a folder without one is stale."""
+    swept = []
+    for top, table in OWNED_FOLDERS.items():
+        names = [name for name in files.folders(top) if name.isdigit()]
+        alive = {str(pk) for pk in table.objects.filter(id__in=[int(name) for name in names]).values_list("id", flat=True)}
+        for name in set(names) - alive:
+            files.delete_tree(f"{top}/{name}")
+            swept.append(f"{top}/{name}")
+    return swept

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -13,6 +14,7 @@ from webapp.registry.selectors import models_of_project
 from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
 from webapp.projects.deletion import contents_of
+from webapp.projects.failed_imports import failed_imports_of_project
 from webapp.projects.forms import ProjectForm
 from webapp.projects.selectors import project_for_user
 from webapp.teams.models import Team
@@ -57,6 +59,8 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "datasets": datasets_of_project(project.id),
         "models": models_of_project(project.id),
         "idempotency_key": new_idempotency_key(),
+        "failed_imports": failed_imports_of_project(project.id),
+        "failed_import_expiry_days": settings.FAILED_IMPORT_EXPIRY_DAYS,
     }
     return render(request, "projects/project_detail.html", context)
 
