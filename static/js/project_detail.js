@@ -13,6 +13,7 @@
   async function updateJob(job) {
     let row = jobRows.querySelector(`tr[data-job="${job.id}"]`);
     if (!row) {
+      if (document.getElementById("jobs").dataset.newest !== "true") return; // a page of older jobs
       // A job this page has not shown yet: render it with the same partial as the first load.
       // Updates arriving meanwhile are kept, and the newest is applied once the row is in.
       const fetching = loading.has(job.id);

@@ -37,12 +37,10 @@ def published(model: Model, user, prepared: Prepared, *, graph: dict | None) -> 
                for path in files]
     main = next(entry for entry in listing if entry["name"] == prepared.primary)
     inspection = {"format": prepared.format, "inputs": [], "outputs": [], "parameters": None, "precision": "fp32"}
-    if graph is not None:
-        inspection["graph"] = graph
     artifact = Artifact.objects.create(
         model=model, origin="uploaded", format=prepared.format, precision="fp32", source_names=[prepared.primary],
         ready_at=timezone.now(), files=listing, primary=prepared.primary, sha256=main["sha256"],
-        size_bytes=sum(entry["size"] for entry in listing), created_by=user, inspection=inspection,
+        size_bytes=sum(entry["size"] for entry in listing), created_by=user, inspection=inspection, graph=graph or {},
     )
     for path in files:
         default_storage.save(f"{artifact.storage_prefix}/{path.name}", ContentFile(path.read_bytes()))
@@ -72,7 +70,7 @@ def test_alice_explores_an_ir_graph(live_server_url, page, alice, team_a, screen
     base = live_server_url
     model = Model.objects.create(project=make_project(team_a, "Pet classifier"), name="tiny", created_by=alice)
     artifact = ir_artifact(model, alice, tmp_path / "ir")
-    graph = artifact.inspection["graph"]
+    graph = artifact.graph
     operations = [entry for entry in graph["nodes"] if entry["kind"] != "const"]
     requests, errors = [], []
     page.on("request", lambda request: requests.append(request.url))

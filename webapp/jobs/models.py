@@ -66,8 +66,12 @@ class Job(models.Model):
                 name="one_job_per_idempotency_key",
             )
         ]
-        indexes = [models.Index(fields=["state", "lease_expires_at"]),
-                   models.Index(fields=["queue", "state", "released_at"], name="job_turns")]
+        indexes = [
+            models.Index(fields=["state", "lease_expires_at"]),
+            models.Index(fields=["queue", "state", "released_at"], name="job_turns"),
+            # a project's job list, newest first, a page at a time
+            models.Index(fields=["project", "-created_at", "-id"], name="job_project_newest"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.id} ({self.state})"

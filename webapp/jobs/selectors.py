@@ -13,6 +13,15 @@ def jobs_of_project(project_id: int) -> QuerySet[Job]:
     return Job.objects.filter(project_id=project_id).select_related("created_by").prefetch_related("reads")
 
 
+JOB_ROW = ("id", "kind", "state", "progress", "stage", "created_at")  # what a job list's row shows
+JOBS_PER_PAGE = 50
+
+
+def job_rows_of_project(project_id: int) -> QuerySet[Job]:
+    """A project's jobs, newest first, with the row's columns only (not params, result, errors)."""
+    return Job.objects.filter(project_id=project_id).only(*JOB_ROW)
+
+
 def inputs_of_job(job: Job) -> dict[str, list[int]]:
     """The ids of what the job reads, as the API has always shown them: {"datasets": [...],
     "artifacts": [...]}, in the order it was given them. One deleted since is left out (its row

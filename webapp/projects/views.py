@@ -2,15 +2,16 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
-from webapp.datasets.selectors import datasets_of_project
-from webapp.jobs.selectors import jobs_of_project
-from webapp.registry.selectors import models_of_project
+from webapp.datasets.selectors import dataset_rows_of_project
+from webapp.jobs.selectors import JOBS_PER_PAGE, job_rows_of_project
+from webapp.registry.selectors import model_rows_of_project
 from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
 from webapp.projects.deletion import contents_of
@@ -50,14 +51,15 @@ def project_create(request: HttpRequest, team_id: int) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for_user(request.user, project_id, Action.VIEW)
     role = authorize(request.user, project.team_id, Action.VIEW)
+    jobs = Paginator(job_rows_of_project(project.id), JOBS_PER_PAGE).get_page(request.GET.get("jobs"))
     context = {
         "project": project,
         "team": project.team,
         "can_write": role_allows(role, Action.WRITE),
         "can_manage": role_allows(role, Action.MANAGE),
-        "jobs": jobs_of_project(project.id)[:50],
-        "datasets": datasets_of_project(project.id),
-        "models": models_of_project(project.id),
+        "jobs": jobs,
+        "datasets": dataset_rows_of_project(project.id),
+        "models": model_rows_of_project(project.id),
         "idempotency_key": new_idempotency_key(),
         "failed_imports": failed_imports_of_project(project.id),
         "failed_import_expiry_days": settings.FAILED_IMPORT_EXPIRY_DAYS,

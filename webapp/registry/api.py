@@ -31,11 +31,6 @@ class ArtifactSerializer(serializers.ModelSerializer):
     def get_error(self, artifact: Artifact) -> str:
         return artifact.job.error if artifact.state == "failed" and artifact.job else ""
 
-    def to_representation(self, artifact: Artifact) -> dict:
-        data = super().to_representation(artifact)
-        data["inspection"] = {k: v for k, v in data["inspection"].items() if k != "graph"}  # up to MBs; the graph page has it
-        return data
-
 
 class ModelSerializer(serializers.ModelSerializer):
     artifacts = ArtifactSerializer(many=True, read_only=True)

@@ -15,7 +15,7 @@ from webapp.registry.selectors import artifact_for_user
 @require_GET
 def artifact_graph(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
-    graph = artifact.inspection.get("graph") if artifact.state == "ready" else None
+    graph = artifact.graph if artifact.state == "ready" else None
     if not isinstance(graph, dict) or not graph.get("nodes"):
         raise Http404("This artifact has no graph to show.")
     kinds = {"op": 0, "const": 0, "input": 0, "output": 0}

@@ -52,6 +52,11 @@ class Model(models.Model):
         return self.name
 
 
+class ArtifactManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().defer("graph")  # up to 1.7 MB: only the graph page reads it
+
+
 class Artifact(models.Model):
     """One file set of a model in one format and precision. Immutable once ready; jobs read it by id."""
 
@@ -76,6 +81,11 @@ class Artifact(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The graph view's data (IR and ONNX), kept out of `inspection` and last in the row: a list
+    # that reads an artifact's other columns never reads (or, in SQLite, walks past) its megabytes.
+    graph = models.JSONField(default=dict, blank=True, help_text="Operations and edges, for the graph page.")
+
+    objects = ArtifactManager()
 
     class Meta:
         ordering = ["model", "created_at", "id"]

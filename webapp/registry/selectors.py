@@ -1,5 +1,5 @@
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from webapp.access import Action, get_for_user
 from webapp.core.numbers import whole_number
@@ -32,8 +32,24 @@ def models_of_project(project_id: int) -> QuerySet[Model]:
     return Model.objects.filter(project_id=project_id).prefetch_related("artifacts__job")
 
 
+# What a row of an artifact shows, with its job's state: a list page reads these columns only
+# (the graph, up to 1.7 MB, is never read but by the graph page: Artifact.objects defers it).
+ARTIFACT_ROW = ("id", "model_id", "origin", "format", "precision", "parent_id", "ready_at", "size_bytes", "created_at",
+                "job_id", "job__id", "job__state", "job__progress", "job__stage")
+
+
+def model_rows_of_project(project_id: int) -> QuerySet[Model]:
+    """The project page's model list: each model with its artifacts' row columns and their jobs'
+    state, in two queries whatever the models hold."""
+    artifacts = Artifact.objects.select_related("job").only(*ARTIFACT_ROW).order_by("created_at", "id")
+    return (Model.objects.filter(project_id=project_id).only("id", "name", "project_id")
+            .prefetch_related(Prefetch("artifacts", queryset=artifacts)))
+
+
 def artifacts_of_model(model: Model) -> QuerySet[Artifact]:
-    return model.artifacts.select_related("job", "parent").order_by("created_at", "id")
+    """The model page's artifacts: their row columns, metrics (the quantization figures) and
+    inspection (the parameter count)."""
+    return model.artifacts.select_related("job").only(*ARTIFACT_ROW, "metrics", "inspection").order_by("created_at", "id")
 
 
 def active_jobs_using(artifacts: list[Artifact]) -> list[Job]:

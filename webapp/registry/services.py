@@ -201,6 +201,8 @@ def artifact_publish(*, artifact: Artifact, folder: Path, fmt: str, primary: str
         for path in sorted(p for p in folder.rglob("*") if p.is_file())
     ]
     main = next(entry for entry in listing if entry["name"] == primary)
+    inspection = dict(inspection)
+    graph = inspection.pop("graph", None) or {}
     outputs = inspection.get("outputs") or []
     classes = outputs[0]["shape"][-1] if outputs and outputs[0].get("shape") else None
     size = sum(entry["size"] for entry in listing)
@@ -213,7 +215,7 @@ def artifact_publish(*, artifact: Artifact, folder: Path, fmt: str, primary: str
             Artifact.objects.filter(id=artifact.id).update(
                 ready_at=timezone.now(), format=fmt, precision=inspection.get("precision", ""), files=listing,
                 primary=primary, sha256=main["sha256"], size_bytes=size,
-                inspection=inspection, num_classes=artifact.num_classes or (classes if isinstance(classes, int) else None),
+                inspection=inspection, graph=graph, num_classes=artifact.num_classes or (classes if isinstance(classes, int) else None),
             )
     except BaseException:
         files.delete_tree(artifact.storage_prefix)
