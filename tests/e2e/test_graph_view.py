@@ -36,11 +36,12 @@ def published(model: Model, user, prepared: Prepared, *, graph: dict | None) -> 
     listing = [{"name": path.name, "size": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
                for path in files]
     main = next(entry for entry in listing if entry["name"] == prepared.primary)
-    inspection = {"format": prepared.format, "inputs": [], "outputs": [], "parameters": None, "precision": "fp32"}
+    inspection = {"format": prepared.format, "inputs": [], "outputs": [], "parameters": None, "precision": "fp32",
+                  **({"graph_nodes": len(graph["nodes"])} if graph else {})}
     artifact = Artifact.objects.create(
         model=model, origin="uploaded", format=prepared.format, precision="fp32", source_names=[prepared.primary],
         ready_at=timezone.now(), files=listing, primary=prepared.primary, sha256=main["sha256"],
-        size_bytes=sum(entry["size"] for entry in listing), created_by=user, inspection=inspection, graph=graph or {},
+        size_bytes=sum(entry["size"] for entry in listing), created_by=user, inspection=inspection, graph=graph,
     )
     for path in files:
         default_storage.save(f"{artifact.storage_prefix}/{path.name}", ContentFile(path.read_bytes()))

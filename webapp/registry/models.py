@@ -82,8 +82,10 @@ class Artifact(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     # The graph view's data (IR and ONNX), kept out of `inspection` and last in the row: a list
-    # that reads an artifact's other columns never reads (or, in SQLite, walks past) its megabytes.
-    graph = models.JSONField(default=dict, blank=True, help_text="Operations and edges, for the graph page.")
+    # that reads an artifact's other columns never reads its megabytes. Nullable, so that SQLite
+    # adds the column at the end of the row (ALTER TABLE ADD COLUMN): a column stored after it
+    # would be read by walking its overflow pages.
+    graph = models.JSONField(null=True, blank=True, help_text="Operations and edges, for the graph page.")
 
     objects = ArtifactManager()
 

@@ -202,7 +202,9 @@ def artifact_publish(*, artifact: Artifact, folder: Path, fmt: str, primary: str
     ]
     main = next(entry for entry in listing if entry["name"] == primary)
     inspection = dict(inspection)
-    graph = inspection.pop("graph", None) or {}
+    graph = inspection.pop("graph", None) or None  # its own column: pages that list artifacts never read it
+    if graph and graph.get("nodes"):
+        inspection["graph_nodes"] = len(graph["nodes"])  # what says there is one to show
     outputs = inspection.get("outputs") or []
     classes = outputs[0]["shape"][-1] if outputs and outputs[0].get("shape") else None
     size = sum(entry["size"] for entry in listing)

@@ -7,14 +7,17 @@ def graphs_out_of_inspection(apps, schema_editor):
     """Each stored graph moves from inspection["graph"] to its own column."""
     Artifact = apps.get_model("registry", "Artifact")
     for artifact in Artifact.objects.filter(inspection__has_key="graph").iterator(chunk_size=20):
-        artifact.graph = artifact.inspection.pop("graph") or {}
+        artifact.graph = artifact.inspection.pop("graph") or None
+        if artifact.graph and artifact.graph.get("nodes"):
+            artifact.inspection["graph_nodes"] = len(artifact.graph["nodes"])
         artifact.save(update_fields=["graph", "inspection"])
 
 
 def graphs_back_into_inspection(apps, schema_editor):
     Artifact = apps.get_model("registry", "Artifact")
-    for artifact in Artifact.objects.exclude(graph={}).iterator(chunk_size=20):
+    for artifact in Artifact.objects.filter(graph__isnull=False).iterator(chunk_size=20):
         artifact.inspection["graph"] = artifact.graph
+        artifact.inspection.pop("graph_nodes", None)
         artifact.save(update_fields=["inspection"])
 
 
@@ -28,7 +31,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='artifact',
             name='graph',
-            field=models.JSONField(blank=True, default=dict, help_text='Operations and edges, for the graph page.'),
+            field=models.JSONField(blank=True, null=True, help_text='Operations and edges, for the graph page.'),
         ),
         migrations.RunPython(graphs_out_of_inspection, graphs_back_into_inspection),
     ]
