@@ -38,12 +38,16 @@ ARTIFACT_ROW = ("id", "model_id", "origin", "format", "precision", "parent_id", 
                 "job_id", "job__id", "job__state", "job__progress", "job__stage")
 
 
-def model_rows_of_project(project_id: int) -> QuerySet[Model]:
-    """The project page's model list: each model with its artifacts' row columns and their jobs'
-    state, in two queries whatever the models hold."""
+def model_rows_of_project(project_id: int) -> list[Model]:
+    """The project page's model list, in two queries whatever the models hold: each model with its
+    artifact count and its newest artifact (row columns and its job's state), which stands for it."""
     artifacts = Artifact.objects.select_related("job").only(*ARTIFACT_ROW).order_by("created_at", "id")
-    return (Model.objects.filter(project_id=project_id).only("id", "name", "project_id")
-            .prefetch_related(Prefetch("artifacts", queryset=artifacts)))
+    models = list(Model.objects.filter(project_id=project_id).only("id", "name", "project_id")
+                  .prefetch_related(Prefetch("artifacts", queryset=artifacts)))
+    for model in models:
+        made = model.artifacts.all()
+        model.artifact_count, model.latest = len(made), (made[len(made) - 1] if made else None)
+    return models
 
 
 def artifacts_of_model(model: Model) -> QuerySet[Artifact]:
