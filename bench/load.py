@@ -83,10 +83,10 @@ class Client(threading.Thread):
 
         self.base, self.world, self.until, self.results = base, world, until, results
         self.random = random.Random(seed)
-        self.html = requests.Session()
-        self.html.cookies.set(world["cookie_name"], user["cookie"], domain="127.0.0.1")
-        self.api = requests.Session()
-        self.api.headers["Authorization"] = f"Token {user['token']}"
+        self.pages = requests.Session()
+        self.pages.cookies.set(world["cookie_name"], user["cookie"], domain="127.0.0.1")
+        self.rest = requests.Session()
+        self.rest.headers["Authorization"] = f"Token {user['token']}"
 
     def run(self) -> None:
         time.sleep(self.random.uniform(0, 2))  # the clients arrive over two seconds
@@ -108,18 +108,18 @@ class Client(threading.Thread):
         world = self.world
         path = self.random.choice([f"/projects/{world['project']}/", f"/models/{self.random.choice(world['models'])}/",
                                    f"/jobs/{self.random.choice(world['jobs'])}/"])
-        return self._get(self.html, path)
+        return self._get(self.pages, path)
 
     def reference(self) -> int:
-        return self._get(self.html, f"/teams/{self.world['team']}/")
+        return self._get(self.pages, f"/teams/{self.world['team']}/")
 
     def api(self) -> int:
         if self.random.random() < 0.5:
-            return self._get(self.api, f"/api/v1/projects/{self.world['project']}/jobs/")
-        return self._get(self.api, f"/api/v1/jobs/{self.random.choice(self.world['jobs'])}/")
+            return self._get(self.rest, f"/api/v1/projects/{self.world['project']}/jobs/")
+        return self._get(self.rest, f"/api/v1/jobs/{self.random.choice(self.world['jobs'])}/")
 
     def submit(self) -> int:
-        response = self.api.post(f"{self.base}/api/v1/projects/{self.world['project']}/jobs/",
+        response = self.rest.post(f"{self.base}/api/v1/projects/{self.world['project']}/jobs/",
                                  json={"kind": "probe", "params": PROBE}, timeout=60)
         if response.status_code == 201:
             self.results.accepted(response.json()["id"])
@@ -130,14 +130,14 @@ class Client(threading.Thread):
 
         meta = f"filename {base64.b64encode(b'load.bin').decode()},project {base64.b64encode(str(self.world['project']).encode()).decode()}"
         tus = {"Tus-Resumable": "1.0.0"}
-        created = self.api.post(f"{self.base}/api/v1/uploads/", timeout=60, headers={
+        created = self.rest.post(f"{self.base}/api/v1/uploads/", timeout=60, headers={
             **tus, "Upload-Length": str(len(CHUNK)), "Upload-Metadata": meta})
         if created.status_code != 201:
             return created.status_code
         location = self.base + created.headers["Location"] if created.headers["Location"].startswith("/") else created.headers["Location"]
-        patched = self.api.patch(location, data=CHUNK, timeout=60, headers={
+        patched = self.rest.patch(location, data=CHUNK, timeout=60, headers={
             **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
-        ended = self.api.delete(location, headers=tus, timeout=60)
+        ended = self.rest.delete(location, headers=tus, timeout=60)
         return max(patched.status_code, ended.status_code) if patched.status_code >= 400 or ended.status_code >= 400 else 200
 
 
