@@ -38,6 +38,9 @@ ARTIFACT_ROW = ("id", "model_id", "origin", "format", "precision", "parent_id", 
                 "job_id", "job__id", "job__state", "job__progress", "job__stage")
 
 
+MODELS_PER_PAGE = 25
+
+
 def model_rows_of_project(project_id: int) -> list[Model]:
     """The project page's model list, in two queries whatever the models hold: each model with its
     artifact count and its newest artifact (row columns and its job's state), which stands for it."""
