@@ -24,7 +24,7 @@ def graphs_back_into_inspection(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0001_initial'),
+        ('registry', '0002_preprocessing_declared_in_full'),
     ]
 
     operations = [
