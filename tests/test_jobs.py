@@ -99,7 +99,9 @@ def test_it_cancels_a_running_job_within_seconds_and_removes_partial_outputs(wor
     assert response.status_code == 200 and response.json()["cancel_requested_at"]
     job = wait_done(job_id, timeout=10)
     assert job.state == JobState.CANCELLED
-    assert not scratch_dir(job_id, 1).parent.exists()
+    # On a loaded host the grace can run out first: the job is then cancelled by force, and its
+    # worker clears the folder when its step has stopped, moments later.
+    wait_for(lambda: not scratch_dir(job_id, 1).parent.exists(), timeout=10, what="the scratch folder's removal")
     assert states(job_id)[-1] == "cancelled"
 
 
