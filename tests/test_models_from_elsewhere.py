@@ -111,3 +111,26 @@ def test_a_failure_is_a_sentence_with_the_whole_underlying_message_in_the_detail
     assert "Traceback" in job.error_detail
     page = signed_in(alice).get(f"/jobs/{job.id}/").content.decode()
     assert 'data-testid="job-error-details"' in page and "com.example.custom.Mystery" in page
+
+
+def test_the_api_confirms_or_sets_labels_and_says_which_output_holds_the_scores(alice, bob, team_a):
+    project = make_project(team_a)
+    model = make_model(project, alice)
+    make_artifact(model)  # one output, [1, 3]
+    registry.model_update(model=model, labels=[])
+    warning = registry.model_take_inspection(model=model, inspection={
+        "labels": ["red", "green", "blue"], "labels_source": "labels.txt in the zip", "scores": "probabilities"})
+    assert warning == ""
+    client, url = signed_in(bob), f"/api/v1/models/{model.id}/"
+    shown = client.get(url).json()
+    assert (shown["labels"], shown["labels_source"], shown["labels_confirmed"], shown["scores"]) == (
+        ["red", "green", "blue"], "labels.txt in the zip", False, "probabilities")
+    assert client.patch(url, {"labels_confirmed": True}, content_type="application/json").json()["labels_confirmed"] is True
+    refused = client.patch(url, {"output_index": 1}, content_type="application/json")
+    assert refused.status_code == 400 and "The model has 1 output; choose one from 0 to 0." in str(refused.json())
+    assert client.patch(url, {"scores": "softmaxed"}, content_type="application/json").status_code == 400
+    model.refresh_from_db()
+    assert (model.labels_confirmed, model.output_index, model.scores) == (True, 0, "probabilities")
+    # another artifact whose file names the classes in another order: the model's stay, and the job log says so
+    assert "model “colours” keeps its labels red, green, blue" in registry.model_take_inspection(
+        model=model, inspection={"labels": ["blue", "green", "red"], "labels_source": "the ONNX model's metadata"})

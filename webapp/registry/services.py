@@ -164,13 +164,17 @@ def artifact_record(*, parent: Artifact | None, job: Job, origin: str, folder: P
     return artifact
 
 
-def model_take_inspection(*, model: Model, inspection: dict) -> None:
+def model_take_inspection(*, model: Model, inspection: dict) -> str:
     """What an uploaded model says of itself, where its model does not say it yet: the class names
     it carries (awaiting confirmation on the model's page), which output holds the class scores and
-    whether they are probabilities."""
-    fields = []
+    whether they are probabilities. Returns a warning where the file's names differ from the model's."""
+    fields, warning = [], ""
     labels = inspection.get("labels") or []
-    if labels and not model.labels:
+    if labels and model.labels and labels != model.labels:
+        warning = (f"The file names its classes {', '.join(labels[:8])}{' …' if len(labels) > 8 else ''} (in "
+                   f"{inspection.get('labels_source', 'the file')}); model “{model}” keeps its labels "
+                   f"{', '.join(model.labels[:8])}{' …' if len(model.labels) > 8 else ''}. Check which order is right.")
+    elif labels and not model.labels:
         model.labels, model.labels_source, model.labels_confirmed = labels, inspection.get("labels_source", "")[:120], False
         fields += ["labels", "labels_source", "labels_confirmed"]
     if not model.scores and inspection.get("scores") in Scores.values:
@@ -180,6 +184,7 @@ def model_take_inspection(*, model: Model, inspection: dict) -> None:
         model.output_index, fields = index, fields + ["output_index"]  # the first artifact decides; later ones follow
     if fields:
         model.save(update_fields=[*fields, "updated_at"])
+    return warning
 
 
 def model_update(*, model: Model, name: str | None = None, description: str | None = None, labels=None,

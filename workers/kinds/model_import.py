@@ -31,5 +31,6 @@ def perform(run: JobRun) -> dict:
     artifact.refresh_from_db()
     if note := model_input_from_artifact(artifact=artifact):
         run.reporter.log(note[0], level=note[1])
-    model_take_inspection(model=artifact.model, inspection=result["inspection"])
+    if warning := model_take_inspection(model=artifact.model, inspection=result["inspection"]):
+        run.reporter.log(warning, level="warning")
     return {"artifact": artifact.id, "format": result["format"], "parameters": result["inspection"].get("parameters")}
