@@ -26,8 +26,8 @@ class Origin(models.TextChoices):
 
 
 class Scores(models.TextChoices):
-    LOGITS = "logits", "Logits (softmax not applied)"
-    PROBABILITIES = "probabilities", "Probabilities (softmax applied)"
+    LOGITS = "logits", "Logits"
+    PROBABILITIES = "probabilities", "Probabilities"
 
 
 def default_preprocessing() -> dict:

@@ -28,6 +28,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='model',
             name='scores',
-            field=models.CharField(blank=True, choices=[('logits', 'Logits (softmax not applied)'), ('probabilities', 'Probabilities (softmax applied)')], help_text='What the scores output gives: logits, or probabilities (a softmax applied).', max_length=14),
+            field=models.CharField(blank=True, choices=[('logits', 'Logits'), ('probabilities', 'Probabilities')], help_text='What the scores output gives: logits, or probabilities (a softmax applied).', max_length=14),
         ),
     ]
