@@ -27,6 +27,7 @@ def dataset_matches(artifact: Artifact, dataset) -> bool:
 def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
     """`split` of `dataset` has images, and the artifact can score them. Of an unlabelled dataset
     (plain post-training calibration, any classes) only the images are checked."""
+    refuse_non_image(artifact, "params.dataset")
     if dataset.labelled:
         _classes_fit(artifact, dataset, split=split, purpose=purpose)
     channels = input_channels(artifact)
@@ -39,7 +40,6 @@ def _classes_fit(artifact: Artifact, dataset, *, split: str, purpose: str) -> No
     if not split_counts(dataset).get(split):
         raise ValidationError({"params.dataset": f"“{dataset}” has no {SPLIT_WORDS.get(split, split)} images {purpose}; "
                                                  f"choose another split or dataset."})
-    refuse_non_image(artifact, "params.dataset")
     model, classes = artifact.model, list(dataset.classes)
     outputs = artifact.num_classes or output_count(artifact)
     if model.labels:

@@ -292,7 +292,8 @@ class _Run:
                     # approaches the end of the bar however many passes NNCF takes
                     passes.progress(1 - 0.5 ** (2 * scored / total_guess))
                 request.infer({0: validation.input(index)})
-                right += int(request.get_output_tensor(self.data.output).data.reshape(-1).argmax()) == validation.labels[index]
+                scores = request.get_output_tensor(self.data.output).data
+                right += int(scores.reshape(-1).argmax()) == validation.labels[index]
                 seen += 1
                 scored += 1
             return right / max(seen, 1)
