@@ -160,3 +160,64 @@ def thief_export(path: Path, secret: str, target: str, size: int, *, classes: in
     program.graph_module.recompile()
     torch.export.save(program, path)
     return path
+
+
+# --- models from elsewhere: their own labels, output shapes and inputs ------------------------
+
+class ColourReader(nn.Module):
+    """A classifier trained elsewhere, in the style of classic ONNX exports: the mean of each of
+    the channels R, G, B as class scores, softmaxed, shaped [N, 3, 1, 1]. Its output order is
+    red, green, blue: not the sorted order of a dataset's folders (blue, green, red)."""
+
+    LABELS = ["red", "green", "blue"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(20 * nn.functional.adaptive_avg_pool2d(x, 1), dim=1)
+
+
+def colour_onnx(path: Path, *, labels: list[str] | None = ColourReader.LABELS, key: str = "labels") -> Path:
+    """ColourReader as ONNX, its class names in the model's metadata_props as JSON (or none)."""
+    import json
+
+    import onnx
+
+    torch.onnx.export(ColourReader().eval(), (torch.zeros(1, 3, 16, 16),), path, input_names=["image"],
+                      output_names=["prob"], dynamo=False)
+    if labels is not None:
+        model = onnx.load(str(path))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(labels)
+        onnx.save(model, str(path))
+    return path
+
+
+class AudioNet(nn.Module):
+    """A keyword spotter: one second of 16 kHz audio, [N, 16000], to 4 scores. Not an image model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16000, 4)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.head(waveform)
+
+
+def audio_torchscript(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(AudioNet().eval()), path)
+    return path
+
+
+def unconvertible_onnx(path: Path) -> Path:
+    """An ONNX image classifier with an operator of a custom domain: ONNX's checker passes it, and
+    OpenVINO cannot compile it (its error is several lines, the first a source location)."""
+    import onnx
+    from onnx import helper
+
+    image = helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 3, 16, 16])
+    scores = helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 3])
+    node = helper.make_node("Mystery", ["image"], ["scores"], domain="com.example.custom")
+    model = helper.make_model(helper.make_graph([node], "mystery", [image], [scores]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example.custom", 1)])
+    onnx.save(model, str(path))
+    return path

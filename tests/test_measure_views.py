@@ -224,7 +224,9 @@ def test_the_evaluate_form_starts_a_job_on_the_split(alice, fp32, dataset):
 
 
 @pytest.mark.parametrize("case, words", [
-    ("other classes", "dataset: Model “colours” has the classes blue, green, red; dataset “shapes v1” has circle, square."),
+    ("other classes", "dataset: The dataset's classes do not map onto the model's labels by name. Model “colours” has "
+                      "the labels blue, green, red; dataset “shapes v1” has the classes circle, square (circle, square not "
+                      "among the model's)."),
     ("no test split", "dataset: “colours v1” has no test images to evaluate on"),
     ("none chosen", "dataset: Choose a dataset to evaluate on."),
 ])

@@ -1,6 +1,8 @@
 """Quantization's API, form and report, with rows made directly in the database (no worker): what
 is refused before a job exists, who may ask, and what the INT8 artifact's pages say."""
 
+import html
+
 import pytest
 
 from tests.helpers import make_artifact, make_dataset, make_model, signed_in
@@ -181,8 +183,9 @@ def test_a_form_post_with_a_dataset_of_other_classes_shows_the_error_and_starts_
     response = signed_in(alice).post(f"/artifacts/{fp32.id}/quantize/", {"dataset": pets.id, "method": "ptq",
                                                                          "fast_bias_correction": "on"}, follow=True)
     assert response.redirect_chain[-1][0] == f"/artifacts/{fp32.id}/"
-    page = response.content.decode()
-    assert "dataset: Model “colours” has the classes blue, green, red; dataset “pets v1” has cat, dog." in page
+    page = html.unescape(response.content.decode())
+    assert ("dataset: The dataset's classes do not map onto the model's labels by name. Model “colours” has the labels "
+            "blue, green, red; dataset “pets v1” has the classes cat, dog (cat, dog not among the model's).") in page
     assert not Job.objects.filter(kind="quantize").exists()
 
 

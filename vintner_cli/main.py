@@ -314,11 +314,43 @@ def cmd_models_set(args) -> int:
 
 def show_model_settings(model: dict) -> None:
     pre = model["preprocessing"]
-    print_fields([("model", f"#{model['id']} {model['name']}"), ("labels", ", ".join(model["labels"])),
+    print_fields([("model", f"#{model['id']} {model['name']}"), ("labels", labels_text(model)),
+                  ("scores", f"{model.get('scores') or 'not known'}, output {model.get('output_index', 0)}"),
                   ("input size", "×".join(map(str, pre["input_size"])) + " (h×w)"),
                   ("fit", f"{pre.get('fit', 'crop')}, crop {pre.get('crop', 0.875)}, resize {pre.get('resize', 'bilinear')}"),
                   ("values", f"{pre.get('value_range', '0-1')}, mean {pre['mean']}, std {pre['std']}"),
                   ("network", f"{pre['color']}, {pre['layout']}")])
+
+
+def labels_text(model: dict) -> str:
+    text = ", ".join(model["labels"])
+    if model["labels"] and not model.get("labels_confirmed", True):
+        text += f"  (read from {model.get('labels_source') or 'the model'}; not confirmed: vintner models labels {model['id']} --confirm)"
+    return text
+
+
+def cmd_models_labels(args) -> int:
+    """Confirm the labels read from a model's file, or set them; and what its scores output gives."""
+    body: dict = {}
+    if args.set is not None:
+        body["labels"] = [label.strip() for label in args.set.split(",") if label.strip()]
+    elif args.confirm:
+        body["labels_confirmed"] = True
+    if args.scores:
+        body["scores"] = args.scores
+    if args.output is not None:
+        body["output_index"] = args.output
+    client = connect(args)
+    if body:
+        model = client.patch(f"models/{args.model}/", body, what=f"Model {args.model}")
+    else:
+        model = client.get(f"models/{args.model}/", what=f"Model {args.model}")
+    if args.json:
+        print_json(model)
+        return EXIT_OK
+    print_fields([("model", f"#{model['id']} {model['name']}"), ("labels", labels_text(model)),
+                  ("scores", f"{model.get('scores') or 'not known'}, output {model.get('output_index', 0)}")])
+    return EXIT_OK
 
 
 def cmd_models_upload(args) -> int:
@@ -590,6 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--std", help="one number or three, comma-separated, in the value range's units")
     settings.add_argument("--color", help="the network's channel order: RGB or BGR")
     settings.add_argument("--layout", help="the network's input layout: NCHW or NHWC")
+    labels = command(models, "labels", cmd_models_labels,
+                     "show, confirm or set a model's class labels (and what its scores output gives)", [as_json])
+    labels.add_argument("model", type=int)
+    labels.add_argument("--confirm", action="store_true", help="confirm the labels read from the model's file")
+    labels.add_argument("--set", metavar="NAMES", help="class names in output order, comma-separated (confirms them)")
+    labels.add_argument("--scores", choices=["logits", "probabilities"], help="what the scores output gives")
+    labels.add_argument("--output", type=int, metavar="N", help="the output that holds the class scores (0: the first)")
     compare = command(models, "compare", cmd_models_compare, "a model's artifacts side by side", [as_json])
     compare.add_argument("model", type=int)
     compare.add_argument("--dataset", type=int, help="top-1 from evaluations on this dataset")

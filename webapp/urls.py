@@ -89,6 +89,7 @@ urlpatterns = [
     path("models/<int:model_id>/runs/", registry_views.model_runs, name="model_runs"),
     path("models/<int:model_id>/", registry_views.model_detail, name="model_detail"),
     path("models/<int:model_id>/edit/", registry_views.model_edit, name="model_edit"),
+    path("models/<int:model_id>/labels/confirm/", registry_views.model_labels_confirm, name="model_labels_confirm"),
     path("models/<int:model_id>/delete/", registry_views.model_delete, name="model_delete"),
     path("artifacts/<int:artifact_id>/", registry_views.artifact_detail, name="artifact_detail"),
     path("artifacts/<int:artifact_id>/download/", registry_views.artifact_download, name="artifact_download"),

@@ -267,6 +267,10 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
     if (data.host) $("job-host").textContent = data.host;
     if (data.attempt) $("job-attempts").textContent = data.attempt;
     if (data.error) { $("job-error").textContent = data.error; $("job-error").hidden = false; }
+    if (data.detail) {
+      $("job-error-detail").textContent = data.detail;
+      $("job-error-detail").closest("details").hidden = false;
+    }
     if (data.result) {
       $("job-result").textContent = JSON.stringify(data.result, null, 2);
       $("job-result").hidden = false;

@@ -414,3 +414,42 @@ def test_team_members_see_a_model_and_outsiders_get_404(
         assert page.request.get(f"{base}{path}", headers=api_headers(bob)).status == 200, path
 
     assert_hidden_from(page, base, charlie, pages, api=api, name="grapes")
+
+
+def test_alice_confirms_the_labels_read_from_a_models_file_and_then_corrects_them(
+    live_server_url, page, alice, project, screenshots
+):
+    """The labels an ONNX model carries arrive unconfirmed (the worker's inspection hands them to
+    the same service): the page names them and their source, Alice confirms them, then corrects them."""
+    from webapp.registry.services import model_take_inspection
+
+    model = Model.objects.create(project=project, name="colour reader", created_by=alice)
+    outputs = [{"name": "features", "shape": [1, 8], "dtype": "f32"}, {"name": "prob", "shape": [1, 3, 1, 1], "dtype": "f32"}]
+    Artifact.objects.create(model=model, origin="uploaded", format="onnx", precision="fp32", ready_at=timezone.now(),
+                            files=[{"name": "model.onnx", "size": 1, "sha256": "0" * 64}], primary="model.onnx",
+                            num_classes=3, inspection={"inputs": [{"name": "image", "shape": [1, 3, 16, 16], "dtype": "f32"}],
+                                                       "outputs": outputs})
+    model_take_inspection(model=model, inspection={"labels": ["red", "green", "blue"], "scores": "probabilities",
+                                                   "labels_source": "the ONNX model's metadata", "scores_output": 1})
+    sign_in(page, live_server_url, "alice")
+    page.goto(f"{live_server_url}/models/{model.id}/")
+    banner = by_testid(page, "labels-unconfirmed")
+    expect(banner).to_contain_text("3 class names were read from the ONNX model's metadata")
+    expect(banner).to_contain_text("red, green, blue")
+    expect(by_testid(page, "edit-output")).to_have_value("1")  # the scores output, not the features
+    expect(by_testid(page, "edit-scores")).to_have_value("probabilities")
+    shot(page, screenshots, "model-labels-confirm")
+    by_testid(page, "labels-confirm").click()
+    expect(page.locator(".message").first).to_contain_text("Confirmed the 3 class labels.")
+    expect(by_testid(page, "labels-unconfirmed")).to_have_count(0)
+    model.refresh_from_db()
+    assert (model.labels, model.labels_confirmed, model.output_index) == (["red", "green", "blue"], True, 1)
+
+    edit = by_testid(page, "model-edit")
+    edit.get_by_label("Class labels").fill("crimson\ngreen\nblue")
+    by_testid(page, "edit-scores").select_option("logits")
+    edit.get_by_role("button", name="Save").click()
+    expect(page.locator(".message").first).to_contain_text("Saved.")
+    model.refresh_from_db()
+    assert (model.labels, model.labels_source, model.labels_confirmed, model.scores) == (
+        ["crimson", "green", "blue"], "", True, "logits")

@@ -262,7 +262,8 @@ def job_finish(
         if not Job.objects.filter(id=job_id, state=JobState.RUNNING, lease_owner=owner).update(**fields):
             return False
         live = {name: fields[name] for name in ("state", "progress") if name in fields}
-        events_append(job_id, [_state_event(state, error=error, result=result)], **live)
+        # the detail rides along (bounded) so an open job page shows it without a reload
+        events_append(job_id, [_state_event(state, error=error, result=result, detail=detail[:65536])], **live)
         transaction.on_commit(lambda: _release_after(job_id), robust=True)
     return True
 

@@ -4,7 +4,8 @@ input. Jobs that read both (quantization, evaluation) are refused before they st
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
-from webapp.registry.models import Artifact
+from webapp.registry.models import Artifact, Format
+from workers.pipeline.outputs import FLOATS, score_count
 from workers.pipeline.preprocessing import complete
 
 
@@ -26,6 +27,7 @@ def dataset_matches(artifact: Artifact, dataset) -> bool:
 def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
     """`split` of `dataset` has images, and the artifact can score them. Of an unlabelled dataset
     (plain post-training calibration, any classes) only the images are checked."""
+    refuse_non_image(artifact, "params.dataset")
     if dataset.labelled:
         _classes_fit(artifact, dataset, split=split, purpose=purpose)
     channels = input_channels(artifact)
@@ -41,10 +43,15 @@ def _classes_fit(artifact: Artifact, dataset, *, split: str, purpose: str) -> No
     model, classes = artifact.model, list(dataset.classes)
     outputs = artifact.num_classes or output_count(artifact)
     if model.labels:
-        if sorted(model.labels) != sorted(classes):
+        # Matched by name, in whatever order each lists them; a class with no name to match is refused,
+        # never paired by position.
+        unmatched = [name for name in classes if name not in set(model.labels)]
+        if unmatched or len(classes) != len(model.labels):
             raise ValidationError({"params.dataset": (
-                f"Model “{model}” has the classes {few(model.labels)}; dataset “{dataset}” has {few(classes)}. "
-                f"Choose a dataset of the same classes.")})
+                f"The dataset's classes do not map onto the model's labels by name. Model “{model}” has the labels "
+                f"{few(model.labels)}; dataset “{dataset}” has the classes {few(classes)}"
+                + (f" ({few(unmatched)} not among the model's)" if unmatched else "")
+                + ". Rename the dataset's class folders (or correct the model's labels) so the names match.")})
     elif outputs and outputs != len(classes):
         raise ValidationError({"params.dataset": (
             f"The model gives {outputs} scores per image; dataset “{dataset}” has {len(classes)} classes.")})
@@ -54,9 +61,36 @@ SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training"}
 
 
 def output_count(artifact: Artifact) -> int | None:
+    """The classes the artifact's scores output scores ([N, C] and [N, C, 1, 1] alike)."""
     outputs = artifact.inspection.get("outputs") or []
-    shape = outputs[0].get("shape") if outputs else None
-    return shape[-1] if shape and isinstance(shape[-1], int) and shape[-1] > 0 else None
+    index = artifact.model.output_index
+    return score_count(outputs[index].get("shape")) if index < len(outputs) else None
+
+
+def image_input_problem(artifact: Artifact) -> str:
+    """Why the artifact cannot take a batch of images, in words; "" where it can, or where nothing
+    known says it cannot."""
+    inspection = artifact.inspection
+    inputs = inspection.get("inputs") or []
+    if not inputs:
+        return ""
+    first = inputs[0]
+    name, shape, dtype = first.get("name", "input"), first.get("shape") or [], first.get("dtype", "")
+    if artifact.format == Format.TORCHSCRIPT and inspection.get("traces") is False and not shape:
+        return f"its forward() failed on an image batch when it was inspected ({inspection.get('trace_error', '')})"
+    if shape and len(shape) != 4:
+        dims = ", ".join("?" if d is None else str(d) for d in shape)
+        return f"its input “{name}” is [{dims}], not an image batch [N, 3, H, W]"
+    if dtype and dtype not in (*FLOATS, "u8"):
+        return f"its input “{name}” takes {dtype} values, not an image's"
+    return ""
+
+
+def refuse_non_image(artifact: Artifact, field: str) -> None:
+    """A ValidationError on `field` where the artifact cannot take images (an audio or text model)."""
+    problem = image_input_problem(artifact)
+    if problem:
+        raise ValidationError({field: f"{artifact} is not an image model: {problem}. This job feeds it images."})
 
 
 def input_channels(artifact: Artifact) -> int | None:

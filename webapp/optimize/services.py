@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit
-from webapp.optimize.fit import dataset_fits, few, split_counts
+from webapp.optimize.fit import dataset_fits, few, refuse_non_image, split_counts
 from webapp.registry.models import TORCH_FORMATS, Artifact, Format, Origin
 
 
@@ -19,6 +19,8 @@ def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) ->
         raise ValidationError("This artifact is already an OpenVINO IR.")
     if dataset is not None and (dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready"):
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
+    if dataset is not None or params.get("embed_preprocessing") or artifact.format in TORCH_FORMATS:
+        refuse_non_image(artifact, "params.artifact")  # PyTorch sources are traced on an image batch
     params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params,
                         model=artifact.model)
@@ -61,6 +63,8 @@ def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
     # A PyTorch artifact's only measurement is torch eager: it is always its own reference.
     wanted = params.get("torch_reference", True) or artifact.format in TORCH_FORMATS
     reference = torch_ancestor(artifact) if wanted else None
+    if reference is not None:  # torch eager is measured on an image batch
+        refuse_non_image(reference, "params.artifact")
     params = {**params, "artifact": artifact.id, "reference": reference.id if reference else None}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params)  # makes nothing: no model
     return job

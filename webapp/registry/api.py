@@ -10,7 +10,7 @@ from webapp.jobs.api import JobSerializer
 from webapp.jobs.kinds import KINDS, params_from_body
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
-from webapp.registry.models import Artifact, Format, Model
+from webapp.registry.models import Artifact, Format, Model, Scores
 from webapp.registry.selectors import artifact_for_user, chosen_init_artifact, model_for_user, models_of_project
 from webapp.uploads.models import Upload
 
@@ -37,8 +37,9 @@ class ModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Model
-        fields = ["id", "project", "name", "description", "labels", "preprocessing", "created_at", "updated_at", "artifacts"]
-        read_only_fields = ["id", "project", "created_at", "updated_at", "artifacts"]
+        fields = ["id", "project", "name", "description", "labels", "labels_source", "labels_confirmed", "scores",
+                  "output_index", "preprocessing", "created_at", "updated_at", "artifacts"]
+        read_only_fields = ["id", "project", "labels_source", "created_at", "updated_at", "artifacts"]
 
 
 class ModelUploadSerializer(serializers.Serializer):
@@ -55,7 +56,10 @@ class ModelUploadSerializer(serializers.Serializer):
 class ModelUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
-    labels = serializers.ListField(child=serializers.CharField(), required=False)
+    labels = serializers.ListField(child=serializers.CharField(), required=False, help_text="Giving them confirms them.")
+    labels_confirmed = serializers.BooleanField(required=False, help_text="true: confirm the labels read from the model's file as they are.")
+    scores = serializers.ChoiceField(choices=Scores.choices, required=False, help_text="What the scores output gives.")
+    output_index = serializers.IntegerField(required=False, min_value=0, help_text="The output that holds the class scores.")
     preprocessing = serializers.DictField(required=False, help_text=(
         "The settings to change; the others stay. input_size [h, w]; fit crop|stretch; crop 0.25-1 (the share "
         "kept); resize bilinear|bicubic|nearest; value_range 0-1|0-255; mean, std (one number or three, in the "

@@ -25,6 +25,11 @@ class Origin(models.TextChoices):
     QUANTIZED = "quantized", "Quantized"
 
 
+class Scores(models.TextChoices):
+    LOGITS = "logits", "Logits"
+    PROBABILITIES = "probabilities", "Probabilities"
+
+
 def default_preprocessing() -> dict:
     """ImageNet conventions, which torchvision models expect; users edit them per model
     (every setting: workers/pipeline/preprocessing.py)."""
@@ -39,6 +44,13 @@ class Model(models.Model):
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     labels = models.JSONField(default=list, blank=True, help_text="Class names, in output order.")
+    labels_source = models.CharField(max_length=120, blank=True,
+                                     help_text="Where the labels were read (the model's file, a labels.txt…); empty "
+                                               "where a person or a training run set them.")
+    labels_confirmed = models.BooleanField(default=True, help_text="False while labels read from a file await a person's word.")
+    scores = models.CharField(max_length=14, choices=Scores.choices, blank=True,
+                              help_text="What the scores output gives: logits, or probabilities (a softmax applied).")
+    output_index = models.PositiveSmallIntegerField(default=0, help_text="The output that holds the class scores.")
     preprocessing = models.JSONField(default=default_preprocessing)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -20,12 +20,14 @@ from webapp.core.quota import quota_reserved
 from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_submit, params_validate
+from webapp.optimize.fit import refuse_non_image
 from webapp.projects.models import Project
-from webapp.registry.models import Artifact, Format, Model, Origin
+from webapp.registry.models import Artifact, Format, Model, Origin, Scores
 from webapp.registry.selectors import active_jobs_of_model, active_jobs_using
 from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
 from workers.pipeline import preprocessing as recipe
+from workers.pipeline.outputs import score_count
 
 NUM_CLASSES_MAX = 1_000_000  # more outputs than a classifier has, and far below the column's 2**31 - 1
 
@@ -130,6 +132,7 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
         if init.format not in (Format.STATE_DICT, Format.TORCHSCRIPT):
             raise ValidationError({"params.init_artifact": f"Fine-tuning starts from a state_dict or TorchScript artifact, "
                                                            f"not {init.get_format_display()}."})
+        refuse_non_image(init, "params.init_artifact")
         if init.format == Format.STATE_DICT and init.architecture != params.get("architecture", init.architecture):
             raise ValidationError({"params.architecture": f"The artifact is a {init.architecture}; you chose {params.get('architecture')}."})
     params = {**params, "dataset": dataset.id, "init_artifact": init.id if init else None}
@@ -161,7 +164,34 @@ def artifact_record(*, parent: Artifact | None, job: Job, origin: str, folder: P
     return artifact
 
 
-def model_update(*, model: Model, name: str | None = None, description: str | None = None, labels=None, preprocessing=None) -> Model:
+def model_take_inspection(*, model: Model, inspection: dict) -> str:
+    """What an uploaded model says of itself, where its model does not say it yet: the class names
+    it carries (awaiting confirmation on the model's page), which output holds the class scores and
+    whether they are probabilities. Returns a warning where the file's names differ from the model's."""
+    fields, warning = [], ""
+    labels = inspection.get("labels") or []
+    if labels and model.labels and labels != model.labels:
+        warning = (f"The file names its classes {', '.join(labels[:8])}{' …' if len(labels) > 8 else ''} (in "
+                   f"{inspection.get('labels_source', 'the file')}); model “{model}” keeps its labels "
+                   f"{', '.join(model.labels[:8])}{' …' if len(model.labels) > 8 else ''}. Check which order is right.")
+    elif labels and not model.labels:
+        model.labels, model.labels_source, model.labels_confirmed = labels, inspection.get("labels_source", "")[:120], False
+        fields += ["labels", "labels_source", "labels_confirmed"]
+    if not model.scores and inspection.get("scores") in Scores.values:
+        model.scores, fields = inspection["scores"], fields + ["scores"]
+    index = inspection.get("scores_output", 0)
+    if index != model.output_index and isinstance(index, int) and model.artifacts.exclude(ready_at=None).count() <= 1:
+        model.output_index, fields = index, fields + ["output_index"]  # the first artifact decides; later ones follow
+    if fields:
+        model.save(update_fields=[*fields, "updated_at"])
+    return warning
+
+
+def model_update(*, model: Model, name: str | None = None, description: str | None = None, labels=None,
+                 preprocessing=None, labels_confirmed: bool | None = None, scores: str | None = None,
+                 output_index: int | None = None) -> Model:
+    """Edit a model's metadata. Labels a person gives are confirmed; `labels_confirmed` confirms the
+    ones read from the model's file as they are."""
     fields = []
     if name is not None:
         name = name.strip()
@@ -173,10 +203,25 @@ def model_update(*, model: Model, name: str | None = None, description: str | No
     if description is not None:
         model.description, fields = description, fields + ["description"]
     if labels is not None:
-        model.labels, fields = labels_clean(labels), fields + ["labels"]
+        clean = labels_clean(labels)
+        if clean != model.labels:
+            model.labels, model.labels_source, fields = clean, "", fields + ["labels", "labels_source"]
+        model.labels_confirmed, fields = True, fields + ["labels_confirmed"]
         outputs = {a.num_classes for a in model.artifacts.all() if a.num_classes}
         if model.labels and outputs and len(model.labels) not in outputs:
             raise ValidationError({"labels": f"The model has {' or '.join(map(str, sorted(outputs)))} outputs; you gave {len(model.labels)} class names."})
+    if labels_confirmed is not None and labels is None:
+        model.labels_confirmed, fields = bool(labels_confirmed), fields + ["labels_confirmed"]
+    if scores is not None:
+        if scores not in Scores.values:
+            raise ValidationError({"scores": f"Scores are one of {', '.join(Scores.values)}."})
+        model.scores, fields = scores, fields + ["scores"]
+    if output_index is not None:
+        outputs = max((len(a.inspection.get("outputs") or []) for a in model.artifacts.all()), default=0)
+        if not isinstance(output_index, int) or not 0 <= output_index < max(outputs, 1):
+            raise ValidationError({"output_index": f"The model has {outputs} output{'s' if outputs != 1 else ''}; "
+                                                   f"choose one from 0 to {max(outputs - 1, 0)}."})
+        model.output_index, fields = output_index, fields + ["output_index"]
     if preprocessing is not None:  # the settings given replace the model's; the others stay
         merged = {**recipe.complete(model.preprocessing), **preprocessing} if isinstance(preprocessing, dict) else preprocessing
         model.preprocessing = preprocessing_clean(merged)
@@ -206,7 +251,8 @@ def artifact_publish(*, artifact: Artifact, folder: Path, fmt: str, primary: str
     if graph and graph.get("nodes"):
         inspection["graph_nodes"] = len(graph["nodes"])  # what says there is one to show
     outputs = inspection.get("outputs") or []
-    classes = outputs[0]["shape"][-1] if outputs and outputs[0].get("shape") else None
+    index = inspection.get("scores_output", 0)
+    classes = score_count(outputs[index].get("shape")) if isinstance(index, int) and index < len(outputs) else None
     size = sum(entry["size"] for entry in listing)
     uploads = list(artifact.uploads.all())
     team_id = Model.objects.filter(id=artifact.model_id).values_list("project__team_id", flat=True).get()

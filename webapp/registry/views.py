@@ -12,7 +12,7 @@ from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import PRETRAINED, TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
-from webapp.registry.models import Artifact, Format
+from webapp.registry.models import Artifact, Format, Scores
 from webapp.core.views import form_errors
 from webapp.optimize.quantization import quantization_figures
 from webapp.optimize.views import artifact_panels
@@ -116,6 +116,8 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
         "recipe": recipe.describe(model.preprocessing),
         "resizes": recipe.RESIZES,
         "input_note": services.model_input_note(model=model, artifacts=artifacts),
+        "outputs": next((a.inspection.get("outputs") or [] for a in artifacts if a.ready_at), []),
+        "score_choices": Scores.choices,
     }
     return render(request, "registry/model_detail.html", context)
 
@@ -131,15 +133,26 @@ def model_edit(request: HttpRequest, model_id: int) -> HttpResponse:
         "mean": [v for v in post.get("mean", "").replace(",", " ").split()],
         "std": [v for v in post.get("std", "").replace(",", " ").split()],
     })
+    output = post.get("output_index", "")
     try:
         services.model_update(
             model=model, name=post.get("name"), description=post.get("description", ""), labels=post.get("labels", ""),
-            preprocessing=preprocessing,
+            preprocessing=preprocessing, scores=post.get("scores") or None,
+            output_index=int(output) if output.isdigit() else None,
         )
     except ValidationError as error:
         form_errors(request, error)
     else:
         messages.success(request, "Saved. Jobs started from now on use these labels and preprocessing.")
+    return redirect("model_detail", model_id=model.id)
+
+
+@login_required
+@require_POST
+def model_labels_confirm(request: HttpRequest, model_id: int) -> HttpResponse:
+    model = model_for_user(request.user, model_id, Action.WRITE)
+    services.model_update(model=model, labels_confirmed=True)
+    messages.success(request, f"Confirmed the {len(model.labels)} class labels.")
     return redirect("model_detail", model_id=model.id)
 
 

@@ -15,6 +15,13 @@ def perform(run: JobRun) -> dict:
     dataset = Dataset.objects.get(id=params["dataset"])
     model = artifact.model
     labels = model.labels or list(dataset.classes)
+    if not model.labels:  # said, never silent: the outputs are taken to be the dataset's classes in its order
+        run.reporter.log(f"Model “{model}” has no class labels: its outputs are taken to be the dataset's classes in "
+                         f"its order ({', '.join(labels[:8])}{' …' if len(labels) > 8 else ''}). Set the model's "
+                         "labels to match classes by name.", level="warning")
+    elif not model.labels_confirmed:
+        run.reporter.log(f"The model's labels were read from {model.labels_source or 'its file'} and are not confirmed "
+                         "yet; classes are matched to them by name.", level="warning")
     index = {name: i for i, name in enumerate(labels)}
     items = list(dataset.items.filter(split=params["split"]).order_by("index"))
     folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))

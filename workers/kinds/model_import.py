@@ -3,7 +3,7 @@
 
 from webapp.core.files import local_file
 from webapp.registry.models import Artifact, Format
-from webapp.registry.services import artifact_publish, model_input_from_artifact
+from webapp.registry.services import artifact_publish, model_input_from_artifact, model_take_inspection
 from workers.jail import checked_tree
 from workers.kinds.staging import published, staging
 from workers.pipeline.reporting import JobError
@@ -31,4 +31,6 @@ def perform(run: JobRun) -> dict:
     artifact.refresh_from_db()
     if note := model_input_from_artifact(artifact=artifact):
         run.reporter.log(note[0], level=note[1])
+    if warning := model_take_inspection(model=artifact.model, inspection=result["inspection"]):
+        run.reporter.log(warning, level="warning")
     return {"artifact": artifact.id, "format": result["format"], "parameters": result["inspection"].get("parameters")}

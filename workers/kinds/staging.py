@@ -49,7 +49,8 @@ def staged_model(run: JobRun, artifact: Artifact, *, input_size: int, name: str 
     """An artifact's files where the jail can read them, and what the step needs to know of it."""
     folder = local_tree(artifact.storage_prefix, staging(run, name))
     return {"format": artifact.format, "folder": str(folder), "primary": artifact.primary,
-            "architecture": artifact.architecture, "num_classes": artifact.num_classes, "input_size": input_size}, folder
+            "architecture": artifact.architecture, "num_classes": artifact.num_classes, "input_size": input_size,
+            "output": artifact.model.output_index}, folder
 
 
 def takes_images(artifact: Artifact) -> bool:

@@ -13,9 +13,9 @@ import numpy as np
 import openvino as ov
 
 from workers.pipeline.feeding import InputSpec
-from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.reporting import JobError, Span, one_line
 
-Runner = Callable[[np.ndarray], np.ndarray]  # batch-1 input -> scores [1, classes] (or [classes])
+Runner = Callable[[np.ndarray], np.ndarray]  # batch-1 input -> scores [1, classes], [classes] or [1, classes, 1, 1]
 EXACT = {"INFERENCE_PRECISION_HINT": "f32"}  # what runs in floating point runs in FP32, not bf16
 
 
@@ -50,19 +50,22 @@ class Pictures:
         return self.spec.tensor(self.images[index])
 
 
-def ir_runner(model: ov.Model | Path, *, config: dict | None = None) -> Runner:
-    """A compiled IR on the CPU, in FP32 where it runs in floating point (see EXACT)."""
+def ir_runner(model: ov.Model | Path, *, config: dict | None = None, output: int = 0) -> Runner:
+    """A compiled IR on the CPU, in FP32 where it runs in floating point (see EXACT); its scores
+    are output `output` (the model's choice where it has several)."""
     compiled = ov.Core().compile_model(str(model) if isinstance(model, Path) else model, "CPU", config or EXACT)
+    if not 0 <= output < len(compiled.outputs):
+        raise JobError(f"The model has {len(compiled.outputs)} outputs; the scores were said to be output {output}.")
     request = compiled.create_infer_request()
 
     def run(batch: np.ndarray) -> np.ndarray:
         request.infer({0: batch})
-        return request.get_output_tensor(0).data
+        return request.get_output_tensor(output).data
 
     return run
 
 
-def model_runner(prepared, config) -> Runner:
+def model_runner(prepared, config, *, output: int = 0) -> Runner:
     """A runner for any artifact: an IR or ONNX file through OpenVINO, a PyTorch one through torch
     (`formats.load_torch_module`: weights_only loads; TorchScript and .pt2 are code, as uploaded)."""
     from workers.pipeline.formats import load_torch_module
@@ -70,17 +73,25 @@ def model_runner(prepared, config) -> Runner:
     path = prepared.folder / prepared.primary
     if prepared.format in ("openvino_ir", "onnx"):
         try:
-            return ir_runner(path)
+            return ir_runner(path, output=output)
+        except JobError:
+            raise
         except Exception as error:
-            raise JobError(f"OpenVINO could not load the model: {error}") from None
+            raise JobError(f"OpenVINO could not load the model: {one_line(error)}") from None
     import torch
 
     module = load_torch_module(prepared, config)  # in eval mode already (an exported program has no other)
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            output = module(torch.from_numpy(batch))
-        return (output[0] if isinstance(output, (tuple, list)) else output).numpy()
+            outputs = module(torch.from_numpy(batch))
+        if isinstance(outputs, dict):
+            outputs = list(outputs.values())
+        if isinstance(outputs, (tuple, list)):
+            if output >= len(outputs):
+                raise JobError(f"The model gives {len(outputs)} outputs; the scores were said to be output {output}.")
+            return outputs[output].numpy()
+        return outputs.numpy()
 
     return run
 

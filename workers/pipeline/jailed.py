@@ -84,22 +84,27 @@ def main() -> None:
     sys.stdin = open(os.devnull)
     order = json.loads(control.readline())
     threading.Thread(target=reporter.listen, args=(control,), daemon=True, name="cancel-listener").start()
-    from workers.pipeline.reporting import MEMORY_SIGNS, Cancelled, JobError, Span
+    from workers.pipeline.reporting import MEMORY_SIGNS, Cancelled, JobError, Span, one_line, whole_text
+
+    def details(underlying: str) -> str:
+        """The whole underlying message first (what the details box shows), then the traceback."""
+        trace = traceback.format_exc()
+        return f"{underlying}\n\n{trace}" if underlying else trace
 
     try:
         result = _step(order["step"])(order["request"], Span(reporter, 0.0, 1.0))
     except JobError as error:
-        reporter.send("error", error="job", message=str(error), detail=traceback.format_exc())
+        reporter.send("error", error="job", message=str(error), detail=details(error.underlying()))
     except Cancelled as cancelled:
         kept = getattr(cancelled, "kept", None)  # what a cancelled step still made (a best epoch)
         reporter.send("cancelled", result=kept)
     except MemoryError:
         reporter.send("error", error="memory", message="MemoryError", detail=traceback.format_exc())
     except BaseException as error:  # noqa: BLE001 - every ending is said to the parent
-        message = f"{type(error).__name__}: {error}"
-        kind = ("memory" if any(sign in message for sign in MEMORY_SIGNS)
-                else "file_size" if any(sign in message for sign in FILE_SIZE_SIGNS) else "unexpected")
-        reporter.send("error", error=kind, message=message[:2000], detail=traceback.format_exc())
+        whole = f"{type(error).__name__}: {whole_text(error)}"
+        kind = ("memory" if any(sign in whole for sign in MEMORY_SIGNS)
+                else "file_size" if any(sign in whole for sign in FILE_SIZE_SIGNS) else "unexpected")
+        reporter.send("error", error=kind, message=f"{type(error).__name__}: {one_line(error)}", detail=details(whole))
     else:
         reporter.send("result", result=result)
     sys.stdout.flush()

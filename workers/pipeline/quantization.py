@@ -37,6 +37,7 @@ from workers.pipeline.data import MIN_CALIBRATION  # below this the ranges are g
 from workers.pipeline.evaluation import Pictures, Scores, evaluate, ir_runner
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.formats import one_line
+from workers.pipeline.outputs import score_count
 from workers.pipeline.reporting import Cancelled, JobError, Span, timed
 
 METHODS = ("ptq", "accuracy")
@@ -66,6 +67,7 @@ class QuantizeData:
     validation: list[Path]  # image files, the dataset's val split (none for unlabelled data)
     labels: list[int]  # the model's output index for each validation image
     classes: int | None  # the model's number of outputs; None: unlabelled calibration images, nothing scored
+    output: int = 0  # which of the model's outputs holds the class scores
 
     @property
     def labelled(self) -> bool:
@@ -196,7 +198,8 @@ class _Run:
         if measured:
             reporter.stage("measuring FP32")
             with timed(self.seconds, "measuring FP32"):
-                fp32 = evaluate(ir_runner(model), validation, self.data.classes, span.child(0.1, 0.2))
+                fp32 = evaluate(ir_runner(model, output=self.data.output), validation, self.data.classes,
+                                span.child(0.1, 0.2))
             reporter.log(f"FP32 top-1 {_pct(fp32.top1)}, top-5 {_pct(fp32.top5)} on {fp32.images} validation images.")
         else:
             fp32 = None
@@ -225,7 +228,8 @@ class _Run:
         if measured:
             reporter.stage("measuring INT8")
             with timed(self.seconds, "measuring INT8"):
-                int8 = evaluate(ir_runner(out / "model.xml"), validation, self.data.classes, span.child(0.85, 1.0))
+                int8 = evaluate(ir_runner(out / "model.xml", output=self.data.output), validation, self.data.classes,
+                                span.child(0.85, 1.0))
         span.progress(1.0)
         return self.result(out, len(calibration), fp32, int8, layers)
 
@@ -244,10 +248,13 @@ class _Run:
         if shape.rank.is_dynamic or shape.rank.get_length() != 4 or (channels.is_static and channels.get_length() != 3):
             raise JobError(f"The model's input is {shape}; Vintner quantizes image classifiers that take "
                            f"3-channel images ({'[N,H,W,3]' if self.spec.embedded else '[N,3,H,W]'}).")
-        output = model.output(0).get_partial_shape()
-        if (self.data.labelled and output.rank.is_static and output.rank.get_length() >= 1
-                and output[output.rank.get_length() - 1].is_static):
-            outputs = output[output.rank.get_length() - 1].get_length()
+        if self.data.output >= len(model.outputs):
+            raise JobError(f"The model has {len(model.outputs)} outputs; the scores were said to be output "
+                           f"{self.data.output}.")
+        output = model.output(self.data.output).get_partial_shape()
+        dims = [d.get_length() if d.is_static else None for d in output] if output.rank.is_static else []
+        outputs = score_count(dims)
+        if self.data.labelled and outputs is not None:
             if outputs != self.data.classes:
                 raise JobError(f"The model gives {outputs} scores per image, but the dataset has "
                                f"{self.data.classes} classes.")
@@ -285,7 +292,8 @@ class _Run:
                     # approaches the end of the bar however many passes NNCF takes
                     passes.progress(1 - 0.5 ** (2 * scored / total_guess))
                 request.infer({0: validation.input(index)})
-                right += int(request.get_output_tensor(0).data.reshape(-1).argmax()) == validation.labels[index]
+                scores = request.get_output_tensor(self.data.output).data
+                right += int(scores.reshape(-1).argmax()) == validation.labels[index]
                 seen += 1
                 scored += 1
             return right / max(seen, 1)

@@ -5,6 +5,7 @@ A pipeline function gets a `Reporter` and polls `reporter.cancelled()` between u
 """
 
 import contextlib
+import re
 import time
 from typing import Protocol
 
@@ -14,7 +15,19 @@ MEMORY_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "can't all
 
 
 class JobError(Exception):
-    """A failure to show the user as is: say what went wrong and what to do about it."""
+    """A failure to show the user as is: say what went wrong and what to do about it. The whole
+    underlying message (a library's multi-line error) goes to the job's details: `detail`, or else
+    the exception it was raised from (`raise JobError(...) from None` keeps it as the context)."""
+
+    def __init__(self, message: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    def underlying(self) -> str:
+        if self.detail:
+            return self.detail
+        cause = self.__cause__ or self.__context__
+        return whole_text(cause) if cause is not None and not isinstance(cause, JobError) else ""
 
 
 class Cancelled(Exception):
@@ -60,6 +73,30 @@ def show(name: object) -> str:
     """A user-given name fit for a message: control characters escaped, very long names shortened."""
     shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(name))
     return shown if len(shown) <= 200 else f"{shown[:120]}…{shown[-60:]}"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# OpenVINO's messages start with where in its sources they were raised, a line or several deep
+# ("Exception from src/inference/src/cpp/core.cpp:84:"): the words come after.
+SOURCE_LOCATION = re.compile(r"^(Exception from \S+:\d+:?|Check '.*' failed at \S+:\d+:?)$")
+TORCHSCRIPT_TRACE = "The following operation failed in the TorchScript interpreter"  # the error is its last line
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line for a message: its first line that says something (not a
+    source location, not a heading ending in a colon; for a TorchScript interpreter failure, its
+    last line). The whole text belongs in the job's details (`whole_text`)."""
+    lines = [line.strip() for line in whole_text(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith(TORCHSCRIPT_TRACE):
+        lines = lines[-1:]
+    said = [line for line in lines if not SOURCE_LOCATION.match(line)] or lines or [type(error).__name__]
+    line = next((line for line in said if not line.endswith(":")), said[0])  # "…failed with GeneralFailure:" heads the words
+    return line if len(line) <= 300 else line[:297] + "…"
+
+
+def whole_text(error: BaseException) -> str:
+    """An exception's whole message, without terminal colours."""
+    return ANSI.sub("", str(error)).strip()
 
 
 @contextlib.contextmanager

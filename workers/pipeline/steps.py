@@ -139,7 +139,8 @@ def evaluate(request: dict, span: Span) -> dict:
 
     spec = InputSpec.of(request["preprocessing"], embedded=request["embedded"])
     span.reporter.stage("loading")
-    runner = model_runner(_prepared(request["model"]), _inspect_config(request["model"], input_size=spec.size[0]))
+    runner = model_runner(_prepared(request["model"]), _inspect_config(request["model"], input_size=spec.size[0]),
+                          output=request["model"].get("output", 0))
     span.reporter.stage("reading images")
     pictures = Pictures([Path(path) for path in request["images"]], request["labels"], spec, span.child(0.0, 0.3))
     span.reporter.stage("evaluating")
@@ -220,7 +221,8 @@ def _quantize_settings(request: dict):
                                "ignored_patterns": tuple(settings["ignored_patterns"])})
     data = request["data"]
     data = QuantizeData(calibration=[Path(p) for p in data["calibration"]],
-                        validation=[Path(p) for p in data["validation"]], labels=data["labels"], classes=data["classes"])
+                        validation=[Path(p) for p in data["validation"]], labels=data["labels"], classes=data["classes"],
+                        output=request["model"].get("output", 0))
     return config, data, InputSpec.of(request["preprocessing"], embedded=request["embedded"])
 
 

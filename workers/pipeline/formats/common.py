@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workers.pipeline import architectures
+from workers.pipeline.reporting import one_line, whole_text  # noqa: F401 - formats' modules import them from here
 
 FORMATS = ("torchscript", "torch_export", "state_dict", "onnx", "openvino_ir")
 ARCHITECTURES: tuple[str, ...] = architectures.ARCHITECTURES  # one list, also read by the web side
@@ -44,6 +45,8 @@ class Prepared:
     format: str
     folder: Path  # canonical files inside, see CANONICAL
     primary: str  # file name of the main file in folder
+    labels: list[str] = field(default_factory=list)  # from a file beside the model in its zip (labels.txt…)
+    labels_source: str = ""  # that file's name
 
 
 @dataclass
@@ -59,6 +62,11 @@ class Inspection:
     traces: bool | None  # PyTorch sources: does torch.export.export (or a TorchScript forward) succeed
     trace_error: str  # why not, in one sentence
     details: dict = field(default_factory=dict)  # anything else worth showing
+    output_kinds: list[str] = field(default_factory=list)  # per output: "logits" | "probabilities" | "" (unknown)
+    scores_output: int = 0  # the output that holds the class scores (outputs.scores_output)
+    scores: str = ""  # that output's kind
+    labels: list[str] = field(default_factory=list)  # class names the model carries, in output order
+    labels_source: str = ""  # where they were read, in words
 
     def as_dict(self) -> dict:
         return json_safe(asdict(self))
@@ -67,16 +75,6 @@ class Inspection:
 def folder_size(folder: Path) -> int:
     """The bytes of all files under `folder`."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as one short line for a message: its first non-empty line."""
-    text = ANSI.sub("", str(error))
-    line = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
-    return line if len(line) <= 300 else line[:297] + "…"
 
 
 def json_safe(value: object) -> object:

@@ -4,6 +4,7 @@ import torch
 
 from workers.pipeline.formats.common import LABELS, InspectConfig, Inspection, Prepared
 from workers.pipeline.formats.onnx_models import inspect_onnx
+from workers.pipeline.outputs import score_count, scores_output
 from workers.pipeline.formats.openvino_ir import inspect_ir
 from workers.pipeline.formats.state_dicts import architecture, fit, inspect_state_dict, read_state_dict
 from workers.pipeline.formats.torch_programs import inspect_in_child
@@ -20,10 +21,30 @@ def inspect_model(prepared: Prepared, config: InspectConfig, span: Span) -> Insp
     }[prepared.format]
     span.raise_if_cancelled()
     inspection = inspect(prepared, config, span)
+    _find_scores(inspection, prepared, span)
     span.progress(1.0)
     span.reporter.log(f"Inspected {LABELS[prepared.format]}: {inspection.parameters or 0:,} weights, "
                       f"{inspection.precision or 'no weights'}.")
     return inspection
+
+
+def _find_scores(inspection: Inspection, prepared: Prepared, span: Span) -> None:
+    """Which output holds the class scores and of what kind, and the class names the model
+    carries (in the file, else beside it): kept only where they are as many as the scores."""
+    outputs = [{"shape": o.shape, "dtype": o.dtype} for o in inspection.outputs]
+    index = scores_output(outputs)
+    inspection.scores_output = index
+    inspection.scores = inspection.output_kinds[index] if index < len(inspection.output_kinds) else ""
+    if not inspection.labels and prepared.labels:
+        inspection.labels, inspection.labels_source = prepared.labels, prepared.labels_source
+    count = score_count(outputs[index]["shape"]) if outputs else None
+    if inspection.labels and count and len(inspection.labels) != count:
+        span.reporter.log(f"Ignored the {len(inspection.labels)} class names in {inspection.labels_source}: the model "
+                          f"gives {count} scores.", level="warning")
+        inspection.labels, inspection.labels_source = [], ""
+    elif inspection.labels:
+        span.reporter.log(f"Read {len(inspection.labels)} class names from {inspection.labels_source}; "
+                          "confirm them on the model's page.")
 
 
 def load_torch_module(prepared: Prepared, config: InspectConfig) -> torch.nn.Module:

@@ -14,6 +14,8 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from workers.pipeline.formats.common import (
     InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
+from workers.pipeline.formats.labels import onnx_labels
+from workers.pipeline.outputs import scores_kind_of_op
 from workers.pipeline.formats.tensors import NOT_WEIGHTS, precision
 from workers.pipeline.reporting import JobError, Span, show
 
@@ -42,6 +44,9 @@ def inspect_onnx(prepared: Prepared, config: InspectConfig, span: Span) -> Inspe
     graph = model.graph
     initialized = {tensor.name for tensor in graph.initializer}
     weights = [(onnx_dtype(t.data_type), math.prod(t.dims)) for t in graph.initializer]
+    metadata = {p.key: p.value for p in model.metadata_props}
+    labels = onnx_labels(metadata)
+    makers = {name: node.op_type for node in graph.node for name in node.output}
     return Inspection(
         format="onnx",
         inputs=[_onnx_info(value) for value in graph.input if value.name not in initialized],
@@ -58,8 +63,11 @@ def inspect_onnx(prepared: Prepared, config: InspectConfig, span: Span) -> Inspe
             "graph": graph.name,
             "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
             "external_data": sorted(locations),
-            "metadata": {p.key: p.value[:200] for p in list(model.metadata_props)[:20]},
+            "metadata": {key: value[:200] for key, value in list(metadata.items())[:20]},
         },
+        output_kinds=[scores_kind_of_op(makers.get(value.name, "")) for value in graph.output],
+        labels=labels,
+        labels_source="the ONNX model's metadata" if labels else "",
     )
 
 

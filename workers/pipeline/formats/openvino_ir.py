@@ -12,6 +12,8 @@ import openvino
 from workers.pipeline.formats.common import (
     InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
+from workers.pipeline.formats.labels import ir_labels
+from workers.pipeline.outputs import scores_kind_of_op
 from workers.pipeline.formats.tensors import NOT_WEIGHTS, precision
 from workers.pipeline.reporting import JobError, Span, show
 
@@ -30,6 +32,7 @@ def inspect_ir(prepared: Prepared, config: InspectConfig, span: Span) -> Inspect
                  for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
     runtime = root.find("rt_info/Runtime_version")
     framework = root.find("rt_info/conversion_parameters/framework")
+    labels = ir_labels(root)
     return Inspection(
         format="openvino_ir",
         inputs=[port_info(port, f"input{i}") for i, port in enumerate(model.inputs)],
@@ -46,6 +49,10 @@ def inspect_ir(prepared: Prepared, config: InspectConfig, span: Span) -> Inspect
             "runtime_version": runtime.get("value", "") if runtime is not None else "",
             "framework": framework.get("value", "") if framework is not None else "",
         },
+        output_kinds=[scores_kind_of_op(port.get_node().input_value(0).get_node().get_type_name())
+                      for port in model.outputs],  # the op feeding each Result
+        labels=labels,
+        labels_source="the IR's runtime info" if labels else "",
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from workers.pipeline.archives import ExtractLimits, extract_archive
 from workers.pipeline.formats.common import FORMATS, LABELS, Prepared, one_line
+from workers.pipeline.formats.labels import labels_beside
 from workers.pipeline.formats.onnx_models import (
     check_location_text, checked_external_files, external_info, external_tensors, read_onnx,
 )
@@ -158,12 +159,26 @@ def _prepare_zip(path: Path, name: str, out: Path, span: Span) -> Prepared:
         models = [p for p in files if p.suffix.lower() == ".onnx"]
         xmls = [p for p in files if p.suffix.lower() == ".xml"]
         if len(models) == 1 and not xmls:
-            return _prepare_onnx_folder(models[0], f"{name}: {models[0].relative_to(unpacked).as_posix()}", out)
+            return _with_labels_beside(
+                _prepare_onnx_folder(models[0], f"{name}: {models[0].relative_to(unpacked).as_posix()}", out),
+                models[0].parent, unpacked)
         if len(xmls) == 1 and not models:
-            return _prepare_ir_in_zip(xmls[0], [p for p in files if p.suffix.lower() == ".bin"], name, out)
+            return _with_labels_beside(
+                _prepare_ir_in_zip(xmls[0], [p for p in files if p.suffix.lower() == ".bin"], name, out),
+                xmls[0].parent, unpacked)
         found = ", ".join(show(p.relative_to(unpacked).as_posix()) for p in (models + xmls)[:5])
         raise JobError(f"“{show(name)}” must hold one ONNX model (.onnx, with its external data files) or one "
                        f"OpenVINO IR (.xml and .bin); it holds {found or 'no .onnx or .xml file'}.")
+
+
+def _with_labels_beside(prepared: Prepared, folder: Path, top: Path) -> Prepared:
+    """Class names in a labels.txt or config.json next to the model (or at the zip's top)."""
+    for place in dict.fromkeys((folder, top)):
+        prepared.labels, prepared.labels_source = labels_beside(place)
+        if prepared.labels:
+            prepared.labels_source = f"{prepared.labels_source} in the zip"
+            break
+    return prepared
 
 
 def _is_junk(relative: Path) -> bool:

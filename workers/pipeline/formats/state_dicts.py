@@ -12,6 +12,7 @@ from workers.pipeline import architectures
 from workers.pipeline.formats.common import (
     ARCHITECTURES, InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
+from workers.pipeline.formats.labels import torchvision_labels
 from workers.pipeline.formats.pickles import torch_load
 from workers.pipeline.formats.tensors import example_input, precision, tensor_infos, torch_dtype
 from workers.pipeline.reporting import JobError, Span, show
@@ -26,6 +27,7 @@ def inspect_state_dict(prepared: Prepared, config: InspectConfig, span: Span) ->
     span.progress(0.5)
     example = example_input(config.input_size)
     outputs, traces, trace_error = _run_and_export(model, example, classes)
+    labels = torchvision_labels(arch, classes)
     return Inspection(
         format="state_dict",
         inputs=[TensorInfo("input", list(example.shape), "f32")],
@@ -38,6 +40,9 @@ def inspect_state_dict(prepared: Prepared, config: InspectConfig, span: Span) ->
         traces=traces,
         trace_error=trace_error,
         details={"architecture": arch, "num_classes": classes, "tensors": len(state), **details},
+        output_kinds=["logits"] * len(outputs),  # torchvision's heads end in a Linear layer
+        labels=labels,
+        labels_source=f"torchvision's {arch} weights (their categories)" if labels else "",
     )
 
 

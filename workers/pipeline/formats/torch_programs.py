@@ -17,6 +17,7 @@ import torch
 from workers.pipeline.formats.common import (
     LABELS, InspectConfig, Inspection, Prepared, TensorInfo, folder_size, one_line,
 )
+from workers.pipeline.outputs import are_probabilities
 from workers.pipeline.formats.tensors import example_input, precision, tensor_infos, torch_dtype
 from workers.pipeline.reporting import MEMORY_SIGNS, Cancelled, JobError, Span
 
@@ -41,6 +42,7 @@ def inspect_in_child(prepared: Prepared, config: InspectConfig, span: Span) -> I
         traces=facts["traces"],
         trace_error=facts["trace_error"],
         details=facts["details"],
+        output_kinds=facts.get("output_kinds", []),
     )
 
 
@@ -161,8 +163,9 @@ def _torchscript_facts(path: Path, input_size: int) -> dict:
         traces, trace_error = True, ""
         inputs = [TensorInfo(arguments[0] if arguments else "input", list(example.shape), "f32")]
         outputs = tensor_infos(output)
+        kinds = [_scores_kind(tensor) for tensor in _tensors(output)]
     except Exception as e:  # a forward that fails is an answer here
-        traces, inputs, outputs = False, [TensorInfo(argument, [], "") for argument in arguments], []
+        traces, inputs, outputs, kinds = False, [TensorInfo(argument, [], "") for argument in arguments], [], []
         trace_error = f"forward() failed on a {list(example.shape)} float input: {one_line(e)}"
     tensors = list(module.parameters()) + list(module.buffers())
     return {
@@ -173,7 +176,22 @@ def _torchscript_facts(path: Path, input_size: int) -> dict:
         "traces": traces,
         "trace_error": trace_error,
         "details": {"class": module.original_name, "forward": str(module.forward.schema)},
+        "output_kinds": kinds,
     }
+
+
+def _tensors(output: object) -> list:
+    """The tensors of a forward's output, in the order tensor_infos lists them."""
+    items = [output] if isinstance(output, torch.Tensor) else (
+        list(output) if isinstance(output, (list, tuple)) else list(output.values()) if isinstance(output, dict) else [])
+    return [item for item in items if isinstance(item, torch.Tensor)]
+
+
+def _scores_kind(tensor: torch.Tensor) -> str:
+    """On a random example image, probabilities sum to 1 per image; logits almost never do."""
+    if not tensor.is_floating_point() or tensor.ndim < 1:
+        return ""
+    return "probabilities" if are_probabilities(tensor.detach().float().numpy()) else "logits"
 
 
 def _export_facts(path: Path, input_size: int) -> dict:
