@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0002_preprocessing_declared_in_full'),
+        ('registry', '0003_artifact_graph_of_its_own'),
     ]
 
     operations = [
