@@ -7,6 +7,7 @@ Import it first thing (before Django): `from _harness import Stack` re-executes 
 """
 
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,12 @@ def machine_busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle, iowait = fields[3], fields[4] if len(fields) > 4 else 0
     return (sum(fields[:8]) - idle - iowait) / CLOCK_TICKS
+
+
+def spread(values: list[float]) -> float:
+    """(largest − smallest) / median of a figure's rounds: how much the machine moved it (over 0.10: noisy)."""
+    middle = statistics.median(values)
+    return round((max(values) - min(values)) / middle, 3) if middle else 0.0
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:

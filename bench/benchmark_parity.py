@@ -57,7 +57,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _harness import ROOT, cpu_seconds, machine_busy_seconds
+from _harness import ROOT, cpu_seconds, machine_busy_seconds, spread
 
 warnings.filterwarnings("ignore")  # torch.jit's deprecation notes, the tracer's chatter
 
@@ -197,9 +197,8 @@ def main() -> None:
         def median(side: str, key: str) -> float:
             return statistics.median(figures[key] for figures in runs[(side, hint, precision)])
 
-        def spread(side: str) -> float:
-            values = [figures["fps"] for figures in runs[(side, hint, precision)]]
-            return round((max(values) - min(values)) / statistics.median(values), 3)
+        def fps_spread(side: str) -> float:
+            return spread([figures["fps"] for figures in runs[(side, hint, precision)]])
 
         vintner_fps, app_fps = median("vintner", "fps"), median("benchmark_app", "fps")
         ratio = vintner_fps / app_fps
@@ -210,8 +209,8 @@ def main() -> None:
             "ratio": round(ratio, 3),
             "vintner_p50_ms": round(median("vintner", "p50_ms"), 3),
             "benchmark_app_p50_ms": round(median("benchmark_app", "p50_ms"), 3),
-            "vintner_spread": spread("vintner"),
-            "benchmark_app_spread": spread("benchmark_app"),
+            "vintner_spread": fps_spread("vintner"),
+            "benchmark_app_spread": fps_spread("benchmark_app"),
             "precision": runs[("vintner", hint, precision)][0]["precision"],
             "benchmark_app_precision": runs[("benchmark_app", hint, precision)][0]["precision"],
         }

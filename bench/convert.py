@@ -31,7 +31,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _harness import cpu_seconds, machine_busy_seconds
+from _harness import cpu_seconds, machine_busy_seconds, spread
 
 warnings.filterwarnings("ignore")  # torch.jit's deprecation notes, the tracer's chatter
 
@@ -140,10 +140,10 @@ def main() -> None:
         print(f"  {name:<11} {statistics.median(values):7.3f}", file=sys.stderr)
     print(f"  {'total':<11} {vintner_s:7.3f}   (bare convert_model + save_model: {bare_s:.3f}; "
           f"the same traced without check_trace: {traced_s:.3f})", file=sys.stderr)
-    spread = {name: round((max(times) - min(times)) / statistics.median(times), 3)
+    spreads = {name: spread(times)
               for name, times in (("bare", bare_times), ("traced", traced_times), ("vintner", vintner_times))}
     print(f"Spread of the runs ((largest − smallest) / median; over 0.10: noisy, run again on a quiet machine): "
-          + ", ".join(f"{name} {value:.0%}" for name, value in spread.items()), file=sys.stderr)
+          + ", ".join(f"{name} {value:.0%}" for name, value in spreads.items()), file=sys.stderr)
     check = result.equivalence
     print(f"\nPipeline check: {check.samples} samples, max |diff| {check.max_abs_diff:.3g}, mean "
           f"{check.mean_abs_diff:.3g}, top-1 agreement {check.top1_agreement:.0%} ({check.reference}); "
@@ -160,7 +160,7 @@ def main() -> None:
         "route": result.route,
         "samples": check.samples,
         "runs": args.runs,
-        "spread": spread,
+        "spread": spreads,
     }))
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import ROOT  # noqa: F401 - re-executes under .venv first
+from _harness import spread  # re-executes under .venv first
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_overhead import make_dataset  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> None:
         "train_img_s_in_process": round(medians["in_process"], 1),
         "train_ratio": round(medians["jailed"] / medians["in_process"], 3),
         "rounds": args.rounds,
-        "spread": {name: round((max(v) - min(v)) / statistics.median(v), 3) for name, v in speeds.items()},
+        "spread": {name: spread(v) for name, v in speeds.items()},
     }))
 
 

@@ -66,7 +66,7 @@ import time
 import warnings
 from pathlib import Path
 
-from _harness import ROOT, cpu_seconds, machine_busy_seconds
+from _harness import ROOT, cpu_seconds, machine_busy_seconds, spread
 
 warnings.filterwarnings("ignore")  # torch.jit's deprecation notes, the tracer's chatter, NNCF's notes
 
@@ -249,12 +249,6 @@ def measure(model: torch.nn.Module, fp32_xml: Path, int8_xml: Path | None, secon
                     f"precision {report['precision']})")
             runs.setdefault((name, hint), []).append(report)
     return runs
-
-
-def spread(values: list[float]) -> float:
-    """(largest − smallest) / median of the rounds."""
-    middle = statistics.median(values)
-    return round((max(values) - min(values)) / middle, 3) if middle else 0.0
 
 
 def speed(args: argparse.Namespace, root: Path) -> dict:

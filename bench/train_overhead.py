@@ -29,11 +29,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
 
-from _harness import Stack, cpu_seconds, machine_busy_seconds
+from _harness import Stack, cpu_seconds, machine_busy_seconds, spread
 
 MODEL, SIZE, BATCH, WORKERS = "small_cnn", 32, 64, 2
 
@@ -248,11 +249,6 @@ def events_by_kind(job_id: int) -> dict[str, int]:
     return counts
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
-
-
 def middle(runs: list[dict]) -> dict | None:
     """The run whose img/s is the median (the lower middle of an even count)."""
     ordered = sorted(runs, key=lambda r: r["img_s"])
@@ -315,25 +311,24 @@ def main() -> None:
         threads = torch.get_num_threads()
 
     bare, vintner, null = (middle(runs[path]) for path in ("bare", "vintner", "null"))
-    speeds = {path: median([r["img_s"] for r in runs[path]]) for path in paths}
-    spread = {path: round((max(r["img_s"] for r in runs[path]) - min(r["img_s"] for r in runs[path])) / speeds[path], 3)
-              for path in paths}
+    speeds = {path: statistics.median([r["img_s"] for r in runs[path]]) for path in paths}
+    spreads = {path: spread([r["img_s"] for r in runs[path]]) for path in paths}
     steps = bare["steps_per_epoch"] * (args.epochs - 1)
     ratio = speeds["vintner"] / speeds["bare"]
     print(f"model {MODEL} at {SIZE} px, batch {BATCH}, {bare['train_images']} train images "
           f"({bare['steps_per_epoch']} steps/epoch), {args.epochs} epochs of which 1 warm-up: {steps} steps counted; "
           f"{WORKERS} loader workers, {threads} torch threads, {os.cpu_count()} cores")
     print(f"medians of {args.rounds} alternating rounds (per-epoch figures from each path's median round):")
-    print(f"bare:    {speeds['bare']:7.1f} img/s (spread {spread['bare']:.0%})   per epoch: train "
+    print(f"bare:    {speeds['bare']:7.1f} img/s (spread {spreads['bare']:.0%})   per epoch: train "
           f"{mean(bare['train_s']):.2f} s, val {mean(bare['val_s']):.2f} s")
-    print(f"vintner: {speeds['vintner']:7.1f} img/s (spread {spread['vintner']:.0%})   per epoch: train {mean(vintner['train_s']):.2f} s, "
+    print(f"vintner: {speeds['vintner']:7.1f} img/s (spread {spreads['vintner']:.0%})   per epoch: train {mean(vintner['train_s']):.2f} s, "
           f"val {mean(vintner['val_s']):.2f} s, the rest {mean(vintner['other_s']):.3f} s (checkpoint of "
           f"{vintner['checkpoint_bytes'] / 2**20:.1f} MiB written, of which the caller's copy "
           f"{mean(vintner['store_s']):.3f} s)")
     if null:
         print(f"  train() with a null reporter (no JobReporter, no database): {speeds['null']:.1f} img/s "
               f"({speeds['null'] / speeds['bare']:.3f}x bare): the pipeline's own share; the rest is the reporter's")
-    cpu = {path: median([r["cpu_ms_per_img"] for r in runs[path]]) for path in ("bare", "vintner")}
+    cpu = {path: statistics.median([r["cpu_ms_per_img"] for r in runs[path]]) for path in ("bare", "vintner")}
     print(f"  CPU of the training process (all its threads, loader workers not included) per image, "
           f"medians over rounds: bare {cpu['bare']:.2f} ms, vintner {cpu['vintner']:.2f} ms "
           f"({cpu['vintner'] / cpu['bare']:.3f}x)")
@@ -351,7 +346,7 @@ def main() -> None:
     print(f"goal (ratio >= 0.95): {'met' if ratio >= 0.95 else 'NOT met'}")
     print(json.dumps({"bare_img_s": round(speeds["bare"], 1), "vintner_img_s": round(speeds["vintner"], 1),
                       "ratio": round(ratio, 3), "steps": steps, "model": f"{MODEL}@{SIZE}px", "rounds": args.rounds,
-                      "spread": spread}))
+                      "spread": spreads}))
     sys.stdout.flush()
 
 
