@@ -11,6 +11,7 @@ from webapp.core import files
 from webapp.core.quota import quota_reserved
 from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import active_jobs_using, next_version
+from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
@@ -62,8 +63,11 @@ def dataset_create(
     return dataset
 
 
-def dataset_import_start(*, dataset: Dataset, user) -> None:
-    """Submit the import job; also how a failed import is tried again from the kept upload."""
+def dataset_import_start(*, dataset: Dataset, user, idempotency_key: str | None = None) -> None:
+    """Submit the import job; also how a failed import is tried again from the kept upload (where a
+    repeat of the same idempotency key changes nothing)."""
+    if job_with_key(project_id=dataset.project_id, user=user, key=idempotency_key):
+        return
     if dataset.imported_at:
         raise ValidationError("This dataset is already imported.")
     if dataset.upload is None:
@@ -75,6 +79,7 @@ def dataset_import_start(*, dataset: Dataset, user) -> None:
         user=user,
         kind="dataset_import",
         params={"dataset": dataset.id},  # the job reads it: it is in use while it imports
+        idempotency_key=idempotency_key,
     )
     dataset.import_job = job
     dataset.save(update_fields=["import_job"])

@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 
 from webapp.access import Action
 from webapp.core.numbers import whole_number
+from webapp.core.throttles import CreateRateThrottle
 from webapp.jobs import services
 from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
@@ -69,7 +70,8 @@ class JobEventSerializer(serializers.Serializer):
 
 class ProjectJobsView(APIView):
     serializer_class = JobSerializer
-
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(request.user, project_id, Action.VIEW)

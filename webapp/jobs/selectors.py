@@ -9,6 +9,16 @@ def job_for_user(user, job_id: int, action: Action) -> Job:
     return get_for_user(user, Job.objects.select_related("project__team"), job_id, action, team_lookup="project__team")
 
 
+def job_with_key(*, project_id: int, user, key: str | None) -> Job | None:
+    """The job this user already started in this project with this idempotency key, if any."""
+    key = clean_key(key)
+    return Job.objects.filter(project_id=project_id, created_by=user, idempotency_key=key).first() if key else None
+
+
+def clean_key(key: str | None) -> str | None:
+    return (key or "").strip()[:100] or None
+
+
 def jobs_of_project(project_id: int) -> QuerySet[Job]:
     return Job.objects.filter(project_id=project_id).select_related("created_by").prefetch_related("reads")
 

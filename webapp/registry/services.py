@@ -19,6 +19,7 @@ from webapp.core.numbers import whole_number
 from webapp.core.quota import quota_reserved
 from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit, params_validate
 from webapp.optimize.fit import refuse_non_image
 from webapp.projects.models import Project
@@ -113,9 +114,12 @@ def model_upload(
     return artifact
 
 
-def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None) -> Job:
+def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None,
+                idempotency_key: str | None = None) -> Job:
     """Start a training run on a ready dataset of this project's team; mismatches that can be seen
-    now are refused now, naming both values."""
+    now are refused now, naming both values. A repeat of the same idempotency key answers with the first run."""
+    if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key):
+        return repeat
     if dataset.project.team_id != project.team_id or dataset.state != "ready":
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
     dataset_require_labels(dataset=dataset, job="Training")
@@ -141,7 +145,8 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
         # The model exists from the run's start (without artifacts until a run publishes one), so
         # every run is its run by relation: a failed first run too, and all of them after a rename.
         model, _ = Model.objects.get_or_create(project=project, name=name, defaults={"created_by": user})
-        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model)
+        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model,
+                            idempotency_key=idempotency_key)
     return job
 
 
