@@ -65,10 +65,7 @@ def lockout_seconds(request) -> int:
 
 
 def lockout_response(request, original_response=None, credentials=None) -> HttpResponse:
-    """django-axes' answer to a locked-out sign-in on the page (AXES_LOCKOUT_CALLABLE); the token
-    endpoint has answered in JSON already."""
-    if original_response is not None and original_response.status_code == 429:
-        return original_response
+    """django-axes' answer to a locked-out sign-in on the page (AXES_LOCKOUT_CALLABLE)."""
     seconds = lockout_seconds(request)
     return too_many(request, seconds, lockout_text(seconds))
 

@@ -63,6 +63,7 @@ class TokenView(APIView):
         user = authenticate(request._request, username=data["username"], password=data["password"])
         if user is None:
             if getattr(request._request, "axes_locked_out", False):  # django-axes refused to check the password
+                request._request.axes_locked_out = False  # answered here, in JSON, not by its middleware's page
                 seconds = lockout_seconds(request._request)
                 raise Throttled(wait=seconds, detail=lockout_text(seconds))
             raise serializers.ValidationError({"non_field_errors": ["Unable to log in with provided credentials."]})
