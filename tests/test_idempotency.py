@@ -9,7 +9,12 @@ from tests.helpers import make_artifact, make_dataset, make_model, signed_in, up
 from webapp.datasets.models import Dataset
 from webapp.jobs.models import Job
 from webapp.projects.models import Project
-from webapp.registry.models import Origin
+from webapp.registry.models import Artifact, Origin
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -81,6 +86,35 @@ def test_a_double_submitted_form_makes_one_job_for_every_job_form(alice, project
         assert first["Location"] == again["Location"] == f"/jobs/{job.id}/"
     again = client.get(f"/projects/{project.id}/").content.decode()
     assert form_key(again, "probe") != form_key(forms["probe"][0], "probe")  # each render its own: a new job
+
+
+def test_a_repeated_dataset_or_model_from_an_upload_makes_one_of_each(alice, project, tmp_path):
+    archive = tmp_path / "colours.zip"
+    archive.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    model_file = tmp_path / "model.onnx"
+    model_file.write_bytes(b"\0" * 64)
+    client = signed_in(alice)
+    for key, (url, body, table) in enumerate([
+        (f"/api/v1/projects/{project.id}/datasets/", {"name": "colours", "upload": str(uploaded(alice, project, archive).id)},
+         Dataset),
+        (f"/api/v1/projects/{project.id}/models/", {"name": "net", "uploads": [str(uploaded(alice, project, model_file).id)]},
+         Artifact),
+    ]):
+        first = client.post(url, body, content_type="application/json", headers={"Idempotency-Key": str(key)})
+        again = client.post(url, body, content_type="application/json", headers={"Idempotency-Key": str(key)})
+        assert first.status_code == again.status_code == 201, again.content
+        assert first.json()["id"] == again.json()["id"] and table.objects.count() == 1
+    assert Job.objects.count() == 2  # one import, one inspection
+
+
+def test_a_key_that_started_another_kind_of_job_is_a_conflict(alice, project, rows):
+    client = signed_in(alice)
+    url, body = api_requests(project, rows)["benchmark"]
+    assert client.post(url, body, content_type="application/json", headers={"Idempotency-Key": "k"}).status_code == 201
+    url, body = api_requests(project, rows)["evaluate"]
+    reused = client.post(url, body, content_type="application/json", headers={"Idempotency-Key": "k"})
+    assert reused.status_code == 409 and "benchmark job" in str(reused.json())
+    assert list(Job.objects.values_list("kind", flat=True)) == ["benchmark"]
 
 
 def test_a_repeated_import_retry_starts_one_import(alice, project, tmp_path):

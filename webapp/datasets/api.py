@@ -55,6 +55,8 @@ class DatasetItemSerializer(serializers.ModelSerializer):
 
 class ProjectDatasetsView(APIView):
     serializer_class = DatasetSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
 
     @extend_schema(responses=DatasetSerializer(many=True))
@@ -75,6 +77,7 @@ class ProjectDatasetsView(APIView):
             project=project, user=request.user, name=data["name"], upload=upload, sha256=data.get("sha256", ""),
             description=data["description"], val_fraction=data["val_fraction"], seed=data["seed"],
             labelling=data["labelling"],
+            idempotency_key=submission_key(request),
         )
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 

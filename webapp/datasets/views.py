@@ -22,6 +22,7 @@ GALLERY_PAGE = 60
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@throttled_page("jobs")
 def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the upload page. POST: the page's form, sent by its script once the tus upload is done."""
     project = project_for_user(request.user, project_id, Action.WRITE)
@@ -43,6 +44,7 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 val_fraction=float(request.POST.get("val_fraction") or 0.2),
                 seed=int(request.POST.get("seed") or 0),
                 labelling=request.POST.get("labelling") or "auto",
+                idempotency_key=submission_key(request),
             )
         except ValueError:
             messages.error(request, "Seed and validation fraction must be numbers.")

@@ -64,7 +64,7 @@ def job_submit(
     """Create the job, with the datasets and artifacts its params name (its kind says which fields)
     and the model it makes or trains, and enqueue it on commit. The caller has checked that the
     user may use them. The same idempotency key gives back the same job."""
-    existing = job_with_key(project_id=project.id, user=user, key=idempotency_key)
+    existing = job_with_key(project_id=project.id, user=user, key=idempotency_key, kind=kind)
     if existing:
         return existing, False
     clean, key = params_validate(kind, params), clean_key(idempotency_key)

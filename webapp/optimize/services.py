@@ -15,7 +15,7 @@ from webapp.registry.models import TORCH_FORMATS, Artifact, Format, Origin
 def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None, idempotency_key: str | None = None) -> Job:
     """Start converting a ready PyTorch or ONNX artifact to OpenVINO IR; the IR becomes its child.
     A repeat of the same idempotency key answers with the first job (so do the others here)."""
-    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key):
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="convert"):
         return repeat
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be converted.")
@@ -41,7 +41,7 @@ QUANTIZABLE = {
 def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict, idempotency_key: str | None = None) -> Job:
     """Start an INT8 quantization of a ready FP32/FP16 artifact on a dataset of this team; whatever
     would make the job fail on the data (classes, channels, splits) is refused now, in words."""
-    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key):
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="quantize"):
         return repeat
     method = params.get("method", "ptq")
     if artifact.state != "ready":
@@ -64,7 +64,7 @@ def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict, idempo
 def artifact_benchmark(*, artifact: Artifact, user, params: dict, idempotency_key: str | None = None) -> Job:
     """Start measuring a ready artifact's speed; a PyTorch artifact, or an IR with a PyTorch
     ancestor, also gets torch eager measured in the same job, so speedups come from one host."""
-    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key):
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="benchmark"):
         return repeat
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be benchmarked.")
@@ -92,7 +92,7 @@ def torch_ancestor(artifact: Artifact) -> Artifact | None:
 
 def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict, idempotency_key: str | None = None) -> Job:
     """Start scoring a ready artifact (PyTorch, ONNX or IR) on a split of a dataset of this team."""
-    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key):
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="evaluate"):
         return repeat
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be evaluated.")

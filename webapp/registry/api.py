@@ -70,6 +70,8 @@ class ModelUpdateSerializer(StrictSerializer):
 
 class ProjectModelsView(APIView):
     serializer_class = ModelSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
 
     @extend_schema(responses=ModelSerializer(many=True))
@@ -89,6 +91,7 @@ class ProjectModelsView(APIView):
         artifact = services.model_upload(
             project=project, user=request.user, name=data["name"], uploads=uploads, declared_format=data["format"],
             architecture=data["architecture"], num_classes=data["num_classes"], labels=data["labels"],
+            idempotency_key=submission_key(request),
         )
         return Response(ArtifactSerializer(artifact).data, status=status.HTTP_201_CREATED)
 

@@ -75,9 +75,13 @@ def model_upload(
     num_classes: int | str | None = None,
     labels=None,
     sha256s: dict[str, str] | None = None,
+    idempotency_key: str | None = None,
 ) -> Artifact:
     """An artifact from one or two finished uploads (IR: .xml + .bin), under a new or existing
-    model of that name; its files are checked and inspected by a job on a worker."""
+    model of that name; its files are checked and inspected by a job on a worker. A repeat of the
+    same idempotency key answers with the artifact the first one made."""
+    if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key, kind="model_import"):
+        return Artifact.objects.get(id=repeat.params["artifact"])
     name = name.strip()
     num_classes = num_classes_clean(num_classes)
     if not name:
@@ -107,7 +111,7 @@ def model_upload(
         artifact.uploads.set(uploads)
         job, _ = job_submit(
             project=project, user=user, kind="model_import",
-            params={"artifact": artifact.id, "format": declared_format}, model=model,
+            params={"artifact": artifact.id, "format": declared_format}, model=model, idempotency_key=idempotency_key,
         )
         artifact.job = job
         artifact.save(update_fields=["job"])
@@ -118,7 +122,7 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
                 idempotency_key: str | None = None) -> Job:
     """Start a training run on a ready dataset of this project's team; mismatches that can be seen
     now are refused now, naming both values. A repeat of the same idempotency key answers with the first run."""
-    if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key):
+    if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key, kind="train"):
         return repeat
     if dataset.project.team_id != project.team_id or dataset.state != "ready":
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})

@@ -27,6 +27,7 @@ from workers.pipeline.architectures import ARCHITECTURES
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@throttled_page("jobs")
 def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the upload page. POST: its form, sent by the page's script once the tus uploads are done."""
     project = project_for_user(request.user, project_id, Action.WRITE)
@@ -46,6 +47,7 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 num_classes=request.POST.get("num_classes", "").strip(),
                 labels=request.POST.get("labels", ""),
                 sha256s=dict(zip(request.POST.getlist("uploads"), request.POST.getlist("sha256"))),
+                idempotency_key=submission_key(request),
             )
         except ValidationError as error:
             form_errors(request, error)
