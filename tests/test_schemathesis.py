@@ -48,11 +48,13 @@ def config_file(path, ids: dict[str, object]):
 
 
 def schemathesis(url: str, key: str, config, *args: str, seconds: int) -> subprocess.CompletedProcess:
-    """The `st run` command line; it keeps its cache (.schemathesis/) in the config's folder."""
+    """The `st run` command line; it keeps its cache (.schemathesis/) in the config's folder. One
+    worker: with two, hypothesis' ast.parse in two threads trips CPython 3.11's "AST constructor
+    recursion depth mismatch" now and then, an error of the run itself."""
     command = [
         sys.executable, "-m", "schemathesis.cli", "--no-color", "--config-file", str(config), "run", f"{url}/api/schema/",
         "--header", f"Authorization: Token {key}", "--checks", "not_a_server_error", "--max-examples", "8",
-        "--max-time", str(seconds), "--seed", "22", "--workers", "2", "--request-timeout", "20", *args,
+        "--max-time", str(seconds), "--seed", "22", "--workers", "1", "--request-timeout", "20", *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, cwd=config.parent)
 
@@ -60,7 +62,7 @@ def schemathesis(url: str, key: str, config, *args: str, seconds: int) -> subpro
 def test_the_api_answers_no_input_with_a_server_error(live_server_url, alice, team_a, tmp_path):
     _, key = token_issue(user=alice, name="schemathesis")
     config = config_file(tmp_path / "schemathesis.toml", seeded_ids(alice, team_a, tmp_path))
-    everything = schemathesis(live_server_url, key, config, "--exclude-method", "DELETE", seconds=45)
+    everything = schemathesis(live_server_url, key, config, "--exclude-method", "DELETE", seconds=55)
     assert everything.returncode == 0, everything.stdout[-20000:] + everything.stderr[-5000:]
     deletes = schemathesis(live_server_url, key, config, "--include-method", "DELETE", "--exclude-name", OWN_TOKEN,
                            seconds=15)
