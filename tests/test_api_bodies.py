@@ -136,7 +136,7 @@ def test_an_unknown_key_of_the_other_json_apis_is_named_and_changes_nothing(alic
     model = trained.model
     edit = client.patch(f"/api/v1/models/{model.id}/", {"name": "renamed", "preprocessing": {**model.preprocessing, "gamma": 2}},
                         content_type="application/json")
-    assert edit.status_code == 400 and "preprocessing.gamma" in edit.json()
+    assert edit.status_code == 400 and "gamma" in str(edit.json()["preprocessing"])
     rename = client.patch(f"/api/v1/teams/{team_a.id}/", {"name": "B", "owner": "charlie"}, content_type="application/json")
     assert rename.status_code == 400 and "owner" in rename.json()
     model.refresh_from_db()
