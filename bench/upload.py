@@ -96,7 +96,7 @@ class PeakRss:
 def make_user() -> tuple[str, int]:
     """A user owning a team with a project; returns an API token and the project id."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from webapp.core.tokens import token_issue
 
     from webapp.projects.models import Project
     from webapp.teams.models import Membership, Role, Team
@@ -105,7 +105,7 @@ def make_user() -> tuple[str, int]:
     team = Team.objects.create(name="Bench", storage_quota_gb=1000)
     Membership.objects.create(team=team, user=user, role=Role.OWNER)
     project = Project.objects.create(team=team, name="Upload bench", created_by=user)
-    return Token.objects.create(user=user).key, project.id
+    return token_issue(user=user)[1], project.id
 
 
 def tus_upload(endpoint: str, path: Path, chunk: int, headers: dict, metadata: dict) -> tuple[float, str]:

@@ -10,7 +10,6 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from tests.conftest import PASSWORD
 from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Model, Origin
@@ -23,7 +22,7 @@ SMALL = {"input_size": [16, 16], "layout": "NCHW", "color": "RGB", "mean": [0.5,
 
 def signed_in(user) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 

@@ -3,13 +3,16 @@ and validation answered as 400 with a message per field."""
 
 import json
 import re
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
 import yaml
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
 
 from tests.conftest import PASSWORD
+from webapp.core.models import ApiToken
+from webapp.core.tokens import token_issue
 from webapp.projects.models import Project
 
 
@@ -30,28 +33,69 @@ def _post_json(client, url: str, data: dict, **extra):
 # --- Token auth ----------------------------------------------------------------------------
 
 
-def test_it_issues_a_token_for_username_and_password(client, alice):
-    response = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD})
+def _token_row(key: str) -> ApiToken | None:
+    return ApiToken.objects.filter(digest=ApiToken.digest_of(key)).first()
+
+
+def test_it_issues_a_named_expiring_token_for_username_and_password(client, alice):
+    response = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD, "name": "laptop", "days": 7})
     assert response.status_code == 200
-    assert response.json()["token"] == Token.objects.get(user=alice).key
+    token = _token_row(response.json()["token"])
+    assert token.user == alice and token.name == "laptop" and response.json()["id"] == token.id
+    assert timedelta(days=6, hours=23) < token.expires_at - timezone.now() <= timedelta(days=7)
+    assert token.prefix == response.json()["token"][:8] and response.json()["token"] not in str(vars(token))
 
 
 def test_it_refuses_a_token_for_a_wrong_password(client, alice):
     response = client.post("/api/v1/auth/token/", {"username": "alice", "password": "wrong"})
     assert response.status_code == 400
     assert "token" not in response.json()
-    assert not Token.objects.exists()
+    assert not ApiToken.objects.exists()
 
 
 def test_its_holder_revokes_the_token_and_it_signs_in_no_more(client, alice, team_a):
     token = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}).json()["token"]
+    other = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}).json()["token"]
     assert client.delete("/api/v1/auth/token/").status_code == 401  # nobody to revoke it for
-    assert Token.objects.filter(key=token).exists()
+    assert _token_row(token)
     assert client.delete("/api/v1/auth/token/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 204
-    assert not Token.objects.filter(user=alice).exists()
+    assert _token_row(token) is None and _token_row(other)  # only the one presented
     assert client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 401
-    renewed = client.post("/api/v1/auth/token/", {"username": "alice", "password": PASSWORD}).json()["token"]
-    assert renewed != token and client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {renewed}").status_code == 200
+    assert client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {other}").status_code == 200
+
+
+def test_an_expired_token_is_a_401_that_says_so(client, alice, team_a):
+    token, key = token_issue(user=alice)
+    ApiToken.objects.filter(id=token.id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = client.get("/api/v1/teams/", HTTP_AUTHORIZATION=f"Token {key}")
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+    assert "Team A" not in response.content.decode()
+
+
+def test_its_owner_lists_and_revokes_tokens_and_nobody_elses(client, alice, bob, team_a):
+    mine, key = token_issue(user=alice, name="ci")
+    second, _ = token_issue(user=alice, name="laptop")
+    bobs, bob_key = token_issue(user=bob)
+    listed = client.get("/api/v1/auth/tokens/", HTTP_AUTHORIZATION=f"Token {key}").json()
+    assert [(t["name"], t["current"]) for t in listed] == [("laptop", False), ("ci", True)]
+    assert listed[1]["last_used_at"] is not None and "digest" not in listed[1]
+    assert client.delete(f"/api/v1/auth/tokens/{bobs.id}/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 404
+    assert ApiToken.objects.filter(id=bobs.id).exists()
+    assert client.delete(f"/api/v1/auth/tokens/{second.id}/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 204
+    assert list(ApiToken.objects.filter(user=alice)) == [mine]
+
+
+def test_the_account_page_issues_lists_and_revokes_tokens(client, alice, bob):
+    bobs, _ = token_issue(user=bob)
+    client.force_login(alice)
+    page = client.post("/accounts/tokens/", {"name": "laptop", "days": "30"})
+    token = ApiToken.objects.get(user=alice)
+    assert page.status_code == 200 and token.name == "laptop"
+    assert token.prefix in page.content.decode() and "not shown again" in page.content.decode()
+    assert "laptop" in client.get("/accounts/tokens/").content.decode()
+    assert client.post(f"/accounts/tokens/{bobs.id}/revoke/").status_code == 404
+    assert client.post(f"/accounts/tokens/{token.id}/revoke/").status_code == 302
+    assert not ApiToken.objects.filter(user=alice).exists() and ApiToken.objects.filter(id=bobs.id).exists()
 
 
 def test_it_lists_teams_for_a_token(client, alice, team_a, team_c):
@@ -65,15 +109,14 @@ def test_it_writes_with_a_token_and_no_csrf(alice, team_a):
     from django.test import Client
 
     client = Client(enforce_csrf_checks=True)
-    token = Token.objects.create(user=alice)
     response = _post_json(client, "/api/v1/projects/", {"team": team_a.id, "name": "Scripted"},
-                          HTTP_AUTHORIZATION=f"Token {token.key}")
+                          HTTP_AUTHORIZATION=f"Token {token_issue(user=alice)[1]}")
     assert response.status_code == 201
     assert Project.objects.filter(team=team_a, name="Scripted", created_by=alice).exists()
 
 
 def test_it_answers_401_to_a_wrong_token(client, alice, team_a):
-    Token.objects.create(user=alice)
+    token_issue(user=alice)
     response = client.get("/api/v1/teams/", HTTP_AUTHORIZATION="Token not-a-real-token")
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == "Token"

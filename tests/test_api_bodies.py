@@ -106,3 +106,39 @@ def test_a_json_body_that_is_no_object_is_refused(alice, trained, dataset):
             response = client.post(url, body, content_type="application/json")
             assert response.status_code == 400 and list(response.json()) == ["non_field_errors"], (url, body)
     assert not Job.objects.exists() and Model.objects.count() == 1 and Project.objects.count() == 1
+
+
+# --- unknown keys: a 400 naming each, and nothing made --------------------------------------------
+
+
+def test_an_unknown_job_parameter_is_named_and_starts_nothing(alice, trained, dataset):
+    client = signed_in(alice)
+    project = trained.model.project
+    train = client.post(f"/api/v1/projects/{project.id}/train/", {"dataset": dataset.id, "model_name": "m", "epochz": 3},
+                        content_type="application/json")
+    assert train.status_code == 400 and "epochz" in train.json()["params.epochz"][0]
+    probe = client.post(f"/api/v1/projects/{project.id}/jobs/", {"kind": "probe", "params": {"roundz": 1}},
+                        content_type="application/json")
+    assert probe.status_code == 400 and "params.roundz" in probe.json()
+    matrix = client.post(f"/api/v1/artifacts/{make_artifact(trained.model, parent=trained).id}/benchmark/",
+                         {"matrix": [{"batch": 1, "streams": 1, "threads": 4}]}, content_type="application/json")
+    assert matrix.status_code == 400 and "threads" in str(matrix.json()["params.matrix"])
+    assert not Job.objects.exists()
+    assert list(Model.objects.values_list("name", flat=True)) == [trained.model.name]  # no model "m" either
+
+
+def test_an_unknown_key_of_the_other_json_apis_is_named_and_changes_nothing(alice, team_a, trained):
+    client = signed_in(alice)
+    project = client.post("/api/v1/projects/", {"team": team_a.id, "name": "P", "colour": "red"},
+                          content_type="application/json")
+    assert project.status_code == 400 and "colour" in project.json()
+    assert not Project.objects.filter(name="P").exists()
+    model = trained.model
+    edit = client.patch(f"/api/v1/models/{model.id}/", {"name": "renamed", "preprocessing": {**model.preprocessing, "gamma": 2}},
+                        content_type="application/json")
+    assert edit.status_code == 400 and "gamma" in str(edit.json()["preprocessing"])
+    rename = client.patch(f"/api/v1/teams/{team_a.id}/", {"name": "B", "owner": "charlie"}, content_type="application/json")
+    assert rename.status_code == 400 and "owner" in rename.json()
+    model.refresh_from_db()
+    team_a.refresh_from_db()
+    assert (model.name, team_a.name) == ("colours", "Team A")

@@ -65,8 +65,9 @@ def test_a_kinds_cross_field_rule_and_unknown_keys():
     with pytest.raises(Exception) as refused:
         params_validate("train", {"dataset": 1, "model_name": "m", "epochs": 2, "warmup_epochs": 3})
     assert "params.warmup_epochs" in refused.value.message_dict
-    clean = params_validate("probe", {"rounds": 2, "colour": "red"})  # unknown keys are dropped, as DRF does
-    assert "colour" not in clean and clean["rounds"] == 2
+    with pytest.raises(Exception) as unknown:  # never dropped silently: it would run something else
+        params_validate("probe", {"rounds": 2, "colour": "red"})
+    assert "“colour”" in unknown.value.message_dict["params.colour"][0]
 
 
 def test_every_kind_derives_a_serializer_and_names_its_inputs_among_its_fields():

@@ -5,7 +5,7 @@ import hashlib
 import os
 
 import pytest
-from rest_framework.authtoken.models import Token
+from webapp.core.tokens import token_issue
 from tusclient import client
 
 from tests.servers import start_daphne
@@ -18,7 +18,7 @@ CHUNK = 256 * 1024
 
 def test_an_interrupted_upload_resumes_on_a_restarted_server_with_the_same_checksum(alice, team_a, child_env, log_dir, tmp_path):
     project = Project.objects.create(team=team_a, name="Vision", created_by=alice)
-    headers = {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    headers = {"Authorization": f"Token {token_issue(user=alice)[1]}"}
     archive = tmp_path / "data.tar"
     archive.write_bytes(os.urandom(3 * 1024 * 1024 + 12345))
     metadata = {"filename": archive.name, "project": str(project.id)}

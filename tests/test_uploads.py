@@ -10,7 +10,6 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.utils import timezone
 
-from tests.conftest import PASSWORD
 from webapp.projects.models import Project
 from webapp.teams.models import Membership, Role
 from webapp.uploads import services
@@ -26,7 +25,7 @@ def metadata(**pairs) -> str:
 
 def signed_in(user) -> Client:
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return client
 
 
@@ -219,9 +218,9 @@ def test_abandoned_uploads_expire_but_claimed_ones_stay(alice, project):
 
 
 def test_token_clients_can_upload(alice, project):
-    from rest_framework.authtoken.models import Token
+    from webapp.core.tokens import token_issue
 
-    client = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {token_issue(user=alice)[1]}")
     location = create(client, project, 4)["Location"]
     assert patch(client, location, 0, b"abcd").status_code == 204
     assert Upload.objects.get().sha256 == hashlib.sha256(b"abcd").hexdigest()

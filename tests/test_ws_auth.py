@@ -1,10 +1,14 @@
 """Websockets opened with an API token (the command line) through the real ASGI stack: the token
 alone decides who it is, and the origin check still guards every session-cookie handshake."""
 
+from datetime import timedelta
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
+from webapp.core.models import ApiToken
+from webapp.core.tokens import token_issue, token_revoke
 
 from tests.jobs_helpers import make_project
 from tests.ws_helpers import session_cookie
@@ -26,7 +30,7 @@ def job(team_a, alice):
 
 
 def token_header(user, scheme: str = "Token") -> tuple[bytes, bytes]:
-    return (b"authorization", f"{scheme} {Token.objects.get_or_create(user=user)[0].key}".encode())
+    return (b"authorization", f"{scheme} {token_issue(user=user)[1]}".encode())
 
 
 def opens(path: str, headers: list[tuple[bytes, bytes]]) -> bool:
@@ -72,6 +76,17 @@ def test_it_refuses_an_inactive_users_token(job, alice):
     header = token_header(alice)
     alice.is_active = False
     alice.save(update_fields=["is_active"])
+    assert opens(f"/ws/jobs/{job.id}/", [header]) is False
+
+
+def test_it_refuses_an_expired_or_revoked_token(job, alice):
+    token, key = token_issue(user=alice)
+    header = (b"authorization", f"Token {key}".encode())
+    assert opens(f"/ws/jobs/{job.id}/", [header]) is True
+    ApiToken.objects.filter(id=token.id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert opens(f"/ws/jobs/{job.id}/", [header]) is False
+    ApiToken.objects.filter(id=token.id).update(expires_at=timezone.now() + timedelta(days=1))
+    token_revoke(token=token)
     assert opens(f"/ws/jobs/{job.id}/", [header]) is False
 
 

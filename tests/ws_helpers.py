@@ -3,7 +3,6 @@
 from django.conf import settings
 from django.test import Client
 
-from tests.conftest import PASSWORD
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
@@ -11,7 +10,7 @@ ORIGIN = (b"origin", b"http://127.0.0.1")
 def session_cookie(user) -> bytes:
     """Sign in through the real login machinery and return the session cookie header value."""
     client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
+    client.force_login(user)
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
 

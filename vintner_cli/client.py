@@ -1,6 +1,7 @@
 """HTTP to the REST API (/api/v1/) with a token, and the API's errors said in words."""
 
 import re
+import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
@@ -108,8 +109,9 @@ class Client:
         return self.request("PATCH", path, what=what, json=body).json()
 
     def token_for(self, username: str, password: str) -> str:
-        """POST /auth/token/ (form fields, like the README's curl)."""
-        response = self.request("POST", "auth/token/", data={"username": username, "password": password})
+        """POST /auth/token/ (form fields, like the README's curl): a new token, named for this host."""
+        name = f"vintner on {socket.gethostname()}"[:100]
+        response = self.request("POST", "auth/token/", data={"username": username, "password": password, "name": name})
         return response.json()["token"]
 
     def stream(self, path: str, *, what: str = "") -> tuple[requests.Response, Iterator[bytes]]:

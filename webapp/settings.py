@@ -7,6 +7,7 @@ VINTNER_PRODUCTION=1 switches on the HTTPS-only hardening that `check --deploy` 
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -80,7 +81,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -104,6 +105,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out sign-in into its 429 page
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -152,6 +154,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -267,11 +271,36 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 
+# --- Rate limits and lockouts (docs/operations.md) -----------------------------------------
+# The counters live in Redis, shared by every web process. A rate is "<count>/<s|min|hour|day>".
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("CACHE_URL", REDIS_URL),
+        "KEY_PREFIX": "vintner:cache",
+    }
+}
+THROTTLE_RATES = {
+    "login": env_str("THROTTLE_LOGIN", "20/min"),  # sign-in attempts per address (page and token)
+    "uploads": env_str("THROTTLE_UPLOADS", "30/min"),  # uploads started per user
+    "jobs": env_str("THROTTLE_JOBS", "30/min"),  # jobs submitted per user
+}
+# django-axes: after LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that
+# pair is locked out for LOGIN_LOCKOUT_MINUTES (a 429); a success in between starts the count again.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "webapp.core.throttles.lockout_response"
+AXES_VERBOSE = False
+# API tokens (webapp/core/tokens.py) expire this many days after they are issued, unless asked shorter.
+API_TOKEN_DAYS = env_int("API_TOKEN_DAYS", 90)
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes a missing or wrong token a 401, not a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.core.tokens.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

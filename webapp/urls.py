@@ -3,7 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from webapp.core.tokens import TokenView
+from webapp.core import token_api, token_views
+from webapp.core.throttles import throttled_page
 from webapp.core.views import favicon, healthz
 from webapp.datasets import api as datasets_api
 from webapp.datasets import views as datasets_views
@@ -24,7 +25,9 @@ from webapp.teams import views as teams_views
 from webapp.uploads import api as uploads_api
 
 api_v1 = [
-    path("auth/token/", TokenView.as_view(), name="api_token"),
+    path("auth/token/", token_api.TokenView.as_view(), name="api_token"),
+    path("auth/tokens/", token_api.TokenListView.as_view(), name="api_token_list"),
+    path("auth/tokens/<int:token_id>/", token_api.TokenDetailView.as_view(), name="api_token_detail"),
     path("teams/", teams_api.TeamListView.as_view(), name="api_team_list"),
     path("teams/<int:team_id>/", teams_api.TeamDetailView.as_view(), name="api_team_detail"),
     path("teams/<int:team_id>/members/", teams_api.MemberListView.as_view(), name="api_member_list"),
@@ -62,7 +65,9 @@ api_v1 = [
 
 urlpatterns = [
     path("", teams_views.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", throttled_page("login")(auth_views.LoginView.as_view()), name="login"),
+    path("accounts/tokens/", token_views.token_list, name="token_list"),
+    path("accounts/tokens/<int:token_id>/revoke/", token_views.token_revoke, name="token_revoke"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),

@@ -4,7 +4,7 @@ make through daphne, and recording what a live panel showed."""
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
-from rest_framework.authtoken.models import Token
+from webapp.core.tokens import token_issue
 
 from tests.conftest import PASSWORD
 from tests.jobs_helpers import wait_state
@@ -28,8 +28,7 @@ def by_testid(page: Page, testid: str):
 
 
 def api_headers(user) -> dict[str, str]:
-    token, _ = Token.objects.get_or_create(user=user)
-    return {"Authorization": f"Token {token.key}"}
+    return {"Authorization": f"Token {token_issue(user=user)[1]}"}
 
 
 def submit_probe(page: Page, base: str, user, project, params: dict) -> int:

@@ -1,21 +1,62 @@
-"""The API token of DRF's authtoken: one per user, issued for a username and password, revoked
-by its holder (`vintner logout`). One token per user means revoking it signs out every program
-that holds it, on every machine: that is what a person who logs out wants of a leaked token too."""
+"""API tokens: issued for a username and password (or on the account page), several per user, each
+with a name and an expiry; an expired or revoked token signs in nowhere (HTTP: 401; websocket
+handshakes: anonymous, refused). The key is shown once; only its SHA-256 is stored."""
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, status
-from rest_framework.authtoken.models import Token
-from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.request import Request
-from rest_framework.response import Response
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from webapp.core.models import ApiToken
+
+MAX_DAYS = 365
+LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per token
 
 
-class TokenView(ObtainAuthToken):
-    def get_permissions(self):
-        # POST is how one signs in: open to anyone with a password; DELETE needs the caller known
-        return [permissions.IsAuthenticated()] if self.request.method == "DELETE" else []
+def token_issue(*, user, name: str = "", days: int | None = None) -> tuple[ApiToken, str]:
+    """A new token and its key (the only time the key is seen)."""
+    name = (name or "").strip()[:100] or "API token"
+    days = days or settings.API_TOKEN_DAYS
+    if not 1 <= days <= MAX_DAYS:
+        raise ValidationError({"days": f"A token lasts from 1 to {MAX_DAYS} days."})
+    key = secrets.token_hex(20)
+    token = ApiToken.objects.create(user=user, name=name, digest=ApiToken.digest_of(key), prefix=key[:8],
+                                    expires_at=timezone.now() + timedelta(days=days))
+    return token, key
 
-    @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request) -> Response:
-        Token.objects.filter(user=request.user).delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)
+
+def token_revoke(*, token: ApiToken) -> None:
+    token.delete()
+
+
+def tokens_of_user(user):
+    return ApiToken.objects.filter(user=user)
+
+
+def token_check(key: str) -> tuple[ApiToken | None, str]:
+    """The live token of this key and "", or None and why not; notes when it was last used."""
+    token = ApiToken.objects.select_related("user").filter(digest=ApiToken.digest_of(key)).first() if key else None
+    if token is None:
+        return None, "Invalid token."
+    now = timezone.now()
+    if token.expires_at <= now:
+        return None, f"This token expired on {token.expires_at:%Y-%m-%d}; sign in again for a new one."
+    if not token.user.is_active:
+        return None, "User inactive or deleted."
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:
+        ApiToken.objects.filter(id=token.id).update(last_used_at=now)
+    return token, ""
+
+
+class ExpiringTokenAuthentication(TokenAuthentication):
+    """DRF's `Authorization: Token <key>`, against ApiToken: an expired token is a 401 that says so."""
+
+    def authenticate_credentials(self, key: str):
+        token, problem = token_check(key)
+        if token is None:
+            raise AuthenticationFailed(problem)
+        return token.user, token

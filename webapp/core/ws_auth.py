@@ -5,7 +5,7 @@ opens the socket (cross-site websocket hijacking). A token is never sent on its 
 cannot put an Authorization header on a websocket, so a handshake that carries one comes from a
 program holding the token, like the `vintner` command line, which sends no Origin (the only
 Authorization a browser adds by itself is HTTP Basic or Digest, which goes the session's way). Such a
-handshake is authenticated by the token alone (a wrong one is anonymous, never rescued by a
+handshake is authenticated by the token alone (a wrong, expired or revoked one is anonymous, never rescued by a
 cookie) and skips the origin check; every other handshake goes through the origin check and the
 session, exactly as before. The consumers then check access as for any user.
 """
@@ -14,7 +14,8 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.contrib.auth.models import AnonymousUser
-from rest_framework.authtoken.models import Token
+
+from webapp.core.tokens import token_check
 
 
 def _token_in(headers) -> str | None:
@@ -31,8 +32,8 @@ def _token_in(headers) -> str | None:
 
 @database_sync_to_async
 def _user_for(key: str):
-    token = Token.objects.select_related("user").filter(key=key).first() if key else None
-    return token.user if token and token.user.is_active else AnonymousUser()
+    token, _ = token_check(key)  # expired, revoked or unknown: anonymous, whom every consumer refuses
+    return token.user if token else AnonymousUser()
 
 
 class TokenOrSessionAuth:

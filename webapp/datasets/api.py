@@ -7,9 +7,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action
+from webapp.core.serializers import StrictSerializer
+from webapp.core.throttles import CreateRateThrottle
 from webapp.datasets import services
 from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import dataset_for_user, datasets_of_project, items_of_dataset
+from webapp.jobs.kinds import submission_key
 from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
 
@@ -31,7 +34,7 @@ class DatasetSerializer(serializers.ModelSerializer):
         return dataset.import_job.error if dataset.state == "failed" and dataset.import_job else ""
 
 
-class DatasetCreateSerializer(serializers.Serializer):
+class DatasetCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
     upload = serializers.UUIDField(help_text="The id of a finished tus upload (POST /api/v1/uploads/).")
     sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True, help_text="Of the archive, to verify it arrived intact.")
@@ -52,6 +55,8 @@ class DatasetItemSerializer(serializers.ModelSerializer):
 
 class ProjectDatasetsView(APIView):
     serializer_class = DatasetSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
 
     @extend_schema(responses=DatasetSerializer(many=True))
@@ -72,6 +77,7 @@ class ProjectDatasetsView(APIView):
             project=project, user=request.user, name=data["name"], upload=upload, sha256=data.get("sha256", ""),
             description=data["description"], val_fraction=data["val_fraction"], seed=data["seed"],
             labelling=data["labelling"],
+            idempotency_key=submission_key(request),
         )
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
@@ -90,11 +96,14 @@ class DatasetDetailView(APIView):
 
 class DatasetImportView(APIView):
     serializer_class = DatasetSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
     @extend_schema(request=None, summary="Try a failed import again")
     def post(self, request: Request, dataset_id: int) -> Response:
         dataset = dataset_for_user(request.user, dataset_id, Action.WRITE)
-        services.dataset_import_start(dataset=dataset, user=request.user)
+        services.dataset_import_start(dataset=dataset, user=request.user, idempotency_key=submission_key(request))
+        dataset.refresh_from_db()
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_202_ACCEPTED)
 
 

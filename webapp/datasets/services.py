@@ -8,9 +8,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp.core import files
+from webapp.core.exceptions import Conflict
 from webapp.core.quota import quota_reserved
 from webapp.datasets.models import Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import active_jobs_using, next_version
+from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
@@ -30,9 +32,13 @@ def dataset_create(
     val_fraction: float = 0.2,
     seed: int = 0,
     labelling: str = Labelling.AUTO,
+    idempotency_key: str | None = None,
 ) -> Dataset:
     """Check the upload, record the dataset as the next version of `name`, start the import.
-    `labelling` auto lets the archive decide (class folders: labelled; loose images: unlabelled)."""
+    `labelling` auto lets the archive decide (class folders: labelled; loose images: unlabelled).
+    A repeat of the same idempotency key answers with the dataset the first one made."""
+    if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key, kind="dataset_import"):
+        return Dataset.objects.get(id=repeat.params["dataset"])
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the dataset a name."})
@@ -58,12 +64,17 @@ def dataset_create(
             seed=seed,
             labelling=labelling,
         )
-        dataset_import_start(dataset=dataset, user=user)
+        dataset_import_start(dataset=dataset, user=user, idempotency_key=idempotency_key)
     return dataset
 
 
-def dataset_import_start(*, dataset: Dataset, user) -> None:
-    """Submit the import job; also how a failed import is tried again from the kept upload."""
+def dataset_import_start(*, dataset: Dataset, user, idempotency_key: str | None = None) -> None:
+    """Submit the import job; also how a failed import is tried again from the kept upload (where a
+    repeat of the same idempotency key changes nothing)."""
+    if repeat := job_with_key(project_id=dataset.project_id, user=user, key=idempotency_key, kind="dataset_import"):
+        if repeat.params["dataset"] != dataset.id:
+            raise Conflict(f"This Idempotency-Key imported another dataset (job #{repeat.id}); send a new key.")
+        return
     if dataset.imported_at:
         raise ValidationError("This dataset is already imported.")
     if dataset.upload is None:
@@ -75,6 +86,7 @@ def dataset_import_start(*, dataset: Dataset, user) -> None:
         user=user,
         kind="dataset_import",
         params={"dataset": dataset.id},  # the job reads it: it is in use while it imports
+        idempotency_key=idempotency_key,
     )
     dataset.import_job = job
     dataset.save(update_fields=["import_job"])

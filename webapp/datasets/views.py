@@ -8,10 +8,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.core.throttles import throttled_page
 from webapp.core.views import form_errors
 from webapp.datasets import services
 from webapp.datasets.models import Labelling, Split
 from webapp.datasets.selectors import dataset_for_user, items_of_dataset
+from webapp.jobs.kinds import submission_key
 from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
 
@@ -20,6 +22,7 @@ GALLERY_PAGE = 60
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@throttled_page("jobs")
 def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the upload page. POST: the page's form, sent by its script once the tus upload is done."""
     project = project_for_user(request.user, project_id, Action.WRITE)
@@ -41,6 +44,7 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 val_fraction=float(request.POST.get("val_fraction") or 0.2),
                 seed=int(request.POST.get("seed") or 0),
                 labelling=request.POST.get("labelling") or "auto",
+                idempotency_key=submission_key(request),
             )
         except ValueError:
             messages.error(request, "Seed and validation fraction must be numbers.")
@@ -114,10 +118,11 @@ def dataset_thumb(request: HttpRequest, dataset_id: int, index: int) -> FileResp
 
 @login_required
 @require_POST
+@throttled_page("jobs")
 def dataset_import(request: HttpRequest, dataset_id: int) -> HttpResponse:
     dataset = dataset_for_user(request.user, dataset_id, Action.WRITE)
     try:
-        services.dataset_import_start(dataset=dataset, user=request.user)
+        services.dataset_import_start(dataset=dataset, user=request.user, idempotency_key=submission_key(request))
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     return redirect("dataset_detail", dataset_id=dataset.id)

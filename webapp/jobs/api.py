@@ -1,4 +1,5 @@
 from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -6,6 +7,7 @@ from rest_framework.views import APIView
 
 from webapp.access import Action
 from webapp.core.numbers import whole_number
+from webapp.core.throttles import CreateRateThrottle
 from webapp.jobs import services
 from webapp.jobs.events import events_after
 from webapp.jobs.kinds import DIRECT_KINDS
@@ -69,12 +71,15 @@ class JobEventSerializer(serializers.Serializer):
 
 class ProjectJobsView(APIView):
     serializer_class = JobSerializer
-
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
     def get(self, request: Request, project_id: int) -> Response:
         project = project_for_user(request.user, project_id, Action.VIEW)
         return Response(JobSerializer(jobs_of_project(project.id)[:200], many=True).data)
 
+    @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer, 200: JobSerializer},
+                   summary="Start a job of a kind that reads nothing (a compute probe)")
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(request.user, project_id, Action.WRITE)
         submit = JobSubmitSerializer(data=request.data)

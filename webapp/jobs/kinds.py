@@ -59,17 +59,30 @@ class JobKind:
         return serializer_for(self.params, check=self.check)
 
 
+ENVELOPE = ("idempotency_key", "csrfmiddlewaretoken")  # a submission's own keys, beside its parameters
+
+
 def params_from_body(data, kind: str) -> dict:
     """A request body as a job's parameters. JSON arrives as a dict; a form-encoded body as a
     QueryDict, whose dict() holds every value in a list: one value a name, then, and all the
-    values of the fields that take several."""
+    values of the fields that take several. Any other key is refused by the kind's serializer."""
     if not hasattr(data, "getlist"):
         if not isinstance(data, dict):  # a JSON list, string, number or null: dict() of it was a 500
             raise serializers.ValidationError({"non_field_errors": ["Send the parameters as a JSON object."]})
-        return dict(data)
+        return {name: value for name, value in data.items() if name not in ENVELOPE}
     several = {name for name, field in KINDS[kind].serializer().fields.items()
                if isinstance(field, (serializers.ListField, serializers.MultipleChoiceField))}
-    return {name: data.getlist(name) if name in several else data.get(name) for name in data}
+    return {name: data.getlist(name) if name in several else data.get(name) for name in data if name not in ENVELOPE}
+
+
+def submission_key(request) -> str | None:
+    """A job submission's idempotency key: the Idempotency-Key header (the API), else the form's
+    one-time idempotency_key field (every job form has one), so a repeat answers with the first job."""
+    body = getattr(request, "data", None)
+    if body is None:
+        body = request.POST
+    field = body.get("idempotency_key") if hasattr(body, "get") else None
+    return request.headers.get("Idempotency-Key") or (field if isinstance(field, str) else None)
 
 
 # --- cross-field rules, each kind's own ---------------------------------------------------------

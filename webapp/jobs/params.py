@@ -11,6 +11,8 @@ from dataclasses import MISSING, fields, is_dataclass
 
 from rest_framework import serializers
 
+from webapp.core.serializers import StrictSerializer
+
 
 def serializer_for(params: type, *, check: Callable[[dict], dict] | None = None) -> type[serializers.Serializer]:
     """A Serializer with one field per dataclass field; `check` (the kind's cross-field rules)
@@ -20,7 +22,7 @@ def serializer_for(params: type, *, check: Callable[[dict], dict] | None = None)
     if check is not None:
         attrs["validate"] = lambda self, data: check(data)
     attrs["__doc__"] = params.__doc__
-    return type(params.__name__, (serializers.Serializer,), attrs)
+    return type(params.__name__, (StrictSerializer,), attrs)  # a key it does not know is a 400 naming it
 
 
 def param_field(kind, spec) -> serializers.Field:

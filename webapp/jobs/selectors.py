@@ -2,11 +2,26 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from webapp.access import Action, get_for_user
+from webapp.core.exceptions import Conflict
 from webapp.jobs.models import ACTIVE_STATES, Job, JobEvent, JobState
 
 
 def job_for_user(user, job_id: int, action: Action) -> Job:
     return get_for_user(user, Job.objects.select_related("project__team"), job_id, action, team_lookup="project__team")
+
+
+def job_with_key(*, project_id: int, user, key: str | None, kind: str) -> Job | None:
+    """The `kind` job this user already started in this project with this idempotency key, if
+    any; a Conflict if the key started a job of another kind."""
+    key = clean_key(key)
+    job = Job.objects.filter(project_id=project_id, created_by=user, idempotency_key=key).first() if key else None
+    if job is not None and job.kind != kind:
+        raise Conflict(f"This Idempotency-Key started {job.kind} job #{job.id}; send a new key for a new {kind} job.")
+    return job
+
+
+def clean_key(key: str | None) -> str | None:
+    return (key or "").strip()[:100] or None
 
 
 def jobs_of_project(project_id: int) -> QuerySet[Job]:

@@ -18,7 +18,7 @@ from webapp.core.quota import QuotaExceeded, quota_check
 from webapp.jobs.events import events_append
 from webapp.jobs.kinds import KINDS, JobKind
 from webapp.jobs.models import ACTIVE_STATES, InputKind, Job, JobInput, JobState
-from webapp.jobs.selectors import job_waiting, team_job_slots
+from webapp.jobs.selectors import clean_key, job_waiting, job_with_key, team_job_slots
 from webapp.projects.models import Project
 from webapp.teams.models import Team
 
@@ -64,12 +64,10 @@ def job_submit(
     """Create the job, with the datasets and artifacts its params name (its kind says which fields)
     and the model it makes or trains, and enqueue it on commit. The caller has checked that the
     user may use them. The same idempotency key gives back the same job."""
-    clean = params_validate(kind, params)
-    key = (idempotency_key or "").strip()[:100] or None
-    if key:
-        existing = Job.objects.filter(project=project, created_by=user, idempotency_key=key).first()
-        if existing:
-            return existing, False
+    existing = job_with_key(project_id=project.id, user=user, key=idempotency_key, kind=kind)
+    if existing:
+        return existing, False
+    clean, key = params_validate(kind, params), clean_key(idempotency_key)
     _check_room(project, KINDS[kind], clean)
     try:
         with transaction.atomic():

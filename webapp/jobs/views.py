@@ -1,5 +1,3 @@
-import uuid
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -8,19 +6,16 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.core.throttles import throttled_page
 from webapp.jobs import services
-from webapp.jobs.kinds import DIRECT_KINDS, KINDS
+from webapp.jobs.kinds import DIRECT_KINDS, KINDS, submission_key
 from webapp.jobs.selectors import job_for_user, job_log_lines, job_waiting
 from webapp.projects.selectors import project_for_user
 
 
-def new_idempotency_key() -> str:
-    """One per rendered form: a double click or a resubmitted POST makes one job."""
-    return uuid.uuid4().hex
-
-
 @login_required
 @require_POST
+@throttled_page("jobs")
 def job_submit(request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
     project = project_for_user(request.user, project_id, Action.WRITE)
     if kind not in DIRECT_KINDS:
@@ -29,7 +24,7 @@ def job_submit(request: HttpRequest, project_id: int, kind: str) -> HttpResponse
     params = {name: value for name, value in request.POST.items() if name in KINDS[kind].serializer().fields}
     try:
         job, _ = services.job_submit(
-            project=project, user=request.user, kind=kind, params=params, idempotency_key=request.POST.get("idempotency_key")
+            project=project, user=request.user, kind=kind, params=params, idempotency_key=submission_key(request)
         )
     except ValidationError as error:
         for field, problems in error.message_dict.items():

@@ -15,7 +15,8 @@ from webapp.access import Action
 from webapp.core.numbers import whole_number
 from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
-from webapp.jobs.kinds import KINDS, params_from_body
+from webapp.core.throttles import CreateRateThrottle
+from webapp.jobs.kinds import KINDS, params_from_body, submission_key
 from webapp.optimize import services
 from webapp.optimize.comparison import DEFAULT_MAX_DROP, compare
 from webapp.optimize.deploy import snippet
@@ -24,23 +25,29 @@ from webapp.registry.selectors import artifact_for_user, model_for_user
 
 class ArtifactBenchmarkView(APIView):
     serializer_class = JobSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
     @extend_schema(request=KINDS["benchmark"].serializer, responses={201: JobSerializer}, summary="Benchmark an artifact (a job)")
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
-        job = services.artifact_benchmark(artifact=artifact, user=request.user, params=params_from_body(request.data, "benchmark"))
+        job = services.artifact_benchmark(artifact=artifact, user=request.user, params=params_from_body(request.data, "benchmark"),
+                                          idempotency_key=submission_key(request))
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
 class ArtifactEvaluateView(APIView):
     serializer_class = JobSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
     @extend_schema(request=KINDS["evaluate"].serializer, responses={201: JobSerializer}, summary="Evaluate an artifact on a dataset split (a job)")
     def post(self, request: Request, artifact_id: int) -> Response:
         artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
         params = params_from_body(request.data, "evaluate")
         dataset = chosen_dataset(request.user, params, missing="Choose a dataset to evaluate on.")
-        job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset, params=params)
+        job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset, params=params,
+                                         idempotency_key=submission_key(request))
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

@@ -18,9 +18,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.access import Action, authorize, role_allows
 from webapp.core.numbers import whole_number
+from webapp.core.throttles import throttled_page
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import KINDS
+from webapp.jobs.kinds import KINDS, submission_key
 from workers.pipeline.params import MatrixPoint
 from webapp.jobs.models import ACTIVE_STATES, Job, JobState
 from webapp.core.views import form_errors
@@ -48,10 +49,12 @@ EVALUATIONS_SHOWN = 4  # the latest per dataset and split
 
 @login_required
 @require_POST
+@throttled_page("jobs")
 def artifact_benchmark(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
     try:
-        job = services.artifact_benchmark(artifact=artifact, user=request.user, params=benchmark_params(request.POST))
+        job = services.artifact_benchmark(artifact=artifact, user=request.user, params=benchmark_params(request.POST),
+                                          idempotency_key=submission_key(request))
     except ValidationError as error:
         form_errors(request, error)
         return _back(request, artifact, "benchmark")
@@ -60,12 +63,14 @@ def artifact_benchmark(request: HttpRequest, artifact_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@throttled_page("jobs")
 def artifact_evaluate(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
     try:
         dataset = chosen_dataset(request.user, request.POST, missing="Choose a dataset to evaluate on.")
         job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset,
-                                         params={"split": request.POST.get("split") or "val"})
+                                         params={"split": request.POST.get("split") or "val"},
+                                         idempotency_key=submission_key(request))
     except ValidationError as error:
         form_errors(request, error)
         return _back(request, artifact, "evaluate")

@@ -6,13 +6,17 @@ from django.core.exceptions import ValidationError
 
 from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit
 from webapp.optimize.fit import dataset_fits, few, refuse_non_image, split_counts
 from webapp.registry.models import TORCH_FORMATS, Artifact, Format, Origin
 
 
-def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) -> Job:
-    """Start converting a ready PyTorch or ONNX artifact to OpenVINO IR; the IR becomes its child."""
+def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None, idempotency_key: str | None = None) -> Job:
+    """Start converting a ready PyTorch or ONNX artifact to OpenVINO IR; the IR becomes its child.
+    A repeat of the same idempotency key answers with the first job (so do the others here)."""
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="convert"):
+        return repeat
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be converted.")
     if artifact.format == Format.OPENVINO_IR:
@@ -23,7 +27,7 @@ def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None) ->
         refuse_non_image(artifact, "params.artifact")  # PyTorch sources are traced on an image batch
     params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params,
-                        model=artifact.model)
+                        model=artifact.model, idempotency_key=idempotency_key)
     return job
 
 
@@ -34,9 +38,11 @@ QUANTIZABLE = {
 }
 
 
-def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict) -> Job:
+def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict, idempotency_key: str | None = None) -> Job:
     """Start an INT8 quantization of a ready FP32/FP16 artifact on a dataset of this team; whatever
     would make the job fail on the data (classes, channels, splits) is refused now, in words."""
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="quantize"):
+        return repeat
     method = params.get("method", "ptq")
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be quantized.")
@@ -51,13 +57,15 @@ def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict) -> Job
     _check_fit(artifact, dataset, method)
     params = {**params, "artifact": artifact.id, "dataset": dataset.id}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="quantize", params=params,
-                        model=artifact.model)
+                        model=artifact.model, idempotency_key=idempotency_key)
     return job
 
 
-def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
+def artifact_benchmark(*, artifact: Artifact, user, params: dict, idempotency_key: str | None = None) -> Job:
     """Start measuring a ready artifact's speed; a PyTorch artifact, or an IR with a PyTorch
     ancestor, also gets torch eager measured in the same job, so speedups come from one host."""
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="benchmark"):
+        return repeat
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be benchmarked.")
     # A PyTorch artifact's only measurement is torch eager: it is always its own reference.
@@ -66,7 +74,8 @@ def artifact_benchmark(*, artifact: Artifact, user, params: dict) -> Job:
     if reference is not None:  # torch eager is measured on an image batch
         refuse_non_image(reference, "params.artifact")
     params = {**params, "artifact": artifact.id, "reference": reference.id if reference else None}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params)  # makes nothing: no model
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="benchmark", params=params,
+                        idempotency_key=idempotency_key)  # makes nothing: no model
     return job
 
 
@@ -81,8 +90,10 @@ def torch_ancestor(artifact: Artifact) -> Artifact | None:
     return None
 
 
-def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job:
+def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict, idempotency_key: str | None = None) -> Job:
     """Start scoring a ready artifact (PyTorch, ONNX or IR) on a split of a dataset of this team."""
+    if repeat := job_with_key(project_id=artifact.model.project_id, user=user, key=idempotency_key, kind="evaluate"):
+        return repeat
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be evaluated.")
     if dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready":
@@ -91,7 +102,8 @@ def artifact_evaluate(*, artifact: Artifact, user, dataset, params: dict) -> Job
     split = params.get("split", "val")
     dataset_fits(artifact, dataset, split=split, purpose="to evaluate on")
     params = {**params, "artifact": artifact.id, "dataset": dataset.id}
-    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params)  # makes nothing: no model
+    job, _ = job_submit(project=artifact.model.project, user=user, kind="evaluate", params=params,
+                        idempotency_key=idempotency_key)  # makes nothing: no model
     return job
 
 

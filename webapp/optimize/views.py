@@ -8,10 +8,11 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from webapp.access import Action
+from webapp.core.throttles import throttled_page
 from webapp.core.views import form_errors
 from webapp.datasets.models import Dataset
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import KINDS
+from webapp.jobs.kinds import KINDS, submission_key
 from webapp.optimize import services
 from webapp.optimize.fit import dataset_matches
 from webapp.optimize.measure_views import measure_context
@@ -50,6 +51,7 @@ def _quantizable(artifact: Artifact) -> bool:
 
 @login_required
 @require_POST
+@throttled_page("jobs")
 def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
     fields = KINDS["convert"].serializer().fields
@@ -57,7 +59,8 @@ def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
     params["embed_preprocessing"] = "embed_preprocessing" in request.POST
     try:
         dataset = chosen_dataset(request.user, params) if params.get("dataset") else None  # else generated inputs
-        job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset)
+        job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset,
+                                        idempotency_key=submission_key(request))
     except ValidationError as error:
         form_errors(request, error)
         return redirect("artifact_detail", artifact_id=artifact.id)
@@ -66,6 +69,7 @@ def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@throttled_page("jobs")
 def artifact_quantize(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.WRITE)
     fields = KINDS["quantize"].serializer().fields
@@ -74,7 +78,8 @@ def artifact_quantize(request: HttpRequest, artifact_id: int) -> HttpResponse:
     params["ignored_scope"] = request.POST.get("ignored_scope", "").splitlines()  # one layer or re:pattern a line
     try:
         dataset = chosen_dataset(request.user, params)
-        job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params)
+        job = services.artifact_quantize(artifact=artifact, user=request.user, dataset=dataset, params=params,
+                                         idempotency_key=submission_key(request))
     except ValidationError as error:
         form_errors(request, error)
         return redirect("artifact_detail", artifact_id=artifact.id)

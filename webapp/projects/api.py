@@ -6,13 +6,14 @@ from rest_framework.views import APIView
 
 from webapp.access import Action, authorize
 from webapp.core.numbers import whole_number
+from webapp.core.serializers import StrictModelSerializer, StrictSerializer
 from webapp.projects import services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_for_user, projects_for_user
 from webapp.teams.models import Team
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(StrictModelSerializer):
     team = serializers.PrimaryKeyRelatedField(queryset=Team.objects.all())
 
     class Meta:
@@ -23,7 +24,7 @@ class ProjectSerializer(serializers.ModelSerializer):
         validators = []
 
 
-class ProjectUpdateSerializer(serializers.Serializer):
+class ProjectUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
 

@@ -12,7 +12,6 @@ from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import dataset_rows_of_project
 from webapp.jobs.selectors import JOBS_PER_PAGE, job_rows_of_project
 from webapp.registry.selectors import MODELS_PER_PAGE, model_rows_of_project
-from webapp.jobs.views import new_idempotency_key
 from webapp.projects import services
 from webapp.projects.deletion import contents_of
 from webapp.projects.failed_imports import failed_imports_of_project
@@ -60,7 +59,6 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
         "jobs": jobs,
         "datasets": dataset_rows_of_project(project.id),
         "models": Paginator(model_rows_of_project(project.id), MODELS_PER_PAGE).get_page(request.GET.get("models")),
-        "idempotency_key": new_idempotency_key(),
         "failed_imports": failed_imports_of_project(project.id),
         "failed_import_expiry_days": settings.FAILED_IMPORT_EXPIRY_DAYS,
     }

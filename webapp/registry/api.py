@@ -7,7 +7,9 @@ from rest_framework.views import APIView
 from webapp.access import Action
 from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
-from webapp.jobs.kinds import KINDS, params_from_body
+from webapp.core.serializers import StrictSerializer
+from webapp.core.throttles import CreateRateThrottle
+from webapp.jobs.kinds import KINDS, params_from_body, submission_key
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
 from webapp.registry.models import Artifact, Format, Model, Scores
@@ -42,7 +44,7 @@ class ModelSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "project", "labels_source", "created_at", "updated_at", "artifacts"]
 
 
-class ModelUploadSerializer(serializers.Serializer):
+class ModelUploadSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100, help_text="A new model, or another artifact of an existing one.")
     uploads = serializers.ListField(child=serializers.UUIDField(), min_length=1, max_length=2,
                                     help_text="Finished tus uploads: one file, a zip, or an IR's .xml and .bin.")
@@ -53,7 +55,7 @@ class ModelUploadSerializer(serializers.Serializer):
     labels = serializers.ListField(child=serializers.CharField(), required=False, default=list)
 
 
-class ModelUpdateSerializer(serializers.Serializer):
+class ModelUpdateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     labels = serializers.ListField(child=serializers.CharField(), required=False, help_text="Giving them confirms them.")
@@ -68,6 +70,8 @@ class ModelUpdateSerializer(serializers.Serializer):
 
 class ProjectModelsView(APIView):
     serializer_class = ModelSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
 
     @extend_schema(responses=ModelSerializer(many=True))
@@ -87,6 +91,7 @@ class ProjectModelsView(APIView):
         artifact = services.model_upload(
             project=project, user=request.user, name=data["name"], uploads=uploads, declared_format=data["format"],
             architecture=data["architecture"], num_classes=data["num_classes"], labels=data["labels"],
+            idempotency_key=submission_key(request),
         )
         return Response(ArtifactSerializer(artifact).data, status=status.HTTP_201_CREATED)
 
@@ -125,6 +130,8 @@ class ArtifactDetailView(APIView):
 
 class ProjectTrainView(APIView):
     serializer_class = JobSerializer
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "jobs"
 
     @extend_schema(request=KINDS["train"].serializer, responses={201: JobSerializer}, summary="Train an image classifier (a job on the train queue)")
     def post(self, request: Request, project_id: int) -> Response:
@@ -132,7 +139,8 @@ class ProjectTrainView(APIView):
         params = params_from_body(request.data, "train")
         dataset = chosen_dataset(request.user, params)
         init = chosen_init_artifact(request.user, params)
-        job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
+        job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init,
+                                   idempotency_key=submission_key(request))
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

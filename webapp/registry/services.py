@@ -19,6 +19,7 @@ from webapp.core.numbers import whole_number
 from webapp.core.quota import quota_reserved
 from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
+from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit, params_validate
 from webapp.optimize.fit import refuse_non_image
 from webapp.projects.models import Project
@@ -74,9 +75,13 @@ def model_upload(
     num_classes: int | str | None = None,
     labels=None,
     sha256s: dict[str, str] | None = None,
+    idempotency_key: str | None = None,
 ) -> Artifact:
     """An artifact from one or two finished uploads (IR: .xml + .bin), under a new or existing
-    model of that name; its files are checked and inspected by a job on a worker."""
+    model of that name; its files are checked and inspected by a job on a worker. A repeat of the
+    same idempotency key answers with the artifact the first one made."""
+    if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key, kind="model_import"):
+        return Artifact.objects.get(id=repeat.params["artifact"])
     name = name.strip()
     num_classes = num_classes_clean(num_classes)
     if not name:
@@ -106,16 +111,19 @@ def model_upload(
         artifact.uploads.set(uploads)
         job, _ = job_submit(
             project=project, user=user, kind="model_import",
-            params={"artifact": artifact.id, "format": declared_format}, model=model,
+            params={"artifact": artifact.id, "format": declared_format}, model=model, idempotency_key=idempotency_key,
         )
         artifact.job = job
         artifact.save(update_fields=["job"])
     return artifact
 
 
-def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None) -> Job:
+def model_train(*, project: Project, user, dataset, params: dict, init: Artifact | None = None,
+                idempotency_key: str | None = None) -> Job:
     """Start a training run on a ready dataset of this project's team; mismatches that can be seen
-    now are refused now, naming both values."""
+    now are refused now, naming both values. A repeat of the same idempotency key answers with the first run."""
+    if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key, kind="train"):
+        return repeat
     if dataset.project.team_id != project.team_id or dataset.state != "ready":
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
     dataset_require_labels(dataset=dataset, job="Training")
@@ -141,7 +149,8 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
         # The model exists from the run's start (without artifacts until a run publishes one), so
         # every run is its run by relation: a failed first run too, and all of them after a rename.
         model, _ = Model.objects.get_or_create(project=project, name=name, defaults={"created_by": user})
-        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model)
+        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model,
+                            idempotency_key=idempotency_key)
     return job
 
 

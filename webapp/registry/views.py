@@ -7,7 +7,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
-from webapp.jobs.kinds import KINDS
+from webapp.core.throttles import throttled_page
+from webapp.jobs.kinds import KINDS, submission_key
 from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import PRETRAINED, TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
@@ -26,6 +27,7 @@ from workers.pipeline.architectures import ARCHITECTURES
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@throttled_page("jobs")
 def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the upload page. POST: its form, sent by the page's script once the tus uploads are done."""
     project = project_for_user(request.user, project_id, Action.WRITE)
@@ -45,6 +47,7 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 num_classes=request.POST.get("num_classes", "").strip(),
                 labels=request.POST.get("labels", ""),
                 sha256s=dict(zip(request.POST.getlist("uploads"), request.POST.getlist("sha256"))),
+                idempotency_key=submission_key(request),
             )
         except ValidationError as error:
             form_errors(request, error)
@@ -56,6 +59,7 @@ def model_new(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@throttled_page("jobs")
 def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
     """GET: the training form, with each architecture's defaults. POST: start the run."""
     project = project_for_user(request.user, project_id, Action.WRITE)
@@ -67,7 +71,8 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         try:
             dataset = chosen_dataset(request.user, params)
             init = chosen_init_artifact(request.user, params)
-            job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init)
+            job = services.model_train(project=project, user=request.user, dataset=dataset, params=params, init=init,
+                                       idempotency_key=submission_key(request))
         except ValidationError as error:
             form_errors(request, error)
         else:

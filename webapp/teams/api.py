@@ -6,12 +6,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action, authorize
+from webapp.core.serializers import StrictModelSerializer, StrictSerializer
 from webapp.teams import services
 from webapp.teams.models import Membership, Role, Team
 from webapp.teams.selectors import memberships_of, teams_for_user
 
 
-class TeamSerializer(serializers.ModelSerializer):
+class TeamSerializer(StrictModelSerializer):
     role = serializers.SerializerMethodField()
 
     class Meta:
@@ -32,12 +33,12 @@ class MembershipSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "username", "created_at"]
 
 
-class MemberAddSerializer(serializers.Serializer):
+class MemberAddSerializer(StrictSerializer):
     user = serializers.CharField(help_text="Username or e-mail of an existing account.")
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
 
 
-class RoleSerializer(serializers.Serializer):
+class RoleSerializer(StrictSerializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.access import Action, authorize
+from webapp.core.throttles import CreateRateThrottle
 from webapp.projects.selectors import project_for_user
 from webapp.uploads import services
 from webapp.uploads.models import Upload
@@ -81,6 +82,9 @@ class TusView(APIView):
 
 
 class UploadListView(TusView):
+    throttle_classes = [CreateRateThrottle]
+    throttle_scope = "uploads"
+
     @extend_schema(request=None, responses={204: None})
     def options(self, request: Request) -> Response:
         return _tus(
