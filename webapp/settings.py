@@ -205,6 +205,9 @@ if STORAGE_BACKEND == "s3":
             "default_acl": None,
             "querystring_auth": True,
             "file_overwrite": False,
+            # webapp/core/files.py streams every transfer itself; anything else opening an object
+            # gets a file that spills to disk past 16 MiB instead of growing in memory.
+            "max_memory_size": 16 * 2**20,
         },
     }
 elif STORAGE_BACKEND == "local":

@@ -2,14 +2,26 @@
 
 Outputs are built in a local folder and published in one step, so a reader never sees half a
 dataset. With local storage publishing is a rename (no copy); with S3 it is an upload.
+
+Nothing is held whole in memory. On S3 every transfer goes through boto3's managed transfer
+(multipart uploads, ranged downloads straight to disk), and readers get the object's body as a
+stream: django-storages' own S3File reads a whole object into memory before its first byte.
+Keys are written as given and overwrite what was there, so a retried attempt replaces what a
+killed one left instead of adding copies under new names.
 """
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-from django.core.files import File
+from boto3.s3.transfer import TransferConfig
 from django.core.files.storage import FileSystemStorage, default_storage
+
+CHUNK = 8 * 2**20
+# Parts of 16 MiB, 8 at once: a 2 GB object moves in 128 parts, with at most 128 MiB in flight.
+TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=2 * CHUNK, max_concurrency=8,
+                          io_chunksize=2**20)
 
 
 def is_local() -> bool:
@@ -22,13 +34,26 @@ def _local_target(key: str) -> Path:
     return target
 
 
+def _object(key: str):
+    return default_storage.bucket.Object(default_storage._normalize_name(key))
+
+
+def _upload(source: Path, key: str) -> None:
+    """A multipart upload that replaces the object at `key`; readers see the old or the new one."""
+    _object(key).upload_file(str(source), Config=TRANSFER)
+
+
+def _download(key: str, target: Path) -> None:
+    """Ranged GETs written to `target` as they arrive (boto3 writes a temp name, then renames)."""
+    _object(key).download_file(str(target), Config=TRANSFER)
+
+
 def publish_file(source: Path, key: str) -> None:
     """Move a finished local file to `key`; the source is gone afterwards."""
     if is_local():
         shutil.move(source, _local_target(key))  # a rename on the same disk
         return
-    with open(source, "rb") as handle:
-        default_storage.save(key, File(handle))
+    _upload(source, key)
     source.unlink()
 
 
@@ -41,23 +66,22 @@ def store_copy(source: Path, key: str) -> None:
         shutil.copyfile(source, draft)
         os.replace(draft, target)
         return
-    delete_file(key)
-    with open(source, "rb") as handle:
-        default_storage.save(key, File(handle))
+    _upload(source, key)
 
 
 def publish_tree(source: Path, prefix: str) -> None:
-    """Move a finished local folder to `prefix/`; on S3 a failure removes what was sent."""
+    """Move a finished local folder to `prefix/`, replacing whatever an earlier attempt left there;
+    on S3 a failure removes what was sent."""
     if is_local():
         target = _local_target(prefix)
         if target.exists():
             shutil.rmtree(target)
         shutil.move(source, target)
         return
+    delete_tree(prefix)  # a killed attempt's files, so the prefix holds this attempt's only
     try:
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            with open(path, "rb") as handle:
-                default_storage.save(f"{prefix}/{path.relative_to(source).as_posix()}", File(handle))
+            _upload(path, f"{prefix}/{path.relative_to(source).as_posix()}")
     except BaseException:
         delete_tree(prefix)
         raise
@@ -69,8 +93,7 @@ def local_file(key: str, scratch: Path) -> Path:
     if is_local():
         return Path(default_storage.path(key))
     target = scratch / Path(key).name
-    with default_storage.open(key, "rb") as remote, open(target, "wb") as local:
-        shutil.copyfileobj(remote, local, 2**20)
+    _download(key, target)
     return target
 
 
@@ -80,17 +103,10 @@ def local_tree(prefix: str, scratch: Path) -> Path:
     if is_local():
         return Path(default_storage.path(prefix))
     target = scratch / Path(prefix).name
-
-    def fetch(folder: str, into: Path) -> None:
-        into.mkdir(parents=True, exist_ok=True)
-        folders, names = default_storage.listdir(folder)
-        for name in names:
-            with default_storage.open(f"{folder}/{name}", "rb") as remote, open(into / name, "wb") as local:
-                shutil.copyfileobj(remote, local, 2**20)
-        for name in folders:
-            fetch(f"{folder}/{name}", into / name)
-
-    fetch(prefix, target)
+    for key in keys(prefix):
+        path = target / key[len(prefix) + 1:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _download(key, path)
     return target
 
 
@@ -102,17 +118,48 @@ def folders(prefix: str) -> list[str]:
         return []
 
 
+def open_stream(key: str):
+    """A file object that reads `key` from its first byte on, a block at a time (for a response)."""
+    if is_local():
+        return open(default_storage.path(key), "rb")
+    return _object(key).get()["Body"]
+
+
+def read_blocks(key: str, size: int = 2**20) -> Iterator[bytes]:
+    with open_stream(key) as stream:
+        while block := stream.read(size):
+            yield block
+
+
+def keys(prefix: str = "") -> Iterator[str]:
+    """Every stored key under `prefix/` (everything when empty), at any depth."""
+    if is_local():
+        root = Path(default_storage.path(prefix or "."))
+        base = Path(default_storage.path("."))
+        if root.is_dir():
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                yield path.relative_to(base).as_posix()
+        return
+    for summary in default_storage.bucket.objects.filter(Prefix=f"{prefix}/" if prefix else ""):
+        yield summary.key
+
+
 def delete_file(key: str) -> None:
-    if default_storage.exists(key):
-        default_storage.delete(key)
+    if is_local():
+        Path(default_storage.path(key)).unlink(missing_ok=True)
+        return
+    _object(key).delete()  # deleting a missing key is not an error on S3
 
 
 def delete_tree(prefix: str) -> None:
     if is_local():
         shutil.rmtree(default_storage.path(prefix), ignore_errors=True)
         return
-    folders, files = default_storage.listdir(prefix)
-    for name in files:
-        default_storage.delete(f"{prefix}/{name}")
-    for name in folders:
-        delete_tree(f"{prefix}/{name}")
+    batch = []
+    for key in keys(prefix):
+        batch.append({"Key": key})
+        if len(batch) == 1000:  # the most one DeleteObjects request takes
+            default_storage.bucket.delete_objects(Delete={"Objects": batch, "Quiet": True})
+            batch = []
+    if batch:
+        default_storage.bucket.delete_objects(Delete={"Objects": batch, "Quiet": True})
