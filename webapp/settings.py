@@ -325,6 +325,9 @@ TEAM_RUNNING_JOBS = {"train": env_int("TEAM_RUNNING_JOBS_TRAIN", 2), "optimize":
 # A live page's socket joins its group again and reads the store this often: after a Redis
 # restart (which forgets every group) it is back in step within this time, with no reload.
 LIVE_RESYNC_SECONDS = env_int("LIVE_RESYNC_SECONDS", 5)
+# What killed attempts left in storage (webapp/core/sweep.py, with the CLEANUP_SECONDS sweeps) goes
+# once older than this: a publish in flight writes its objects before its row commits.
+SWEEP_GRACE_SECONDS = env_int("SWEEP_GRACE_SECONDS", 6 * 3600)
 
 # --- The jail (workers/jail.py, docs/architecture.md) ---------------------------------------
 # "bwrap": every job's pipeline runs under bubblewrap. "off": an administrator's explicit choice

@@ -18,7 +18,7 @@ from webapp.core.files import delete_tree
 from webapp.core.quota import QuotaExceeded
 from webapp.jobs import services
 from webapp.jobs.kinds import KINDS
-from webapp.jobs.models import Job, JobState
+from webapp.jobs.models import ACTIVE_STATES, Job, JobState
 from workers.jail import Jail, Limits, run_jailed
 from workers.pipeline.reporting import Cancelled, JobError
 from workers.progress import JobReporter
@@ -96,6 +96,18 @@ def worker_jail(job_id: int) -> Jail:
 
 def scratch_dir(job_id: int, attempt: int) -> Path:
     return settings.DATA_DIR / "scratch" / f"job-{job_id}" / f"attempt-{attempt}"
+
+
+def scratch_sweep() -> list[int]:
+    """Remove this host's folders of jobs that are over: a killed attempt's, whose job then ran
+    again elsewhere or was given up. A job still active keeps its folder (another worker process
+    on this host may be running it)."""
+    folders = {int(path.name.removeprefix("job-")): path
+               for path in (settings.DATA_DIR / "scratch").glob("job-*") if path.name.removeprefix("job-").isdigit()}
+    active = set(Job.objects.filter(id__in=folders, state__in=ACTIVE_STATES).values_list("id", flat=True))
+    for job_id in folders.keys() - active:
+        shutil.rmtree(folders[job_id], ignore_errors=True)
+    return sorted(folders.keys() - active)
 
 
 def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:

@@ -13,6 +13,7 @@ killed one left instead of adding copies under new names.
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
@@ -133,15 +134,33 @@ def read_blocks(key: str, size: int = 2**20) -> Iterator[bytes]:
 
 def keys(prefix: str = "") -> Iterator[str]:
     """Every stored key under `prefix/` (everything when empty), at any depth."""
+    return (key for key, _ in listing(prefix))
+
+
+def listing(prefix: str = "") -> Iterator[tuple[str, datetime]]:
+    """Every stored key under `prefix/` with the time it was last written."""
     if is_local():
-        root = Path(default_storage.path(prefix or "."))
         base = Path(default_storage.path("."))
+        root = Path(default_storage.path(prefix)) if prefix else base
         if root.is_dir():
             for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                yield path.relative_to(base).as_posix()
+                yield path.relative_to(base).as_posix(), datetime.fromtimestamp(path.stat().st_mtime, UTC)
         return
     for summary in default_storage.bucket.objects.filter(Prefix=f"{prefix}/" if prefix else ""):
-        yield summary.key
+        yield summary.key, summary.last_modified
+
+
+def abort_unfinished_uploads(before: datetime) -> int:
+    """Multipart uploads a killed process began before `before` and never finished: their parts
+    take room in the bucket without being objects anyone can list."""
+    if is_local():
+        return 0
+    aborted = 0
+    for upload in default_storage.bucket.multipart_uploads.all():
+        if upload.initiated < before:
+            upload.abort()
+            aborted += 1
+    return aborted
 
 
 def delete_file(key: str) -> None:

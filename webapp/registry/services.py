@@ -151,16 +151,17 @@ def artifact_record(*, parent: Artifact | None, job: Job, origin: str, folder: P
                     num_classes: int | None = None) -> Artifact:
     """A job's output (converted, quantized, trained…) as a new artifact: of the parent's model,
     or of `model` for a run that starts from scratch."""
-    artifact = Artifact.objects.create(
-        model=model or parent.model, origin=origin, parent=parent, job=job,
-        architecture=architecture or (parent.architecture if parent else ""),
-        num_classes=num_classes or (parent.num_classes if parent else None), metrics=metrics, created_by=job.created_by,
-    )
-    try:
+    # One transaction: a worker killed while its files go up leaves no row, only objects that no
+    # row names, which the storage sweep removes (webapp/core/sweep.py); a refusal (over the
+    # quota) or a failed upload leaves no artifact behind either.
+    with transaction.atomic():
+        artifact = Artifact.objects.create(
+            model=model or parent.model, origin=origin, parent=parent, job=job,
+            architecture=architecture or (parent.architecture if parent else ""),
+            num_classes=num_classes or (parent.num_classes if parent else None), metrics=metrics,
+            created_by=job.created_by,
+        )
         artifact_publish(artifact=artifact, folder=folder, fmt=fmt, primary=primary, inspection=inspection)
-    except BaseException:  # over the quota, or storage failed: the job leaves no artifact behind
-        artifact.delete()
-        raise
     artifact.refresh_from_db()
     return artifact
 

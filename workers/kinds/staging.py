@@ -53,6 +53,21 @@ def staged_model(run: JobRun, artifact: Artifact, *, input_size: int, name: str 
             "output": artifact.model.output_index}, folder
 
 
+def input_size(artifact: Artifact) -> list[int]:
+    """The [height, width] an artifact takes: its own fixed input shape where it has one (a convert
+    may have fixed another size than the model's), else the model's preprocessing size."""
+    inputs = artifact.inspection.get("inputs") or [{}]
+    shape = inputs[0].get("shape") or []
+    if len(shape) == 4 and all(type(dim) is int and dim > 0 for dim in shape):
+        return list(shape[1:3]) if takes_images(artifact) else list(shape[2:4])
+    return list(artifact.model.preprocessing["input_size"])
+
+
+def preprocessing_of(artifact: Artifact) -> dict:
+    """The model's preprocessing, at the size this artifact takes."""
+    return {**artifact.model.preprocessing, "input_size": input_size(artifact)}
+
+
 def takes_images(artifact: Artifact) -> bool:
     """An IR with embedded preprocessing takes u8 NHWC images."""
     return (artifact.inspection.get("inputs") or [{}])[0].get("dtype") == "u8"
