@@ -260,6 +260,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("BROKER_VISIBIL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker takes a message only when a process of its pool is free: with concurrency > 1 a killed
+# worker holds no waiting messages in Redis's "unacked" (they would wait out the visibility timeout
+# while the reconciler takes them for queued); its running jobs' leases lapse and are recovered.
+CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_TASK_TIME_LIMIT = JOB_TIME_LIMIT
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_TIME_LIMIT - 60
 CELERY_TASK_IGNORE_RESULT = True

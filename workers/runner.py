@@ -5,6 +5,7 @@ partial output behind."""
 import logging
 import os
 import shutil
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from webapp.core.files import delete_tree
 from webapp.core.quota import QuotaExceeded
@@ -110,6 +111,24 @@ def scratch_sweep() -> list[int]:
     return sorted(folders.keys() - active)
 
 
+def _through_outages(write: Callable[[], object], *, first: float = 0.5, last: float = 8.0):
+    """A write that outlives a brief database outage (a Postgres restart, a failover): tried again
+    with backoff while the lease holds. It must be idempotent; job_finish is (it needs the lease),
+    so a retried end never ends a later attempt. Past the lease the reconciler decides instead."""
+    deadline, pause = time.monotonic() + settings.JOB_LEASE_SECONDS, first
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("database unreachable; trying again in %.1f s", pause)
+            time.sleep(pause)
+            close_old_connections()
+            connection.close()  # a connection broken mid-query is not always seen as unusable
+            pause = min(pause * 2, last)
+
+
 def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     close_old_connections()
     host = task.request.hostname or "unknown"
@@ -150,4 +169,5 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     if state == JobState.CANCELLED and not reporter.lease_lost:
         reporter.log("Cancelled; partial outputs removed.", level="warning")
         reporter.flush(final=True)
-    services.job_finish(job_id=job.id, owner=owner, state=state, result=result, error=error, detail=detail)
+    _through_outages(lambda: services.job_finish(job_id=job.id, owner=owner, state=state, result=result,
+                                                error=error, detail=detail))
