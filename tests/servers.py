@@ -150,10 +150,11 @@ class S3Server:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         ports = {f"-{part}": str(free_port()) for part in (
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-            "s3.port.grpc", "metricsPort")}
+            "s3.port.grpc", "metricsPort", "iam.port")}
         args = [str(weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data_dir}",
                 "-master.volumeSizeLimitMB=1024", "-volume.max=16", "-s3", f"-s3.port={self.port}",
-                f"-s3.config={config}", *(f"{flag}={port}" for flag, port in ports.items())]
+                f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports, unused
+                *(f"{flag}={port}" for flag, port in ports.items())]
         self.server = ServiceProcess(f"s3-{self.port}", args, dict(os.environ), self.log_dir)
         wait_for(self.answers, timeout=60, what="the S3 server to start", interval=0.3)
         return self

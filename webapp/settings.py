@@ -193,6 +193,10 @@ DATASET_MAX_FILES = env_int("DATASET_MAX_FILES", 2_000_000)
 DATASET_MAX_COMPRESSION_RATIO = env_int("DATASET_MAX_COMPRESSION_RATIO", 200)
 
 STORAGE_BACKEND = env_str("STORAGE_BACKEND", "local")
+# Single-file downloads on S3 go to the browser as presigned links, signed for the bucket's address
+# as browsers reach it (a proxy's, a CDN's); the in-cluster S3_ENDPOINT_URL when unset.
+S3_PUBLIC_ENDPOINT_URL = env_str("S3_PUBLIC_ENDPOINT_URL")
+DOWNLOAD_LINK_SECONDS = env_int("DOWNLOAD_LINK_SECONDS", 600)
 if STORAGE_BACKEND == "s3":
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",

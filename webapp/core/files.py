@@ -12,17 +12,24 @@ killed one left instead of adding copies under new names.
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
+from asgiref.sync import sync_to_async
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.utils.http import content_disposition_header
 from django.core.files.storage import FileSystemStorage, default_storage
 
 CHUNK = 8 * 2**20
-# Parts of 16 MiB, 8 at once: a 2 GB object moves in 128 parts, with at most 128 MiB in flight.
-TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=2 * CHUNK, max_concurrency=8,
-                          io_chunksize=2**20)
+# Parts of 8 MiB, 4 at once, and at most 16 blocks of 1 MiB waiting to be written to disk: a
+# transfer of any size holds under 64 MiB (boto3's defaults allow 10 parts and 100 blocks).
+TRANSFER = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK, max_concurrency=4,
+                          io_chunksize=2**20, max_io_queue=16)
 
 
 def is_local() -> bool:
@@ -130,6 +137,38 @@ def read_blocks(key: str, size: int = 2**20) -> Iterator[bytes]:
     with open_stream(key) as stream:
         while block := stream.read(size):
             yield block
+
+
+def download_url(key: str, filename: str) -> str | None:
+    """On S3, a short-lived link that fetches `key` straight from the bucket, saved as `filename`:
+    signed for S3_PUBLIC_ENDPOINT_URL, the bucket's address as browsers reach it. None on local
+    storage (the web host sends the file)."""
+    if is_local():
+        return None
+    client = boto3.client(
+        "s3", endpoint_url=settings.S3_PUBLIC_ENDPOINT_URL or default_storage.endpoint_url,
+        aws_access_key_id=default_storage.access_key, aws_secret_access_key=default_storage.secret_key,
+        region_name=default_storage.region_name, config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+    return client.generate_presigned_url("get_object", ExpiresIn=settings.DOWNLOAD_LINK_SECONDS, Params={
+        "Bucket": default_storage.bucket_name, "Key": default_storage._normalize_name(key),
+        "ResponseContentDisposition": content_disposition_header(True, filename)})
+
+
+def for_server(request, blocks: Iterator[bytes]):
+    """What a streaming response should iterate under the server that asked. Under ASGI (daphne)
+    Django reads a plain iterator to its end, in memory, before it sends the first byte; an
+    async iterator goes out block by block, each read in a worker thread."""
+    if not isinstance(getattr(request, "_request", request), ASGIRequest):  # DRF wraps Django's
+        return blocks
+
+    async def pump() -> AsyncIterator[bytes]:
+        try:
+            while (block := await sync_to_async(next, thread_sensitive=False)(blocks, None)) is not None:
+                yield block
+        finally:
+            await sync_to_async(blocks.close, thread_sensitive=False)()  # a client gone mid-way
+
+    return pump()
 
 
 def keys(prefix: str = "") -> Iterator[str]:
