@@ -56,6 +56,10 @@ class PostgresServer:
         subprocess.run(_as_owner([_pg_bin("pg_ctl"), "-D", str(self.folder / "data"), *args]), check=True,
                        capture_output=True)
 
+    def restart(self) -> None:
+        """Stopped (its clients cut off) and started again, as in an upgrade or a failover."""
+        self.ctl("restart", "-w", "-t", "60", "-m", "fast", "-l", str(self.folder / "log"))
+
     def dump(self) -> str:
         """The database's rows as text, to look for what should not be in them."""
         return subprocess.run([_pg_bin("pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "vintner",
@@ -175,7 +179,7 @@ def journey(hosts: "Hosts", tmp_path: Path) -> dict:
     """A user's journey through the command line, each worker killed once in the middle of a job
     and replaced by another host; returns what it made."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(parents=True)
     done = subprocess.run([str(VINTNER), "login", "--url", hosts.url, "--username", "alice", "--password-stdin"],
                           env=cli_env(home), cwd=home, input=PASSWORD + "\n", capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -208,9 +212,13 @@ def journey(hosts: "Hosts", tmp_path: Path) -> dict:
     ir = succeeded(hosts, convert)["artifact"]
     assert succeeded(hosts, measure)["attempts"] == 2
 
+    # the database restarts while a quantization runs: it ends once, with one artifact
     quantize = cli(home, "jobs", "submit", "quantize", "--artifact", ir, "--dataset", dataset, "--no-follow", "--json",
                    "-p", "method=ptq")["id"]
+    job_where(hosts, quantize, "state = 'running'")
+    hosts.postgres.restart()
     int8 = succeeded(hosts, quantize)["artifact"]
+    assert rows(hosts, "SELECT id FROM registry_artifact WHERE job_id = %s", quantize) == [(int8,)]
     succeeded(hosts, cli(home, "jobs", "submit", "benchmark", "--artifact", int8, "--no-follow", "--json",
                          "-p", "seconds=1")["id"])
 

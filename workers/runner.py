@@ -156,12 +156,20 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
         error, detail = str(exc), getattr(exc, "detail", "") or traceback.format_exc()
     except QuotaExceeded as exc:  # what it made does not fit the team's quota: published nothing
         error, detail = f"What this job made was not kept: {exc}", traceback.format_exc()
+    except (OperationalError, InterfaceError):
+        # The database went away mid-attempt (a restart, a failover): the attempt records no end.
+        # Its lease lapses and the reconciler runs the job again, after this attempt has stopped.
+        log.warning("job %s: database unreachable; the attempt ends and the job is left to the reconciler",
+                    job.id, exc_info=True)
+        state = None
     except Exception as exc:
         error = f"The job stopped on an unexpected error: {type(exc).__name__}: {exc}"
         detail = traceback.format_exc()
     finally:
         reporter.close()
         shutil.rmtree(scratch.parent, ignore_errors=True)
+    if state is None:  # left to the reconciler
+        return
     if not Job.objects.filter(id=job.id).exists():  # its project or team was deleted while it ran
         log.info("job %s was deleted while it ran; removing what it stored since", job.id)
         delete_tree(f"jobs/{job.id}")

@@ -21,9 +21,9 @@ from asgiref.sync import sync_to_async
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from django.conf import settings
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.http import content_disposition_header
-from django.core.files.storage import FileSystemStorage, default_storage
 
 CHUNK = 8 * 2**20
 # Parts of 8 MiB, 4 at once, and at most 16 blocks of 1 MiB waiting to be written to disk: a
