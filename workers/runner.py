@@ -13,7 +13,7 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from webapp.core.files import delete_tree
 from webapp.core.quota import QuotaExceeded
@@ -124,8 +124,7 @@ def _through_outages(write: Callable[[], object], *, first: float = 0.5, last: f
                 raise
             log.warning("database unreachable; trying again in %.1f s", pause)
             time.sleep(pause)
-            close_old_connections()
-            connection.close()  # a connection broken mid-query is not always seen as unusable
+            close_old_connections()  # drops the connection the error came through, if it is broken
             pause = min(pause * 2, last)
 
 
