@@ -93,8 +93,11 @@ class Hosts:
         return env
 
     def manage(self, *args: str) -> str:
-        return subprocess.run([sys.executable, "manage.py", *args], env=self.env("admin"), check=True,
-                              capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent).stdout
+        done = subprocess.run([sys.executable, "manage.py", *args], env=self.env("admin"), capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parent.parent)
+        if done.returncode:
+            raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
+        return done.stdout
 
     def ready(self) -> "Hosts":
         """Migrated, with alice's project, and the web host up."""

@@ -152,7 +152,8 @@ class S3Server:
             "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
             "s3.port.grpc", "metricsPort", "iam.port")}
         args = [str(weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data_dir}",
-                "-master.volumeSizeLimitMB=1024", "-volume.max=16", "-s3", f"-s3.port={self.port}",
+                "-master.volumeSizeLimitMB=1024", "-volume.max=0",  # 0: as many volumes as the disk holds
+                "-s3", f"-s3.port={self.port}",
                 f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",  # fixed ports, unused
                 *(f"{flag}={port}" for flag, port in ports.items())]
         self.server = ServiceProcess(f"s3-{self.port}", args, dict(os.environ), self.log_dir)
