@@ -13,6 +13,7 @@ from django.conf import settings
 from webapp.core.files import delete_file, local_file, local_tree, store_copy
 from webapp.registry.models import Artifact
 from workers.jail import checked_tree
+from workers.pipeline import preprocessing as recipe
 from workers.runner import JobRun
 
 
@@ -54,18 +55,17 @@ def staged_model(run: JobRun, artifact: Artifact, *, input_size: int, name: str 
 
 
 def input_size(artifact: Artifact) -> list[int]:
-    """The [height, width] an artifact takes: its own fixed input shape where it has one (a convert
+    """The [height, width] an artifact takes: its own fixed input size where it has one (a convert
     may have fixed another size than the model's), else the model's preprocessing size."""
-    inputs = artifact.inspection.get("inputs") or [{}]
-    shape = inputs[0].get("shape") or []
-    if len(shape) == 4 and all(type(dim) is int and dim > 0 for dim in shape):
-        return list(shape[1:3]) if takes_images(artifact) else list(shape[2:4])
-    return list(artifact.model.preprocessing["input_size"])
+    geometry = recipe.input_geometry(artifact.inspection.get("inputs") or [])
+    if geometry and geometry["size"]:
+        return geometry["size"]
+    return list(recipe.complete(artifact.model.preprocessing)["input_size"])
 
 
 def preprocessing_of(artifact: Artifact) -> dict:
     """The model's preprocessing, at the size this artifact takes."""
-    return {**artifact.model.preprocessing, "input_size": input_size(artifact)}
+    return {**recipe.complete(artifact.model.preprocessing), "input_size": input_size(artifact)}
 
 
 def takes_images(artifact: Artifact) -> bool:
