@@ -134,9 +134,11 @@ PASSWORD = "correct horse battery staple"
 SETUP = f"""
 from django.contrib.auth import get_user_model
 from webapp.projects.models import Project
-from webapp.teams.services import team_create
+from webapp.teams.models import Membership, Role, Team
 alice = get_user_model().objects.create_user("alice", password={PASSWORD!r})
-print(Project.objects.create(team=team_create(name="Vision", creator=alice), name="Grapes").id)
+team = Team.objects.create(name="Vision")
+Membership.objects.create(team=team, user=alice, role=Role.OWNER)
+print(Project.objects.create(team=team, name="Grapes").id)
 """
 
 
