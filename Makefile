@@ -39,7 +39,7 @@ run: $(VENV)/.runtime $(VENDOR)/.installed
 # A test file stays in one process, so its module-scoped worker is started once.
 TEST_PROCESSES ?= 2
 test: $(VENV)/.dev $(VENDOR)/.installed
-	scripts/ensure-system-packages chromium
+	scripts/ensure-system-packages chromium postgresql
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 clean:

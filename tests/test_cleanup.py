@@ -1,9 +1,12 @@
 """Failed imports are shown on the project page, counted and swept after their expiry; files
 whose rows are gone are swept; through the real services and local storage."""
 
+import os
+import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
@@ -74,6 +77,13 @@ def test_it_sweeps_folders_whose_rows_are_gone_and_keeps_the_others(team_a):
     default_storage.save(f"{dataset.storage_prefix}/index.json", ContentFile(b"{}"))
     default_storage.save("artifacts/987654/model.onnx", ContentFile(b"left by a job of a deleted project"))
     default_storage.save("jobs/987654/checkpoint-1.pth", ContentFile(b"state"))
+    default_storage.save("artifacts/987655/model.bin", ContentFile(b"a publish in flight: its row commits with it"))
+    assert orphan_files_sweep() == []  # all written within the grace
+    then = time.time() - settings.SWEEP_GRACE_SECONDS - 60
+    for key in ("artifacts/987654/model.onnx", "jobs/987654/checkpoint-1.pth"):
+        os.utime(default_storage.path(key), (then, then))
     assert sorted(orphan_files_sweep()) == ["artifacts/987654", "jobs/987654"]
+    assert default_storage.exists("artifacts/987655/model.bin")
+    default_storage.delete("artifacts/987655/model.bin")
     assert default_storage.exists(f"{dataset.storage_prefix}/index.json")
     assert not default_storage.exists("artifacts/987654") and not default_storage.exists("jobs/987654")

@@ -234,8 +234,25 @@ def test_it_reserves_gpus_for_the_train_worker_only():
         return [device for device in devices if "gpu" in device.get("capabilities", [])]
 
     (device,) = gpu_devices(SERVICES["worker-train"])
-    assert device["driver"] == "nvidia" and device["count"] == "all"
+    # one worker per GPU: exactly one device, chosen by TRAIN_GPU
+    assert device["driver"] == "nvidia" and device["device_ids"] == ["${TRAIN_GPU:-0}"] and "count" not in device
+    assert option(argvs(SERVICES["worker-train"]["command"])[0], "-c", "--concurrency") == "1"
     assert [name for name, svc in SERVICES.items() if gpu_devices(svc)] == ["worker-train"]
+
+
+def test_workers_get_time_to_land_a_checkpoint_when_stopped():
+    for name in ("worker-train", "worker-optimize"):
+        grace = SERVICES[name]["stop_grace_period"]
+        assert re.fullmatch(r"\$\{\w+:-\d+m\}", grace), f"{name} stops after Docker's 10 s default"
+
+
+def test_the_app_uses_its_own_storage_key_not_minios_root():
+    env = COMPOSE["x-vintner"]["environment"]
+    assert "MINIO_ROOT" not in env["S3_ACCESS_KEY"] + env["S3_SECRET_KEY"]
+    script = SERVICES["minio-init"]["command"][0]
+    assert 'mc admin user add vintner "$$S3_ACCESS_KEY" "$$S3_SECRET_KEY"' in script
+    assert "arn:aws:s3:::%s/*" in script  # the key's policy names the bucket only
+    assert "minio-init" in SERVICES["web"]["depends_on"] and SERVICES["minio"]["healthcheck"]["test"]
 
 
 def test_it_uses_named_volumes():

@@ -59,9 +59,12 @@ def test_a_trained_model_quantizes_by_all_three_methods(worker_host, alice, team
     assert {"converting", "quantizing", "measuring FP32", "measuring INT8", "publishing"} <= stages
     assert predicts(int8, red_image, spec) == fp32.model.labels.index("red")
 
-    # accuracy control, on the FP32 IR this time
-    converted = wait_done(optimize.artifact_convert(artifact=fp32, user=alice, params={}).id, timeout=120)
+    # accuracy control, on the FP32 IR this time, converted at another size than the model's (16):
+    # the quantize feeds the IR the size it takes
+    converted = wait_done(optimize.artifact_convert(artifact=fp32, user=alice, params={
+        "input_height": 32, "input_width": 32}).id, timeout=120)
     ir = Artifact.objects.get(id=converted.result["artifact"])
+    assert ir.inspection["inputs"][0]["shape"] == [1, 3, 32, 32] and fp32.model.preprocessing["input_size"] == [16, 16]
     job, controlled = quantize(alice, ir, dataset, method="accuracy", subset_size=30, max_drop=1.0)
     target = controlled.metrics["quantization"]["target"]
     assert target["drop_type"] == "absolute" and target["max_drop"] == pytest.approx(0.01)

@@ -197,6 +197,10 @@ DATASET_MAX_FILES = env_int("DATASET_MAX_FILES", 2_000_000)
 DATASET_MAX_COMPRESSION_RATIO = env_int("DATASET_MAX_COMPRESSION_RATIO", 200)
 
 STORAGE_BACKEND = env_str("STORAGE_BACKEND", "local")
+# Single-file downloads on S3 go to the browser as presigned links, signed for the bucket's address
+# as browsers reach it (a proxy's, a CDN's); the in-cluster S3_ENDPOINT_URL when unset.
+S3_PUBLIC_ENDPOINT_URL = env_str("S3_PUBLIC_ENDPOINT_URL")
+DOWNLOAD_LINK_SECONDS = env_int("DOWNLOAD_LINK_SECONDS", 600)
 if STORAGE_BACKEND == "s3":
     _default_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
@@ -209,6 +213,9 @@ if STORAGE_BACKEND == "s3":
             "default_acl": None,
             "querystring_auth": True,
             "file_overwrite": False,
+            # webapp/core/files.py streams every transfer itself; anything else opening an object
+            # gets a file that spills to disk past 16 MiB instead of growing in memory.
+            "max_memory_size": 16 * 2**20,
         },
     }
 elif STORAGE_BACKEND == "local":
@@ -261,6 +268,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("BROKER_VISIBIL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker takes a message only when a process of its pool is free: with concurrency > 1 a killed
+# worker holds no waiting messages in Redis's "unacked" (they would wait out the visibility timeout
+# while the reconciler takes them for queued); its running jobs' leases lapse and are recovered.
+CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_TASK_TIME_LIMIT = JOB_TIME_LIMIT
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_TIME_LIMIT - 60
 CELERY_TASK_IGNORE_RESULT = True
@@ -351,6 +362,9 @@ TEAM_RUNNING_JOBS = {"train": env_int("TEAM_RUNNING_JOBS_TRAIN", 2), "optimize":
 # A live page's socket joins its group again and reads the store this often: after a Redis
 # restart (which forgets every group) it is back in step within this time, with no reload.
 LIVE_RESYNC_SECONDS = env_int("LIVE_RESYNC_SECONDS", 5)
+# What killed attempts left in storage (webapp/core/sweep.py, with the CLEANUP_SECONDS sweeps) goes
+# once older than this: a publish in flight writes its objects before its row commits.
+SWEEP_GRACE_SECONDS = env_int("SWEEP_GRACE_SECONDS", 6 * 3600)
 
 # --- The jail (workers/jail.py, docs/architecture.md) ---------------------------------------
 # "bwrap": every job's pipeline runs under bubblewrap. "off": an administrator's explicit choice

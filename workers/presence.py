@@ -12,6 +12,7 @@ from django.db import close_old_connections
 from webapp.celery import QUEUES
 from webapp.hosts.services import host_heartbeat, host_stopped
 from workers.reconciler import reconcile
+from workers.runner import scratch_sweep
 from workers.tasks import report_capabilities
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def announce(sender, **kwargs) -> None:
     hostname, queues = sender.hostname, _queues_of(sender)
     _announced.append(hostname)
     host_heartbeat(hostname=hostname, queues=queues, starting=True)
+    scratch_sweep()  # what attempts killed with the last worker on this host left
     close_old_connections()
     _request_report(hostname)
     threading.Thread(target=_beat, args=(hostname, queues), name="vintner-heartbeat", daemon=True).start()

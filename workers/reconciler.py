@@ -5,11 +5,13 @@ Every CLEANUP_SECONDS it also sweeps failed imports past their expiry and files 
 
 import json
 import logging
+from datetime import timedelta
 
 import redis
 from django.conf import settings
 
 from webapp.celery import QUEUES
+from webapp.core.sweep import storage_sweep
 from webapp.jobs import services
 from webapp.projects.deletion import orphan_files_sweep
 from webapp.projects.failed_imports import failed_imports_sweep
@@ -47,7 +49,9 @@ def reconcile() -> dict[str, list]:
             "released": [job_id for queue in QUEUES for job_id in services.jobs_release(queue=queue)],
         }
         if client.set(CLEANUP_KEY, "1", nx=True, ex=settings.CLEANUP_SECONDS):
-            done.update(failed_imports_swept=failed_imports_sweep(), orphans_swept=orphan_files_sweep())
+            done.update(failed_imports_swept=failed_imports_sweep(), orphans_swept=orphan_files_sweep(),
+                        storage_swept=[f"{what}: {count}" for what, count in storage_sweep(
+                            grace=timedelta(seconds=settings.SWEEP_GRACE_SECONDS)).items() if count])
     finally:
         client.delete(LOCK_KEY)
     if any(done.values()):

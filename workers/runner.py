@@ -5,6 +5,7 @@ partial output behind."""
 import logging
 import os
 import shutil
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -12,13 +13,13 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from webapp.core.files import delete_tree
 from webapp.core.quota import QuotaExceeded
 from webapp.jobs import services
 from webapp.jobs.kinds import KINDS
-from webapp.jobs.models import Job, JobState
+from webapp.jobs.models import ACTIVE_STATES, Job, JobState
 from workers.jail import Jail, Limits, run_jailed
 from workers.pipeline.reporting import Cancelled, JobError
 from workers.progress import JobReporter
@@ -98,6 +99,35 @@ def scratch_dir(job_id: int, attempt: int) -> Path:
     return settings.DATA_DIR / "scratch" / f"job-{job_id}" / f"attempt-{attempt}"
 
 
+def scratch_sweep() -> list[int]:
+    """Remove this host's folders of jobs that are over: a killed attempt's, whose job then ran
+    again elsewhere or was given up. A job still active keeps its folder (another worker process
+    on this host may be running it)."""
+    folders = {int(path.name.removeprefix("job-")): path
+               for path in (settings.DATA_DIR / "scratch").glob("job-*") if path.name.removeprefix("job-").isdigit()}
+    active = set(Job.objects.filter(id__in=folders, state__in=ACTIVE_STATES).values_list("id", flat=True))
+    for job_id in folders.keys() - active:
+        shutil.rmtree(folders[job_id], ignore_errors=True)
+    return sorted(folders.keys() - active)
+
+
+def _through_outages(write: Callable[[], object], *, first: float = 0.5, last: float = 8.0):
+    """A write that outlives a brief database outage (a Postgres restart, a failover): tried again
+    with backoff while the lease holds. It must be idempotent; job_finish is (it needs the lease),
+    so a retried end never ends a later attempt. Past the lease the reconciler decides instead."""
+    deadline, pause = time.monotonic() + settings.JOB_LEASE_SECONDS, first
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("database unreachable; trying again in %.1f s", pause)
+            time.sleep(pause)
+            close_old_connections()  # drops the connection the error came through, if it is broken
+            pause = min(pause * 2, last)
+
+
 def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     close_old_connections()
     host = task.request.hostname or "unknown"
@@ -125,12 +155,20 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
         error, detail = str(exc), getattr(exc, "detail", "") or traceback.format_exc()
     except QuotaExceeded as exc:  # what it made does not fit the team's quota: published nothing
         error, detail = f"What this job made was not kept: {exc}", traceback.format_exc()
+    except (OperationalError, InterfaceError):
+        # The database went away mid-attempt (a restart, a failover): the attempt records no end.
+        # Its lease lapses and the reconciler runs the job again, after this attempt has stopped.
+        log.warning("job %s: database unreachable; the attempt ends and the job is left to the reconciler",
+                    job.id, exc_info=True)
+        state = None
     except Exception as exc:
         error = f"The job stopped on an unexpected error: {type(exc).__name__}: {exc}"
         detail = traceback.format_exc()
     finally:
         reporter.close()
         shutil.rmtree(scratch.parent, ignore_errors=True)
+    if state is None:  # left to the reconciler
+        return
     if not Job.objects.filter(id=job.id).exists():  # its project or team was deleted while it ran
         log.info("job %s was deleted while it ran; removing what it stored since", job.id)
         delete_tree(f"jobs/{job.id}")
@@ -138,4 +176,5 @@ def execute(task, job_id: int, body: Callable[[JobRun], dict]) -> None:
     if state == JobState.CANCELLED and not reporter.lease_lost:
         reporter.log("Cancelled; partial outputs removed.", level="warning")
         reporter.flush(final=True)
-    services.job_finish(job_id=job.id, owner=owner, state=state, result=result, error=error, detail=detail)
+    _through_outages(lambda: services.job_finish(job_id=job.id, owner=owner, state=state, result=result,
+                                                error=error, detail=detail))

@@ -1,13 +1,13 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.core import files
 from webapp.core.throttles import throttled_page
 from webapp.core.views import form_errors
 from webapp.datasets import services
@@ -111,7 +111,7 @@ def dataset_gallery(request: HttpRequest, dataset_id: int) -> HttpResponse:
 def dataset_thumb(request: HttpRequest, dataset_id: int, index: int) -> FileResponse:
     dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
     item = get_object_or_404(dataset.items, index=index)
-    response = FileResponse(default_storage.open(f"{dataset.storage_prefix}/{item.thumb}", "rb"), content_type="image/jpeg")
+    response = FileResponse(files.open_stream(f"{dataset.storage_prefix}/{item.thumb}"), content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=604800, immutable"  # a published dataset never changes
     return response
 

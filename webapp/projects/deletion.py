@@ -8,9 +8,12 @@ periodic sweep (webapp/core/cleanup.py) removes.
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, Sum
+from django.utils import timezone
 
 from webapp.core import files
 from webapp.core.broadcast import broadcast, project_group
@@ -91,12 +94,16 @@ OWNED_FOLDERS = {"datasets": Dataset, "artifacts": Artifact, "jobs": Job}
 
 def orphan_files_sweep() -> list[str]:
     """Delete the folders of rows that no longer exist: what a job stored or published while its
-    project was being deleted. Rows are made before their files, so a folder without one is stale."""
-    swept = []
+    project was being deleted. A job's new artifact row commits with its files (one transaction,
+    registry.services.artifact_record), so a folder written within SWEEP_GRACE_SECONDS may be a
+    publish in flight whose row is not visible yet: it waits for a later sweep."""
+    swept, cutoff = [], timezone.now() - timedelta(seconds=settings.SWEEP_GRACE_SECONDS)
     for top, table in OWNED_FOLDERS.items():
         names = [name for name in files.folders(top) if name.isdigit()]
         alive = {str(pk) for pk in table.objects.filter(id__in=[int(name) for name in names]).values_list("id", flat=True)}
         for name in set(names) - alive:
+            if any(written >= cutoff for _, written in files.listing(f"{top}/{name}")):
+                continue
             files.delete_tree(f"{top}/{name}")
             swept.append(f"{top}/{name}")
     return swept

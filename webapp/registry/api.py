@@ -150,4 +150,4 @@ class ArtifactDownloadView(APIView):
         artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
         if artifact.state != "ready":
             raise serializers.ValidationError("This artifact is not ready to download.")
-        return services.artifact_download(artifact)
+        return services.artifact_download(request, artifact)

@@ -2,17 +2,19 @@
 what a job built, downloads, deletion. Artifacts are immutable once ready; jobs read them by id."""
 
 import hashlib
+import io
 import json
+import mimetypes
 import re
-import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
-from django.core.files.storage import default_storage
 from django.db import transaction
-from django.http import FileResponse
+from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 
 from webapp.core import files
 from webapp.core.numbers import whole_number
@@ -159,16 +161,17 @@ def artifact_record(*, parent: Artifact | None, job: Job, origin: str, folder: P
                     num_classes: int | None = None) -> Artifact:
     """A job's output (converted, quantized, trained…) as a new artifact: of the parent's model,
     or of `model` for a run that starts from scratch."""
-    artifact = Artifact.objects.create(
-        model=model or parent.model, origin=origin, parent=parent, job=job,
-        architecture=architecture or (parent.architecture if parent else ""),
-        num_classes=num_classes or (parent.num_classes if parent else None), metrics=metrics, created_by=job.created_by,
-    )
-    try:
+    # One transaction: a worker killed while its files go up leaves no row, only objects that no
+    # row names, which the storage sweep removes (webapp/core/sweep.py); a refusal (over the
+    # quota) or a failed upload leaves no artifact behind either.
+    with transaction.atomic():
+        artifact = Artifact.objects.create(
+            model=model or parent.model, origin=origin, parent=parent, job=job,
+            architecture=architecture or (parent.architecture if parent else ""),
+            num_classes=num_classes or (parent.num_classes if parent else None), metrics=metrics,
+            created_by=job.created_by,
+        )
         artifact_publish(artifact=artifact, folder=folder, fmt=fmt, primary=primary, inspection=inspection)
-    except BaseException:  # over the quota, or storage failed: the job leaves no artifact behind
-        artifact.delete()
-        raise
     artifact.refresh_from_db()
     return artifact
 
@@ -383,16 +386,24 @@ def artifact_metadata(artifact: Artifact) -> dict:
     }
 
 
-def artifact_download(artifact: Artifact) -> FileResponse:
-    """A single-file artifact as it is; one of several files (IR, ONNX with external data) as a zip."""
+def artifact_download(request, artifact: Artifact) -> HttpResponse:
+    """A single-file artifact as it is; one of several files (IR, ONNX with external data) as a zip.
+    On S3 a single file comes straight from the bucket (a presigned link); otherwise the web host
+    streams it from storage as it is sent: the first byte goes out at once, whatever the size."""
     if len(artifact.files) == 1:
-        name = artifact.files[0]["name"]
-        handle = default_storage.open(f"{artifact.storage_prefix}/{name}", "rb")
-        return FileResponse(handle, as_attachment=True, filename=f"{download_stem(artifact)}{Path(name).suffix}")
-    path = _bundle(artifact)
-    handle = open(path, "rb")
-    path.unlink()  # the open handle keeps it readable until the response is sent
-    return FileResponse(handle, as_attachment=True, filename=f"{download_stem(artifact)}.zip")
+        entry = artifact.files[0]
+        name = f"{download_stem(artifact)}{Path(entry['name']).suffix}"
+        if link := files.download_url(f"{artifact.storage_prefix}/{entry['name']}", name):
+            return HttpResponseRedirect(link)
+        blocks = files.read_blocks(f"{artifact.storage_prefix}/{entry['name']}")
+        response = StreamingHttpResponse(files.for_server(request, blocks),
+                                         content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+        response["Content-Length"] = entry["size"]
+    else:
+        name = f"{download_stem(artifact)}.zip"
+        response = StreamingHttpResponse(files.for_server(request, _bundle(artifact)), content_type="application/zip")
+    response["Content-Disposition"] = content_disposition_header(True, name)
+    return response
 
 
 def download_stem(artifact: Artifact) -> str:
@@ -402,23 +413,47 @@ def download_stem(artifact: Artifact) -> str:
     return re.sub(r"[^\w.-]", "_", "-".join(parts)).lstrip("-.")
 
 
-def _bundle(artifact: Artifact) -> Path:
-    """A temporary zip of the artifact's files, metadata.json (labels, preprocessing, lineage,
-    metrics) and SHA256SUMS over all of them (`sha256sum -c SHA256SUMS` checks it)."""
+class _Spout(io.RawIOBase):
+    """Where a zip being written leaves its bytes until the response takes them. It cannot seek,
+    so zipfile writes each member's sizes after its data (a data descriptor)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.blocks.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self.blocks = b"".join(self.blocks), []
+        return data
+
+
+def _bundle(artifact: Artifact) -> Iterator[bytes]:
+    """A zip of the artifact's files, metadata.json (labels, preprocessing, lineage, metrics) and
+    SHA256SUMS over all of them (`sha256sum -c SHA256SUMS` checks it), made as it is sent. What it
+    needs from the database is read now: the blocks are made in whichever thread sends them."""
     metadata = json.dumps(artifact_metadata(artifact), indent=2).encode()
-    sums = []
-    handle = tempfile.NamedTemporaryFile(prefix="vintner-download-", suffix=".zip", delete=False)
-    with handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
-        for entry in artifact.files:
+    return _zipped(artifact.storage_prefix, list(artifact.files), metadata)
+
+
+def _zipped(prefix: str, entries: list[dict], metadata: bytes) -> Iterator[bytes]:
+    sums, spout = [], _Spout()
+    with zipfile.ZipFile(spout, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
+        for entry in entries:
             name = entry["name"]  # canonical already: model.xml, model.bin, model.onnx…
-            with default_storage.open(f"{artifact.storage_prefix}/{name}", "rb") as source, bundle.open(name, "w", force_zip64=True) as out:
-                while block := source.read(2**20):
+            with bundle.open(name, "w", force_zip64=True) as out:
+                for block in files.read_blocks(f"{prefix}/{name}"):
                     out.write(block)
+                    yield spout.take()
             sums.append(_sums_line(entry["sha256"], name))
         bundle.writestr("metadata.json", metadata)
         sums.append(_sums_line(hashlib.sha256(metadata).hexdigest(), "metadata.json"))
         bundle.writestr("SHA256SUMS", "\n".join(sums) + "\n")
-    return Path(handle.name)
+    yield spout.take()
 
 
 def _sums_line(digest: str, name: str) -> str:

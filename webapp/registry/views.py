@@ -200,7 +200,7 @@ def artifact_download(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
     if artifact.state != "ready":
         raise Http404("This artifact is not ready to download.")
-    return services.artifact_download(artifact)
+    return services.artifact_download(request, artifact)
 
 
 @login_required

@@ -2,7 +2,7 @@
 (webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.benchmark`)."""
 
 from webapp.registry.models import TORCH_FORMATS, Artifact
-from workers.kinds.staging import staged_model, takes_images
+from workers.kinds.staging import input_size, staged_model, takes_images
 from workers.runner import JobRun
 
 
@@ -10,7 +10,7 @@ def perform(run: JobRun) -> dict:
     """Measure an artifact's speed on this worker (and torch eager of its PyTorch source)."""
     params = run.params
     artifact = Artifact.objects.select_related("model").get(id=params["artifact"])
-    height, width = artifact.model.preprocessing["input_size"]
+    height, width = input_size(artifact)
     shape = [1, height, width, 3] if takes_images(artifact) else [1, 3, height, width]
     reference = Artifact.objects.get(id=params["reference"]) if params.get("reference") else None
     config = {"shape": shape, "device": params["device"], "seconds": params["seconds"], "hints": list(params["hints"]),

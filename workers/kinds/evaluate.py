@@ -4,7 +4,7 @@
 from webapp.core.files import local_tree
 from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact
-from workers.kinds.staging import staged_model, staging, takes_images
+from workers.kinds.staging import preprocessing_of, staged_model, staging, takes_images
 from workers.runner import JobRun
 
 
@@ -25,9 +25,10 @@ def perform(run: JobRun) -> dict:
     index = {name: i for i, name in enumerate(labels)}
     items = list(dataset.items.filter(split=params["split"]).order_by("index"))
     folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))
-    staged, model_folder = staged_model(run, artifact, input_size=model.preprocessing["input_size"][0])
+    preprocessing = preprocessing_of(artifact)
+    staged, model_folder = staged_model(run, artifact, input_size=preprocessing["input_size"][0])
     scores = run.jailed(run.step, {
-        "model": staged, "preprocessing": model.preprocessing, "embedded": takes_images(artifact),
+        "model": staged, "preprocessing": preprocessing, "embedded": takes_images(artifact),
         "images": [str(folder / "images" / item.path) for item in items], "labels": [index[item.label] for item in items],
         "classes": artifact.num_classes or len(labels),
     }, reads=[model_folder, folder])

@@ -7,7 +7,8 @@ from webapp.core.files import delete_tree, local_tree
 from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact, Model, Origin
 from webapp.registry.services import artifact_record
-from workers.kinds.staging import epoch_checkpoints, nncf_kernels, published, staged_model, staging, takes_images
+from workers.kinds.staging import (epoch_checkpoints, nncf_kernels, preprocessing_of, published, staged_model, staging,
+                                   takes_images)
 from workers.runner import JobRun
 
 
@@ -32,8 +33,9 @@ def perform(run: JobRun) -> dict:
         "ignored_patterns": [line[3:] for line in params["ignored_scope"] if line.startswith("re:")],
     }
     embedded = source.format == "openvino_ir" and takes_images(source)
-    staged, source_folder = staged_model(run, source, input_size=model.preprocessing["input_size"][0])
-    request = {"model": staged, "config": config, "data": data, "preprocessing": model.preprocessing,
+    preprocessing = preprocessing_of(source)
+    staged, source_folder = staged_model(run, source, input_size=preprocessing["input_size"][0])
+    request = {"model": staged, "config": config, "data": data, "preprocessing": preprocessing,
                "embedded": embedded, "dataset": str(folder)}
     if method == "qat":
         result = _quantization_aware(run, request, [source_folder, folder])

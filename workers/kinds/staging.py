@@ -13,6 +13,7 @@ from django.conf import settings
 from webapp.core.files import delete_file, local_file, local_tree, store_copy
 from webapp.registry.models import Artifact
 from workers.jail import checked_tree
+from workers.pipeline import preprocessing as recipe
 from workers.runner import JobRun
 
 
@@ -51,6 +52,20 @@ def staged_model(run: JobRun, artifact: Artifact, *, input_size: int, name: str 
     return {"format": artifact.format, "folder": str(folder), "primary": artifact.primary,
             "architecture": artifact.architecture, "num_classes": artifact.num_classes, "input_size": input_size,
             "output": artifact.model.output_index}, folder
+
+
+def input_size(artifact: Artifact) -> list[int]:
+    """The [height, width] an artifact takes: its own fixed input size where it has one (a convert
+    may have fixed another size than the model's), else the model's preprocessing size."""
+    geometry = recipe.input_geometry(artifact.inspection.get("inputs") or [])
+    if geometry and geometry["size"]:
+        return geometry["size"]
+    return list(recipe.complete(artifact.model.preprocessing)["input_size"])
+
+
+def preprocessing_of(artifact: Artifact) -> dict:
+    """The model's preprocessing, at the size this artifact takes."""
+    return {**recipe.complete(artifact.model.preprocessing), "input_size": input_size(artifact)}
 
 
 def takes_images(artifact: Artifact) -> bool:
