@@ -13,9 +13,14 @@ to storage. mb_per_s = archive size / wall time of the whole upload. The server'
 sampled every 0.1 s) is compared with its RSS before the upload: server_rss_growth_mb is the peak
 growth. sha256_ok: the checksum the server recorded equals the local file's.
 
+Every Vintner upload is dropped half way and resumed by a new client from the offset the server
+reports (HEAD), as the browser and CLI do after a lost connection; its time counts both halves.
+
 Reference, in the same run: the bare transport, the same chunks PATCHed with the same client
 library to a minimal ASGI app on daphne that appends each body to a file
-(bench/_reference_upload_asgi.py): no Django, auth, database or hashing.
+(bench/_reference_upload_asgi.py): no Django, auth, database or hashing. The two take turns for
+--rounds rounds (default 3, order swapped every other round); the figures are the medians, and
+ratio = mb_per_s / reference_mb_per_s (goal ≥ 0.8).
 The last line of output is one JSON object.
 """
 
@@ -23,13 +28,14 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import sys
 import tarfile
 import threading
 import time
 from pathlib import Path
 
-from _harness import Stack
+from _harness import Stack, spread
 
 MiB = 2**20
 
@@ -108,13 +114,18 @@ def make_user() -> tuple[str, int]:
     return token_issue(user=user)[1], project.id
 
 
-def tus_upload(endpoint: str, path: Path, chunk: int, headers: dict, metadata: dict) -> tuple[float, str]:
+def tus_upload(endpoint: str, path: Path, chunk: int, headers: dict, metadata: dict,
+               *, resume_at: int | None = None) -> tuple[float, str]:
+    """The whole upload's wall time and its URL. With resume_at, the upload stops there and a new
+    client picks it up from the offset the server reports (HEAD), as after a dropped connection."""
     from tusclient import client
 
-    uploader = client.TusClient(endpoint, headers=headers).uploader(
-        file_path=str(path), chunk_size=chunk, metadata=metadata
-    )
+    tus = client.TusClient(endpoint, headers=headers)
     started = time.perf_counter()
+    uploader = tus.uploader(file_path=str(path), chunk_size=chunk, metadata=metadata)
+    if resume_at is not None:
+        uploader.upload(stop_at=resume_at)
+        uploader = tus.uploader(file_path=str(path), chunk_size=chunk, url=uploader.url)
     uploader.upload()
     return time.perf_counter() - started, uploader.url
 
@@ -140,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, default=2.0, help="archive size in GiB (default 2)")
     parser.add_argument("--chunk-mb", type=int, default=32, help="tus chunk size in MiB (default 32, as the browser)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of each path (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder (logs, database)")
     args = parser.parse_args()
     chunk = args.chunk_mb * MiB
@@ -152,45 +164,63 @@ def main() -> None:
         print(f"generated {size / MiB:.0f} MiB archive in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
         token, project_id = make_user()
+        reference_file = stack.data_dir / "reference.bin"
+        os.environ["REFERENCE_UPLOAD_FILE"] = stack.env["REFERENCE_UPLOAD_FILE"] = str(reference_file)
         server, port = stack.start_daphne()
-        base = f"http://127.0.0.1:{port}"
+        bare, bare_port = stack.start_daphne("bench._reference_upload_asgi:application")
         headers = {"Authorization": f"Token {token}"}
-        endpoint = f"{base}/api/v1/uploads/"
+        endpoint = f"http://127.0.0.1:{port}/api/v1/uploads/"
         # Warm up: the first request imports the API code; measure from a server that has served.
         warm = stack.data_dir / "warm.bin"
         warm.write_bytes(os.urandom(MiB))
         tus_upload(endpoint, warm, chunk, headers, {"filename": "warm.bin", "project": str(project_id)})
-        rss_before = rss_mb(server.pid)
 
-        with PeakRss(server.pid) as rss:
-            seconds, url = tus_upload(
-                endpoint, archive, chunk, headers,
-                {"filename": archive.name, "project": str(project_id), "sha256": local_sha256},
-            )
         import requests
 
-        state = requests.get(url, headers=headers).json()
-        sha256_ok = state.get("sha256") == local_sha256 and state.get("offset") == size
-        mb_per_s = size / MiB / seconds
-        growth = rss.peak - rss_before
-        print(f"vintner:   {mb_per_s:7.1f} MiB/s  ({seconds:.1f} s), daphne RSS {rss_before:.0f} → peak {rss.peak:.0f} MiB",
-              file=sys.stderr)
+        def vintner_round(index: int) -> dict:
+            rss_before = rss_mb(server.pid)
+            with PeakRss(server.pid) as rss:
+                seconds, url = tus_upload(
+                    endpoint, archive, chunk, headers,
+                    {"filename": f"round-{index}.tar", "project": str(project_id), "sha256": local_sha256},
+                    resume_at=(size // chunk // 2) * chunk or None,  # dropped half way, then resumed
+                )
+            state = requests.get(url, headers=headers).json()
+            requests.delete(url, headers={**headers, "Tus-Resumable": "1.0.0"})  # the disk is not the figure
+            return {"mb_per_s": size / MiB / seconds, "growth": rss.peak - rss_before,
+                    "sha256_ok": state.get("sha256") == local_sha256 and state.get("offset") == size}
+
+        def reference_round() -> float:
+            reference_file.unlink(missing_ok=True)
+            return size / MiB / reference_upload(f"http://127.0.0.1:{bare_port}/", archive, chunk)
+
+        # Alternating rounds, the order swapped every other one; the figures are their medians.
+        vintner, reference = [], []
+        for index in range(args.rounds):
+            for path in ("vintner", "reference") if index % 2 == 0 else ("reference", "vintner"):
+                if path == "vintner":
+                    vintner.append(vintner_round(index))
+                    print(f"round {index + 1} vintner:   {vintner[-1]['mb_per_s']:7.1f} MiB/s (resumed half way), "
+                          f"daphne RSS +{vintner[-1]['growth']:.0f} MiB", file=sys.stderr)
+                else:
+                    reference.append(reference_round())
+                    print(f"round {index + 1} reference: {reference[-1]:7.1f} MiB/s", file=sys.stderr)
         stack.stop_service(server)
+        stack.stop_service(bare)
 
-        os.environ["REFERENCE_UPLOAD_FILE"] = str(stack.data_dir / "reference.bin")
-        stack.env["REFERENCE_UPLOAD_FILE"] = os.environ["REFERENCE_UPLOAD_FILE"]
-        reference, ref_port = stack.start_daphne("bench._reference_upload_asgi:application")
-        ref_seconds = reference_upload(f"http://127.0.0.1:{ref_port}/", archive, chunk)
-        reference_mb_per_s = size / MiB / ref_seconds
-        print(f"reference: {reference_mb_per_s:7.1f} MiB/s  ({ref_seconds:.1f} s)", file=sys.stderr)
-
+    mb_per_s = statistics.median(r["mb_per_s"] for r in vintner)
+    reference_mb_per_s = statistics.median(reference)
     print(json.dumps({
         "gb": round(size / 2**30, 2),
         "chunk_mb": args.chunk_mb,
         "mb_per_s": round(mb_per_s, 1),
-        "server_rss_growth_mb": round(growth, 1),
-        "sha256_ok": sha256_ok,
+        "server_rss_growth_mb": round(max(r["growth"] for r in vintner), 1),
+        "sha256_ok": all(r["sha256_ok"] for r in vintner),
         "reference_mb_per_s": round(reference_mb_per_s, 1),
+        "ratio": round(mb_per_s / reference_mb_per_s, 3),
+        "resumed": True,
+        "rounds": args.rounds,
+        "spread": {"vintner": spread([r["mb_per_s"] for r in vintner]), "reference": spread(reference)},
     }))
 
 
