@@ -203,8 +203,10 @@ def test_it_inspects_an_uploaded_thief_that_cannot_read_the_secret_key(fence, al
     artifact = Artifact.objects.get(id=response.json()["id"])
     assert job.state == JobState.SUCCEEDED and jailed(job), job.error_detail
     assert artifact.inspection["traces"] is False
-    assert artifact.inspection["trace_error"].startswith("forward() failed on a [1, 3, 16, 16] float input: The "
-                                                         "following operation failed in the TorchScript interpreter")
+    # the interpreter's own words, last line first: the key is not there to open
+    assert artifact.inspection["trace_error"].startswith("forward() failed on a [1, 3, 16, 16] float input: RuntimeError: "
+                                                         "unable to open file")
+    assert "No such file or directory" in artifact.inspection["trace_error"]
     assert fence.problems(before) == []
     assert probe_runs(project, alice)
 

@@ -211,7 +211,7 @@ def test_foundation_journey(live_server_url, worker_host, browser, screenshots):
     expect(page.get_by_role("heading", name="Vineyard Lab", level=1)).to_be_visible()
     page.get_by_test_id("project-list").get_by_role("link", name="Grape classifier").click()
     expect(page.get_by_test_id("project-name")).to_have_text("Grape classifier")
-    expect(page.get_by_role("button", name="Delete")).to_be_visible()
+    expect(page.get_by_test_id("delete-project")).to_be_visible()  # a link to the confirmation page
     expect(page.get_by_test_id("feed-status")).to_have_attribute("data-state", "live")
     context.close()
 
