@@ -200,3 +200,24 @@ def test_a_file_whose_browser_checksum_differs_is_refused_before_any_job(alice, 
     response = client.post(f"/projects/{project.id}/models/new/", {"name": "tiny", "uploads": [str(upload.id)], "sha256": ["0" * 64]}, follow=True)
     assert "arrived damaged" in response.content.decode()
     assert not Artifact.objects.exists() and not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_download_storage_cannot_serve_is_refused_in_words_before_any_byte(team_a, alice):
+    """A ready artifact whose files storage lost (a half-restored backup) is a 410 that says so, and
+    one not ready a 409: neither a server error nor a truncated download."""
+    from tests.helpers import make_artifact, make_model
+    from webapp.projects.models import Project
+
+    model = make_model(Project.objects.create(team=team_a, name="Vision", created_by=alice), alice)
+    lost = make_artifact(model)  # rows only: nothing was ever stored under its prefix
+    client = signed_in(alice)
+    response = client.get(f"/api/v1/artifacts/{lost.id}/download/")
+    assert response.status_code == 410 and "missing (model.xml, model.bin)" in response.json()["detail"]
+    page = client.get(f"/artifacts/{lost.id}/download/")
+    assert page.status_code == 410 and "restores them from a backup" in page.content.decode()
+    unfinished = make_artifact(model)
+    Artifact.objects.filter(id=unfinished.id).update(ready_at=None)
+    response = client.get(f"/api/v1/artifacts/{unfinished.id}/download/")
+    assert response.status_code == 409 and "not ready" in str(response.json())
+    assert Artifact.objects.filter(model=model).count() == 2  # refusals change nothing

@@ -202,6 +202,10 @@ def abort_unfinished_uploads(before: datetime) -> int:
     return aborted
 
 
+def exists(key: str) -> bool:
+    return default_storage.exists(key)  # a stat on local storage, a HEAD on S3
+
+
 def delete_file(key: str) -> None:
     if is_local():
         Path(default_storage.path(key)).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 from webapp.access import Action
 from webapp.datasets.selectors import chosen_dataset
 from webapp.jobs.api import JobSerializer
+from webapp.core.exceptions import Conflict
 from webapp.core.serializers import StrictSerializer
 from webapp.core.throttles import CreateRateThrottle
 from webapp.jobs.kinds import KINDS, params_from_body, submission_key
@@ -149,5 +150,8 @@ class ArtifactDownloadView(APIView):
     def get(self, request: Request, artifact_id: int):
         artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
         if artifact.state != "ready":
-            raise serializers.ValidationError("This artifact is not ready to download.")
-        return services.artifact_download(request, artifact)
+            raise Conflict("This artifact is not ready to download.")
+        try:
+            return services.artifact_download(request, artifact)
+        except services.FilesMissing as missing:
+            return Response({"detail": str(missing)}, status=status.HTTP_410_GONE)

@@ -386,10 +386,19 @@ def artifact_metadata(artifact: Artifact) -> dict:
     }
 
 
+class FilesMissing(Exception):
+    """An artifact's row says ready but storage has lost a file: nothing to send (410)."""
+
+
 def artifact_download(request, artifact: Artifact) -> HttpResponse:
     """A single-file artifact as it is; one of several files (IR, ONNX with external data) as a zip.
     On S3 a single file comes straight from the bucket (a presigned link); otherwise the web host
-    streams it from storage as it is sent: the first byte goes out at once, whatever the size."""
+    streams it from storage as it is sent: the first byte goes out at once, whatever the size.
+    Refused with FilesMissing before any byte when storage lost a file (a half-failed restore)."""
+    missing = [entry["name"] for entry in artifact.files if not files.exists(f"{artifact.storage_prefix}/{entry['name']}")]
+    if missing:
+        raise FilesMissing(f"The stored files of this artifact are missing ({', '.join(missing)}): it cannot be "
+                           "downloaded until an administrator restores them from a backup.")
     if len(artifact.files) == 1:
         entry = artifact.files[0]
         name = f"{download_stem(artifact)}{Path(entry['name']).suffix}"

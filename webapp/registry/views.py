@@ -1,7 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseGone
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -200,7 +200,10 @@ def artifact_download(request: HttpRequest, artifact_id: int) -> HttpResponse:
     artifact = artifact_for_user(request.user, artifact_id, Action.VIEW)
     if artifact.state != "ready":
         raise Http404("This artifact is not ready to download.")
-    return services.artifact_download(request, artifact)
+    try:
+        return services.artifact_download(request, artifact)
+    except services.FilesMissing as missing:
+        return HttpResponseGone(str(missing), content_type="text/plain; charset=utf-8")
 
 
 @login_required
