@@ -2,7 +2,6 @@
 delivers a task twice, a job that ignores its cancel. Each test runs its own real workers."""
 
 import signal
-import time
 
 import pytest
 
@@ -119,7 +118,10 @@ def test_it_stops_by_force_a_job_that_ignores_its_cancel(workers, alice, team_a)
     workers("stubborn", JOB_CANCEL_GRACE_SECONDS="1")
     job = submit(alice, team_a, rounds=50, seconds_per_round=30, matrix_size=8192)
     wait_state(job.id, JobState.RUNNING)
-    time.sleep(1)
+    # Cancelled once its first matmul is under way: earlier (torch still importing on a loaded
+    # host) the step would see the flag in time, and stop by itself.
+    wait_for(lambda: any("Measuring" in event.data.get("message", "") for event in events(job.id, "log")),
+             timeout=60, what="the first matmul to start", interval=0.1)
     services.job_cancel(job=job)
     done = wait_done(job.id, timeout=30)
     assert done.state == JobState.CANCELLED
