@@ -107,7 +107,8 @@ def test_a_job_output_over_the_quota_is_not_kept_and_leaves_nothing(db, alice, p
     with pytest.raises(QuotaExceeded, match="storage quota left"):
         artifact_record(parent=None, job=job, origin=Origin.CONVERTED, folder=ir_folder(tmp_path / "a"), fmt="openvino_ir",
                         primary="model.xml", inspection={}, metrics={}, model=model)
-    assert not Artifact.objects.exists() and stored_artifacts() == stored_before
+    # No new folder (an earlier test's folder may go: rolled-back tests reuse artifact ids).
+    assert not Artifact.objects.exists() and stored_artifacts() <= stored_before
     # With room it is kept and counted.
     Upload.objects.all().delete()
     artifact = artifact_record(parent=None, job=job, origin=Origin.CONVERTED, folder=ir_folder(tmp_path / "b"),
