@@ -251,6 +251,10 @@ def _child_env(message_fd: int) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        # Hugging Face libraries: never reach the hub, never report usage (the jail has no network anyway)
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     }
     for name in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                  "NVIDIA_VISIBLE_DEVICES", "MALLOC_ARENA_MAX"):
