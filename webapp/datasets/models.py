@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from webapp.core.modality import Modality
 from webapp.jobs.models import ACTIVE_STATES, Job
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
@@ -19,6 +20,7 @@ class Dataset(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
+    modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.IMAGES)
     version = models.PositiveIntegerField(default=1)
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from webapp.core.modality import Modality
 from webapp.jobs.models import ACTIVE_STATES, Job
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
@@ -13,6 +14,7 @@ class Format(models.TextChoices):
     STATE_DICT = "state_dict", "PyTorch state_dict"
     ONNX = "onnx", "ONNX"
     OPENVINO_IR = "openvino_ir", "OpenVINO IR"
+    TRANSFORMERS = "transformers", "Hugging Face transformers folder"
 
 
 TORCH_FORMATS = (Format.STATE_DICT, Format.TORCHSCRIPT, Format.TORCH_EXPORT)  # run by torch, not OpenVINO
@@ -42,6 +44,7 @@ class Model(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="models")
     name = models.CharField(max_length=100)
+    modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.IMAGES)
     description = models.TextField(blank=True)
     labels = models.JSONField(default=list, blank=True, help_text="Class names, in output order.")
     labels_source = models.CharField(max_length=120, blank=True,
