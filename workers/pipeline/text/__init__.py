@@ -1,0 +1,1 @@
+"""Text classification: datasets of rows, Hugging Face sequence classifiers, tokenizing. No Django."""

@@ -1,0 +1,100 @@
+"""Hugging Face sequence classifiers from a folder, loaded as data: `config.json` read as JSON and
+checked against the architectures `transformers` itself implements, weights from safetensors (or a
+`pytorch_model.bin` through `torch.load(weights_only=True)`), never `trust_remote_code`. Loading
+still runs only inside the jail: a tokenizer or config file is parsed by library code.
+
+    model, tokenizer = load_classifier(folder)
+"""
+
+import json
+from pathlib import Path
+
+from workers.pipeline.reporting import JobError
+
+# model_type in config.json -> what it is called in messages. Only architectures transformers
+# implements itself (no auto_map, no remote code) and that have a sequence-classification head.
+ARCHITECTURES = {
+    "bert": "BERT", "distilbert": "DistilBERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-RoBERTa",
+    "albert": "ALBERT", "electra": "ELECTRA", "mpnet": "MPNet", "deberta": "DeBERTa", "deberta-v2": "DeBERTa-v2",
+}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+
+
+def read_config(folder: Path) -> dict:
+    """config.json as plain data, refused with the reason if the architecture is not one we load."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JobError("The model folder has no config.json; upload the folder save_pretrained() writes "
+                       "(config.json, model.safetensors and the tokenizer files).") from None
+    except (OSError, ValueError) as error:
+        raise JobError(f"The model's config.json cannot be read as JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise JobError("The model's config.json is not a JSON object.")
+    model_type = config.get("model_type")
+    if config.get("auto_map"):
+        raise JobError("The model's config.json asks for its own code (auto_map); Vintner never runs a model's "
+                       "own Python code. Use an architecture transformers implements: "
+                       + ", ".join(sorted(ARCHITECTURES.values())) + ".")
+    if model_type not in ARCHITECTURES:
+        raise JobError(f"The model is a “{model_type}”, which Vintner does not train or convert as a text classifier; "
+                       "it takes " + ", ".join(sorted(ARCHITECTURES.values())) + ".")
+    return config
+
+
+def labels_of(config: dict) -> list[str]:
+    """Class names from id2label, in output order; generic LABEL_n names count as none."""
+    id2label = config.get("id2label") or {}
+    try:
+        labels = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    except (ValueError, TypeError):
+        return []
+    return [] if all(name == f"LABEL_{i}" for i, name in enumerate(labels)) else labels
+
+
+def weights_file(folder: Path) -> Path | None:
+    return next((Path(folder) / name for name in WEIGHT_FILES if (Path(folder) / name).is_file()), None)
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        raise JobError("The model folder has no tokenizer (tokenizer.json or vocab.txt…); save the tokenizer "
+                       "with the model (tokenizer.save_pretrained(folder)).")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - any library failure is the upload's fault, said in words
+        raise JobError(f"The model's tokenizer cannot be loaded: {error}") from error
+
+
+def load_classifier(folder: Path, *, num_labels: int | None = None, weights: bool = True):
+    """(model in eval mode, tokenizer). `weights=False` starts from the config with random weights;
+    `num_labels` replaces the classification head when it differs."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    folder = Path(folder)
+    read_config(folder)
+    tokenizer = load_tokenizer(folder)
+    options = {"trust_remote_code": False, "local_files_only": True}
+    config = AutoConfig.from_pretrained(str(folder), **options)
+    if num_labels is not None and num_labels != config.num_labels:
+        config.num_labels = num_labels
+        config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        config.label2id = {name: i for i, name in config.id2label.items()}
+    try:
+        if not weights:
+            model = AutoModelForSequenceClassification.from_config(config)
+        elif weights_file(folder) is None:
+            raise JobError("The model folder has no weights (model.safetensors or pytorch_model.bin).")
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(folder), config=config, ignore_mismatched_sizes=num_labels is not None, use_safetensors=None,
+                **options)
+    except JobError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise JobError(f"The model's weights cannot be loaded: {error}") from error
+    return model.eval(), tokenizer
