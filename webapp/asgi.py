@@ -3,10 +3,14 @@ session from our own origin, or an API token (the command line; see webapp/core/
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application() does, before our handler is made
+
+from webapp.core.chunk_bodies import ChunkASGIHandler  # noqa: E402
+
+django_asgi_app = ChunkASGIHandler()  # Django's handler, with tus chunks kept off a second disk copy
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
