@@ -14,14 +14,15 @@ django_asgi_app = ChunkASGIHandler()  # Django's handler, with tus chunks kept o
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 
-from webapp.core.body_limits import BodyLimitMiddleware, install_daphne_gate  # noqa: E402
+from webapp.core import daphne_request  # noqa: E402
+from webapp.core.body_limits import BodyLimitMiddleware  # noqa: E402
 from webapp.core.ws_auth import TokenOrSessionAuth  # noqa: E402
 from webapp.routing import websocket_urlpatterns  # noqa: E402
 
 # Bodies over their limit are refused before they are read: daphne reads a whole body before it
-# calls the application, so the gate goes into daphne's request; the middleware is the same rule
-# for servers that stream bodies to the application.
-install_daphne_gate()
+# calls the application, so the gate goes into daphne's request (with the pacing of streamed
+# replies); the middleware is the same rule for servers that stream bodies to the application.
+daphne_request.install()
 
 application = ProtocolTypeRouter(
     {

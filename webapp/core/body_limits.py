@@ -8,7 +8,7 @@ One policy, `body_limit`, two places that enforce it:
   whole body, spooling it to a temporary file, before it calls the ASGI application at all, so an
   application middleware alone would see a 300 MiB body only once it had arrived. The gate
   answers 413 and closes the connection as soon as the headers say too much, or as soon as the
-  bytes received pass the limit; `install_daphne_gate` makes daphne use it (webapp/asgi.py).
+  bytes received pass the limit; webapp/core/daphne_request.py makes daphne use it.
 - `BodyLimitMiddleware`, the same rule at the ASGI layer, for any ASGI server that streams bodies
   to the application as they arrive (uvicorn, hypercorn): declared too big, the application is
   never called; counted too big, it is told the client went away.
@@ -23,7 +23,6 @@ import json
 import re
 from collections.abc import Iterable
 
-from daphne import http_protocol
 from daphne.http_protocol import WebRequest
 from django.conf import settings
 
@@ -138,9 +137,3 @@ class LimitedWebRequest(WebRequest):
         transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
         transport.loseConnection()  # after the answer is written; nothing more is read
-
-
-def install_daphne_gate() -> None:
-    """Make daphne build its requests as LimitedWebRequest: its factory looks the class up in its
-    module at each connection, so this holds for every connection made after the application loads."""
-    http_protocol.WebRequest = LimitedWebRequest
