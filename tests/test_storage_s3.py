@@ -5,7 +5,11 @@ stream from the storage object (zip bundles included)."""
 import hashlib
 import io
 import os
+import signal
+import subprocess
+import sys
 import zipfile
+from datetime import timedelta
 
 import pytest
 import requests
@@ -13,8 +17,9 @@ from django.test import override_settings
 
 from tests.helpers import SMALL, make_artifact, signed_in
 from tests.jobs_helpers import make_project
-from tests.servers import S3Server
+from tests.servers import S3Server, wait_for
 from webapp.core import files
+from webapp.core.sweep import storage_sweep
 from webapp.registry.models import Model
 
 pytestmark = pytest.mark.django_db
@@ -101,3 +106,36 @@ def test_downloads_stream_from_the_stored_object(on_s3, team_a, alice, tmp_path)
     assert fetched.headers["Content-Disposition"].endswith('streamed-openvino_ir-fp32-%d.bin"' % artifact.id)
     assert requests.get(single["Location"].split("?")[0], timeout=30).status_code == 403  # unsigned: refused
     files.delete_tree(artifact.storage_prefix)
+
+
+PUBLISH = """
+import django, sys
+from pathlib import Path
+django.setup()
+from webapp.core import files
+files.publish_tree(Path(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_a_publish_killed_halfway_leaves_nothing_once_swept(on_s3, child_env, tmp_path):
+    """A worker killed while its output goes up: a finished object and a multipart upload in
+    flight, both named by no row. The sweep removes the one and aborts the other."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "a-labels.txt").write_text("cat\ndog\n")  # goes up first, whole
+    with open(folder / "model.bin", "wb") as weights:
+        weights.truncate(1024 * 2**20)  # long enough to be killed in the middle of its parts
+    prefix = "artifacts/987654"  # no artifact row has this id
+    publisher = subprocess.Popen([sys.executable, "-c", PUBLISH, str(folder), prefix],
+                                 env={**child_env, **on_s3.env()}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    client = on_s3.client()
+    try:
+        wait_for(lambda: client.list_multipart_uploads(Bucket=on_s3.BUCKET).get("Uploads"), timeout=60,
+                 what="the weights' multipart upload to begin", interval=0.05)
+    finally:
+        publisher.send_signal(signal.SIGKILL)
+        publisher.wait()
+    assert list(files.keys(prefix)) == [f"{prefix}/a-labels.txt"]
+    swept = storage_sweep(grace=timedelta(0))
+    assert swept["objects"] >= 1 and swept["unfinished_uploads"] >= 1
+    assert list(files.keys(prefix)) == [] and not client.list_multipart_uploads(Bucket=on_s3.BUCKET).get("Uploads")
