@@ -8,6 +8,10 @@ TEXT_ARCHITECTURES = {
     "bert-mini": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024},
     "bert-small": {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 2048},
 }
+# What a text run's empty settings take (workers/pipeline/text/training.py; the form shows them).
+FINE_TUNE_LR, SCRATCH_LR = 5e-5, 5e-4  # the usual BERT fine-tuning rate; random weights learn faster
+DEFAULT_WEIGHT_DECAY = 0.01
+DEFAULT_MAX_LENGTH = 128
 MAX_POSITIONS = 512  # tokens a built-in model reads at most
 VOCAB_SIZE = 8000  # WordPiece tokens learnt at most (a small dataset has fewer words)
 

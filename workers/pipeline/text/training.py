@@ -34,7 +34,9 @@ from torch.nn import functional as F
 
 from workers.pipeline.params import SEED_MAX
 from workers.pipeline.reporting import Cancelled, JobError, Reporter
-from workers.pipeline.text.configs import MAX_POSITIONS, TEXT_ARCHITECTURES, VOCAB_SIZE
+from workers.pipeline.text.configs import (
+    DEFAULT_MAX_LENGTH, DEFAULT_WEIGHT_DECAY, FINE_TUNE_LR, MAX_POSITIONS, SCRATCH_LR, TEXT_ARCHITECTURES, VOCAB_SIZE,
+)
 from workers.pipeline.text.models import labels_of, load_classifier, read_config
 from workers.pipeline.text.rows import TextData, TextRow, read_text_dataset
 from workers.pipeline.training import (
@@ -43,9 +45,6 @@ from workers.pipeline.training import (
 )
 
 CHECKPOINT_FORMAT = 1
-DEFAULT_MAX_LENGTH = 128
-FINE_TUNE_LR, SCRATCH_LR = 5e-5, 5e-4  # the usual BERT fine-tuning rate; random weights learn faster
-DEFAULT_WEIGHT_DECAY = 0.01
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
