@@ -12,7 +12,7 @@
   const optimizer = field("optimizer");
   const dataset = field("dataset");
   const init = field("init_artifact");
-  const modality = () => (dataset.selectedOptions[0] && dataset.selectedOptions[0].dataset.modality) || "images";
+  const modality = () => (dataset.selectedOptions[0] && dataset.selectedOptions[0].dataset.kind) || "images";
   // torchvision's networks downsample 32 times; the small CNN works from 8 px.
   const minInputSize = (arch) => (arch === "small_cnn" ? 8 : 32);
 
