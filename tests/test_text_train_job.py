@@ -84,8 +84,10 @@ def test_fine_tuning_a_text_model_publishes_a_transformers_artifact_with_curves(
     assert artifact.metrics["training"]["token_lengths"]["max_length"] == 32
     assert not default_storage.exists(f"jobs/{job.id}")  # no checkpoints left
     # the job page draws it as it draws an image run
-    page = signed_in(alice).get(f"/jobs/{job.id}/")
-    assert page.status_code == 200
+    client = signed_in(alice)
+    page = client.get(f"/jobs/{job.id}/")
+    assert page.status_code == 200 and f"fine-tuning artifact #{init.id}" in page.content.decode()
+    assert client.get(f"/models/{artifact.model_id}/runs/").status_code == 200
 
 
 @pytest.mark.django_db

@@ -120,4 +120,4 @@ def _publish_text(run: JobRun, params: dict, dataset, init, result: dict) -> Art
     metrics = {"training": {**result, "dataset": dataset.id}}
     return artifact_record(parent=init, job=run.job, origin=Origin.TRAINED, folder=folder, fmt=Format.TRANSFORMERS,
                            primary="config.json", inspection=inspection, metrics=metrics, model=model,
-                           architecture=str(result["model_type"])[:40], num_classes=len(result["classes"]))
+                           num_classes=len(result["classes"]))  # architecture: a state_dict's only
