@@ -116,6 +116,9 @@ def test_text_and_images_do_not_mix_and_image_settings_are_refused_for_text(alic
     assert refused(text, optimizer="sgd", augment="none") == (
         "params.optimizer: optimizer, augment are image-training settings; text training uses AdamW with a linear "
         "warm-up and decay. Leave them unset for a text dataset.")
+    response = signed_in(alice).post(f"/api/v1/projects/{project.id}/train/", {
+        "dataset": images.id, "init_artifact": bert.id, "model_name": "new-model"}, content_type="application/json")
+    assert response.status_code == 400 and "reads text" in response.content.decode()
     # nothing was made: no job, no model
     assert not Job.objects.exists() and set(Model.objects.values_list("id", flat=True)) == models_before
 

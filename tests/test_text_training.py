@@ -17,7 +17,7 @@ from workers.pipeline.reporting import JobError
 from workers.pipeline.text.models import labels_of, load_classifier, read_config
 from workers.pipeline.text.rows import TextRow, write_text_dataset
 from workers.pipeline.text.training import (
-    TextTrainConfig, TextTrainingCancelled, _fit_labels, macro_f1, token_lengths, train_text,
+    TextTrainConfig, TextTrainingCancelled, _Encoded, _fit_labels, macro_f1, token_lengths, train_text,
 )
 
 CLASSES = ["food", "sport", "weather"]
@@ -176,6 +176,18 @@ def test_max_length_over_the_models_maximum_is_refused_and_cut_rows_are_counted(
     rows = [TextRow(text=" ".join(["goal"] * n), label="sport", split="train") for n in (2, 6, 20)]
     assert token_lengths(tokenizer, rows, 8) == {"rows": 3, "median": 8, "p95": 22, "longest": 22, "truncated": 1,
                                                  "max_length": 8}
+
+
+def test_sentence_pairs_are_encoded_as_pairs_and_batches_padded_to_their_longest(bert):
+    _, tokenizer = load_classifier(bert)
+    rows = [TextRow(text="goal goal", text_pair="rain", label="sport", split="train"),
+            TextRow(text="soup", text_pair=None, label="food", split="train")]
+    encoded = _Encoded(tokenizer, rows, [1, 0], max_length=16)
+    inputs, labels = encoded.batch([0, 1], torch.device("cpu"))
+    assert inputs["input_ids"].shape == (2, 6) and labels.tolist() == [1, 0]  # [CLS] goal goal [SEP] rain [SEP]
+    assert inputs["token_type_ids"][0].tolist() == [0, 0, 0, 0, 1, 1]
+    assert inputs["attention_mask"].tolist() == [[1] * 6, [1, 1, 1, 1, 0, 0]]  # [CLS] soup [SEP] [SEP], padded
+    assert inputs["input_ids"][1, 4:].tolist() == [tokenizer.pad_token_id] * 2
 
 
 def test_macro_f1_is_scikit_learns():
