@@ -25,12 +25,14 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
       { name: "epoch/val_top1", label: "val top-1", stroke: "#15803d", width: 2.5, points: true },
       { name: "epoch/val_top5", label: "val top-5", stroke: "#0ea5e9", width: 1.5, dash: [6, 4], points: true },
       { name: "epoch/train_top1", label: "train top-1", stroke: "#6d28d9", width: 1.5, points: true },
+      { name: "epoch/val_f1", label: "val macro-F1", stroke: "#b91c1c", width: 1.5, dash: [2, 3], points: true }, // text runs
     ] },
     { id: "lr", range: fromZero, format: small, series: [
       { name: "train/lr", label: "learning rate", stroke: "#0ea5e9", width: 1.5, perStep: true },
     ] },
     { id: "throughput", range: fromZero, format: plain(0), series: [
       { name: "train/img_per_s", label: "images/s", stroke: "#15803d", width: 1.5, perStep: true },
+      { name: "train/rows_per_s", label: "rows/s", stroke: "#0ea5e9", width: 1.5, perStep: true }, // text runs
     ] },
   ];
   const IGNORED = new Set(["epoch/lr", "epoch/epoch"]); // the lr chart has it per step already

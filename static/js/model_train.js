@@ -1,7 +1,8 @@
 // The training form: the chosen architecture's defaults as the placeholders of the fields left
 // empty, settings shown only where they apply (momentum for SGD, step size and gamma for step
-// decay), the architecture of a state_dict to fine-tune, and the server's per-field messages
-// pinned to their fields.
+// decay), the architecture of a state_dict to fine-tune, the settings of the dataset's kind
+// (images or text: [data-modality] elements, sent only while they apply), and the server's
+// per-field messages pinned to their fields.
 (function () {
   const form = document.querySelector("[data-testid=train-form]");
   if (!form) return;
@@ -9,6 +10,9 @@
   const field = (name) => form.querySelector(`[data-field=${name}]`);
   const architecture = field("architecture");
   const optimizer = field("optimizer");
+  const dataset = field("dataset");
+  const init = field("init_artifact");
+  const modality = () => (dataset.selectedOptions[0] && dataset.selectedOptions[0].dataset.kind) || "images";
   // torchvision's networks downsample 32 times; the small CNN works from 8 px.
   const minInputSize = (arch) => (arch === "small_cnn" ? 8 : 32);
 
@@ -32,10 +36,23 @@
 
   function showDefaults() {
     const arch = architecture.value;
-    const values = defaultsFor(arch, optimizer.value);
+    const values = { ...defaultsFor(arch, optimizer.value) };
+    const text = modality() === "text";
+    if (text && init.value && values.fine_tune_lr) values.lr = values.fine_tune_lr; // fine-tuning a model's weights
     for (const input of form.querySelectorAll("[data-default]")) {
       const value = values[input.dataset.default];
       input.placeholder = value === undefined ? "architecture's default" : `default ${number(value)}`;
+    }
+    if (text) {
+      // A text model's own weights, or its config with random weights; nothing to choose from scratch.
+      const box = field("pretrained");
+      box.disabled = !init.value;
+      if (!init.value) box.checked = false;
+      else if (box.dataset.wasChecked) box.checked = box.dataset.wasChecked === "1";
+      const note = form.querySelector("[data-testid=train-pretrained-note]");
+      note.hidden = Boolean(init.value);
+      note.textContent = init.value ? "" : `${arch} trains from scratch with random weights.`;
+      return;
     }
     const size = field("input_size");
     size.min = String(minInputSize(arch));
@@ -62,6 +79,35 @@
       box.hidden = !applies;
       for (const input of box.querySelectorAll("input, select")) input.disabled = !applies;
     }
+  }
+
+  // [data-modality="images"|"text"]: shown, and its fields sent, only for a dataset of that kind
+  // (options of the architecture and fine-tune lists too); a hidden choice gives way to one that fits.
+  function showModality() {
+    const kind = modality();
+    for (const element of form.querySelectorAll("[data-modality]")) {
+      const applies = element.dataset.modality === kind;
+      if (element.tagName === "OPTION") {
+        element.hidden = element.disabled = !applies;
+        continue;
+      }
+      if (applies && element.dataset.showWhen) continue; // showApplicable decides
+      element.hidden = !applies;
+      for (const input of element.querySelectorAll("input, select")) input.disabled = !applies;
+    }
+    const fits = (select) => select.selectedOptions[0] && !select.selectedOptions[0].disabled;
+    if (!fits(architecture)) {
+      const first = [...architecture.options].find((o) => !o.disabled && (kind !== "text" || o.value === "bert-mini"))
+        || [...architecture.options].find((o) => !o.disabled);
+      if (first) architecture.value = first.value;
+    }
+    if (!fits(init)) init.value = "";
+  }
+
+  function refresh() {
+    showApplicable();
+    showModality();
+    showDefaults();
   }
 
   // A state_dict is weights of one architecture: training must build that one.
@@ -97,12 +143,9 @@
   const remember = () => { pretrainedBox.dataset.wasChecked = pretrainedBox.checked ? "1" : "0"; };
   remember(); // the choice comes back when the architecture has weights again
   pretrainedBox.addEventListener("change", remember);
-  architecture.addEventListener("change", showDefaults);
-  optimizer.addEventListener("change", showDefaults);
   field("init_artifact").addEventListener("change", followInit);
-  for (const select of form.querySelectorAll("select")) select.addEventListener("change", showApplicable);
-  showDefaults();
-  showApplicable();
+  for (const select of form.querySelectorAll("select")) select.addEventListener("change", refresh);
+  refresh();
   markErrors();
   form.addEventListener("submit", () => {
     const button = form.querySelector("[data-testid=train-submit]");

@@ -15,6 +15,8 @@ from rest_framework import serializers
 from webapp.jobs.params import serializer_for
 from workers.pipeline import params as p
 from workers.pipeline.architectures import BACKBONE_PARAMETERS
+from workers.pipeline.text.configs import TEXT_ARCHITECTURES
+from workers.pipeline.text.configs import parameters as text_parameters
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,12 @@ def _artifact_bytes(params: dict) -> int:
 
 
 def train_makes(params: dict) -> int:
-    """A state_dict of FP32 weights: at least the backbone's (the head depends on the classes)."""
+    """FP32 weights: at least an image backbone's (the head depends on the classes), a built-in text
+    shape's, or as many as the text model it fine-tunes."""
+    if params.get("init_artifact") and params["architecture"] in TEXT_ARCHITECTURES:  # text, from a model
+        return _artifact_bytes({"artifact": params["init_artifact"]})
+    if params["architecture"] in TEXT_ARCHITECTURES:
+        return text_parameters(params["architecture"]) * 4
     return BACKBONE_PARAMETERS.get(params["architecture"], 0) * 4
 
 

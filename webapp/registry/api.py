@@ -134,7 +134,7 @@ class ProjectTrainView(APIView):
     throttle_classes = [CreateRateThrottle]
     throttle_scope = "jobs"
 
-    @extend_schema(request=KINDS["train"].serializer, responses={201: JobSerializer}, summary="Train an image classifier (a job on the train queue)")
+    @extend_schema(request=KINDS["train"].serializer, responses={201: JobSerializer}, summary="Train an image or text classifier (a job on the train queue)")
     def post(self, request: Request, project_id: int) -> Response:
         project = project_for_user(request.user, project_id, Action.WRITE)
         params = params_from_body(request.data, "train")

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.http import content_disposition_header
 
 from webapp.core import files
+from webapp.core.modality import Modality
 from webapp.core.numbers import whole_number
 from webapp.core.quota import quota_reserved
 from webapp.datasets.services import dataset_require_labels
@@ -31,6 +32,9 @@ from webapp.uploads.models import Upload
 from webapp.uploads.services import upload_check, upload_claim, upload_delete
 from workers.pipeline import preprocessing as recipe
 from workers.pipeline.outputs import score_count
+from workers.pipeline.text.configs import TEXT_ARCHITECTURES
+
+TEXT_DEFAULT_ARCHITECTURE = "bert-mini"  # a text run from scratch that names no shape
 
 NUM_CLASSES_MAX = 1_000_000  # more outputs than a classifier has, and far below the column's 2**31 - 1
 
@@ -132,6 +136,8 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
     if len(dataset.classes) < 2:
         raise ValidationError({"params.dataset": f"“{dataset}” has {len(dataset.classes)} class; training needs at least 2."})
     existing = Model.objects.filter(project=project, name=str(params.get("model_name", "")).strip()).first()
+    if existing:
+        modalities_fit(model=existing, dataset=dataset, field="params.model_name")
     if existing and existing.labels and existing.labels != dataset.classes:
         raise ValidationError({"params.model_name": (
             f"Model “{existing}” has the classes {', '.join(existing.labels[:8])}; dataset “{dataset}” has "
@@ -139,21 +145,81 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
     if init is not None:
         if init.model.project.team_id != project.team_id or init.state != "ready":
             raise ValidationError({"params.init_artifact": "Choose a ready artifact of this team."})
+        modalities_fit(model=init.model, dataset=dataset, field="params.init_artifact")
+    if dataset.modality == Modality.TEXT:
+        params = _text_train_params(params, init)
+    else:
+        _image_train_params(params, init)
+    params = {**params, "dataset": dataset.id, "init_artifact": init.id if init else None}
+    validated = params_validate("train", params)
+    if dataset.modality == Modality.TEXT:
+        _refuse_image_settings(validated)
+    name = validated["model_name"]  # checked before a model of that name is made
+    with transaction.atomic():
+        # The model exists from the run's start (without artifacts until a run publishes one), so
+        # every run is its run by relation: a failed first run too, and all of them after a rename.
+        model, _ = Model.objects.get_or_create(project=project, name=name,
+                                               defaults={"created_by": user, "modality": dataset.modality})
+        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model,
+                            idempotency_key=idempotency_key)
+    return job
+
+
+def modalities_fit(*, model: Model, dataset, field: str = "params.dataset") -> None:
+    """A text model pairs only with a text dataset and an image model only with images.
+    (Minimal: webapp/optimize/fit.modalities_fit, the shared check, replaces it when merged.)"""
+    if model.modality != dataset.modality:
+        reads = {Modality.TEXT: "reads text", Modality.IMAGES: "reads images"}
+        holds = {Modality.TEXT: "holds text rows", Modality.IMAGES: "holds images"}
+        raise ValidationError({field: (
+            f"Model “{model}” {reads.get(model.modality, model.modality)}; dataset “{dataset}” "
+            f"{holds.get(dataset.modality, dataset.modality)}. Choose a model and a dataset of the same kind.")})
+
+
+# Settings only image training reads (workers/pipeline/training.py), at their defaults.
+IMAGE_ONLY = {"optimizer": "adamw", "momentum": 0.9, "schedule": "cosine", "step_size": 10, "gamma": 0.1,
+              "augment": "standard", "flip": False, "input_size": None, "workers": 2}
+
+
+def _text_train_params(params: dict, init: Artifact | None) -> dict:
+    """A text run's parameters: from a transformers artifact, or a built-in shape (bert-mini unless
+    named); image-only settings other than their defaults are refused, naming them."""
+    if init is not None and init.format != Format.TRANSFORMERS:
+        raise ValidationError({"params.init_artifact": (
+            f"A text classifier is fine-tuned from a Hugging Face transformers folder, not "
+            f"{init.get_format_display()}; upload the folder save_pretrained() writes.")})
+    architecture = params.get("architecture") or TEXT_DEFAULT_ARCHITECTURE
+    if architecture not in TEXT_ARCHITECTURES:
+        raise ValidationError({"params.architecture": (
+            f"{architecture} is an image architecture; a text classifier trains from a transformers model or from "
+            f"one of {', '.join(TEXT_ARCHITECTURES)}.")})
+    return {**params, "architecture": architecture}
+
+
+def _refuse_image_settings(validated: dict) -> None:
+    given = [name for name, default in IMAGE_ONLY.items() if validated.get(name, default) != default]
+    if given:
+        raise ValidationError({f"params.{given[0]}": (
+            f"{', '.join(given)} {'is an image-training setting' if len(given) == 1 else 'are image-training settings'}"
+            "; text training uses AdamW with a linear warm-up and decay. Leave "
+            f"{'it' if len(given) == 1 else 'them'} unset for a text dataset.")})
+
+
+def _image_train_params(params: dict, init: Artifact | None) -> None:
+    architecture = params.get("architecture")
+    if architecture in TEXT_ARCHITECTURES:
+        raise ValidationError({"params.architecture": (
+            f"{architecture} is a text model shape; choose an image architecture for an image dataset.")})
+    if params.get("max_length") not in (None, ""):
+        raise ValidationError({"params.max_length": "max_length is a text-training setting; leave it unset for an "
+                                                    "image dataset."})
+    if init is not None:
         if init.format not in (Format.STATE_DICT, Format.TORCHSCRIPT):
             raise ValidationError({"params.init_artifact": f"Fine-tuning starts from a state_dict or TorchScript artifact, "
                                                            f"not {init.get_format_display()}."})
         refuse_non_image(init, "params.init_artifact")
         if init.format == Format.STATE_DICT and init.architecture != params.get("architecture", init.architecture):
             raise ValidationError({"params.architecture": f"The artifact is a {init.architecture}; you chose {params.get('architecture')}."})
-    params = {**params, "dataset": dataset.id, "init_artifact": init.id if init else None}
-    name = params_validate("train", params)["model_name"]  # checked before a model of that name is made
-    with transaction.atomic():
-        # The model exists from the run's start (without artifacts until a run publishes one), so
-        # every run is its run by relation: a failed first run too, and all of them after a rename.
-        model, _ = Model.objects.get_or_create(project=project, name=name, defaults={"created_by": user})
-        job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model,
-                            idempotency_key=idempotency_key)
-    return job
 
 
 def artifact_record(*, parent: Artifact | None, job: Job, origin: str, folder: Path, fmt: str, primary: str,

@@ -23,6 +23,10 @@ from webapp.registry.selectors import (
 from webapp.uploads.models import Upload
 from workers.pipeline import preprocessing as recipe
 from workers.pipeline.architectures import ARCHITECTURES
+from workers.pipeline.text.configs import DEFAULT_WEIGHT_DECAY, FINE_TUNE_LR, SCRATCH_LR, TEXT_ARCHITECTURES
+
+# A text run's empty fields: the rate from random weights, and fine-tuning's (the script picks).
+TEXT_DEFAULTS = {"lr": SCRATCH_LR, "weight_decay": DEFAULT_WEIGHT_DECAY, "fine_tune_lr": FINE_TUNE_LR}
 
 
 @login_required
@@ -83,8 +87,11 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         "fields": fields,
         "datasets": ready_datasets_of_project(project.id, labelled_only=True),
         "init_artifacts": Artifact.objects.filter(model__project=project, ready_at__isnull=False,
-                                                  format__in=["state_dict", "torchscript"]).select_related("model"),
-        "defaults": {arch: {opt: defaults_for(arch, opt) for opt in ("adamw", "sgd")} for arch in TRAINABLE},
+                                                  format__in=["state_dict", "torchscript", "transformers"]
+                                                  ).select_related("model"),
+        "defaults": {**{arch: {opt: defaults_for(arch, opt) for opt in ("adamw", "sgd")} for arch in TRAINABLE},
+                     **{arch: TEXT_DEFAULTS for arch in TEXT_ARCHITECTURES}},
+        "text_architectures": list(TEXT_ARCHITECTURES),
         "pretrained_architectures": PRETRAINED,
         "selected": request.POST if request.method == "POST" else request.GET,
     }

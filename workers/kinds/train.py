@@ -2,11 +2,12 @@
 (webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.train`)."""
 
 from webapp.core.files import delete_tree, local_tree
+from webapp.core.modality import Modality
 from webapp.datasets.models import Dataset
-from webapp.registry.models import Artifact, Model, Origin
+from webapp.registry.models import Artifact, Format, Model, Origin
 from webapp.registry.services import artifact_record
 from workers.jail import StepCancelled, checked_tree
-from workers.kinds.staging import epoch_checkpoints, staged_model, staging
+from workers.kinds.staging import epoch_checkpoints, published, staged_model, staging
 from workers.pipeline.preprocessing import default_preprocessing
 from workers.pipeline.reporting import JobError
 from workers.runner import JobRun
@@ -16,13 +17,18 @@ from workers.runner import JobRun
 TRAIN_SETTINGS = ("architecture", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
                   "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "flip", "input_size", "seed",
                   "early_stopping_patience", "amp", "workers", "pretrained")
+# Those text training takes (workers/pipeline/text/training.py); `pretrained` is its `weights`.
+TEXT_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "max_length", "seed",
+                 "early_stopping_patience", "amp")
 
 
 def perform(run: JobRun) -> dict:
-    """Train an image classifier on a dataset; checkpoints every epoch; the best epoch becomes an artifact."""
+    """Train an image or text classifier on a dataset; checkpoints every epoch; the best epoch becomes an artifact."""
     params = run.params
     dataset = Dataset.objects.get(id=params["dataset"])
     init = Artifact.objects.select_related("model").get(id=params["init_artifact"]) if params.get("init_artifact") else None
+    if dataset.modality == Modality.TEXT:
+        return _perform_text(run, params, dataset, init)
     folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))
     request = {"config": {name: params[name] for name in TRAIN_SETTINGS if params.get(name) is not None},
                "dataset": str(folder)}
@@ -69,3 +75,49 @@ def _publish_trained(run: JobRun, params: dict, dataset, init, result: dict) -> 
     return artifact_record(parent=init, job=run.job, origin=Origin.TRAINED, folder=folder, fmt="state_dict",
                            primary="weights.pth", inspection=inspection, metrics=metrics, model=model,
                            architecture=result["architecture"], num_classes=len(classes))
+
+
+def _perform_text(run: JobRun, params: dict, dataset, init) -> dict:
+    """A text classifier: fine-tuned from a transformers artifact, or a built-in shape from scratch;
+    the best epoch is published as a transformers folder."""
+    folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))
+    config = {name: params[name] for name in TEXT_SETTINGS if params.get(name) is not None}
+    request, reads = {"config": config, "dataset": str(folder)}, [folder]
+    if init is not None:
+        model_folder = local_tree(init.storage_prefix, staging(run, "init"))
+        request["model"], config["weights"] = str(model_folder), bool(params["pretrained"])
+        reads.append(model_folder)
+    else:
+        config["architecture"] = params["architecture"]
+    resume, save_checkpoint = epoch_checkpoints(run)
+    if resume:
+        request["resume"] = str(resume)
+        reads.append(resume)
+    try:
+        result = run.jailed("train_text", request, reads=reads, on_checkpoint_file=save_checkpoint)
+    except StepCancelled as cancelled:
+        if params["keep_best_on_cancel"] and cancelled.result is not None:
+            _publish_text(run, params, dataset, init, cancelled.result)
+            run.reporter.log(f"Kept the best epoch ({cancelled.result['best_epoch']}) as an artifact.")
+        delete_tree(f"jobs/{run.job.id}")
+        raise
+    artifact = _publish_text(run, params, dataset, init, result)
+    delete_tree(f"jobs/{run.job.id}")
+    return {"artifact": artifact.id, "best_epoch": result["best_epoch"], "device": result["device"], **result["final"]}
+
+
+def _publish_text(run: JobRun, params: dict, dataset, init, result: dict) -> Artifact:
+    model = run.job.model or Model.objects.get_or_create(
+        project=run.job.project, name=params["model_name"].strip(),
+        defaults={"created_by": run.job.created_by, "modality": Modality.TEXT})[0]
+    model.labels, model.modality = [str(name) for name in result["classes"]], Modality.TEXT
+    model.save(update_fields=["labels", "modality", "updated_at"])
+    folder = published(run, "out/model")
+    if "config.json" not in checked_tree(folder):
+        raise JobError("The training made no model folder, so nothing was published.")
+    inspection = result.pop("inspection")
+    inspection["details"]["dataset"] = str(dataset)
+    metrics = {"training": {**result, "dataset": dataset.id}}
+    return artifact_record(parent=init, job=run.job, origin=Origin.TRAINED, folder=folder, fmt=Format.TRANSFORMERS,
+                           primary="config.json", inspection=inspection, metrics=metrics, model=model,
+                           num_classes=len(result["classes"]))  # architecture: a state_dict's only

@@ -11,6 +11,7 @@ typed `X | None` accepts null."""
 from dataclasses import MISSING, dataclass, field
 
 from workers.pipeline.architectures import TRAINABLE
+from workers.pipeline.text.configs import TEXT_ARCHITECTURES
 
 # --- limits the pipeline checks as well -----------------------------------------------------------
 OPSETS = range(11, 24)  # what OpenVINO's ONNX frontend and torch's exporters both know
@@ -76,12 +77,16 @@ class ConvertParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Training settings; empty ones take the architecture's defaults (workers/pipeline/training.py)."""
+    """Training settings; empty ones take the architecture's defaults (workers/pipeline/training.py,
+    and for a text dataset workers/pipeline/text/training.py, which takes the settings marked Text)."""
 
     dataset: int = ids()
     model_name: str = param(max_length=MODEL_NAME_MAX)
-    init_artifact: int | None = ids("Fine-tune from this state_dict or TorchScript artifact.", optional=True)
-    architecture: str = param("resnet18", choices=TRAINABLE)
+    init_artifact: int | None = ids("Fine-tune from this state_dict or TorchScript artifact (images), or this "
+                                    "transformers artifact (text).", optional=True)
+    architecture: str = param("resnet18", choices=TRAINABLE + tuple(TEXT_ARCHITECTURES),
+                              help="Text from scratch: a built-in BERT shape (bert-mini when a text dataset is "
+                                   "given without one).")
     epochs: int = param(10, min=1, max=10_000)
     batch_size: int = param(32, min=1, max=4096)
     lr: float | None = param(None, min=1e-8, max=10)
@@ -100,7 +105,10 @@ class TrainParams:
     early_stopping_patience: int = param(0, min=0, help="0: off.")
     amp: bool = param(True, help="Mixed precision, on CUDA workers.")
     workers: int = param(2, min=0, max=64, help="Data-loader processes.")
-    pretrained: bool = param(True, help="torchvision weights, when the worker's cache has them.")
+    pretrained: bool = param(True, help="Images: torchvision weights, when the worker's cache has them. Text: the "
+                                        "fine-tuned model's weights; off, its config with random weights.")
+    max_length: int | None = param(None, min=8, max=8192, help="Text: tokens a row is cut to; default 128, or the "
+                                                                "model's maximum if less.")
     keep_best_on_cancel: bool = param(False, help="A cancelled run keeps its best epoch as an artifact.")
 
 

@@ -167,6 +167,24 @@ def train(request: dict, span: Span) -> dict:
     return _trained(result)
 
 
+def train_text(request: dict, span: Span) -> dict:
+    """Train a text classifier (from `model`, a transformers folder, or a built-in shape); the best
+    epoch ends in work/out/model as a save_pretrained folder. A cancel with a finished epoch hands
+    back that epoch (`kept`), for "keep best epoch"."""
+    from workers.pipeline.text.training import TextTrainConfig, TextTrainingCancelled, train_text as train_model
+
+    work = Path(request["work"])
+    model = Path(request["model"]) if request.get("model") else None
+    try:
+        result = train_model(TextTrainConfig(**request["config"]), Path(request["dataset"]), work / "out",
+                             span.reporter, model_folder=model, resume=_resume(request),
+                             save_checkpoint=_checkpoint_saver(request, span))
+    except TextTrainingCancelled as cancelled:
+        cancelled.kept = _text_trained(cancelled.result) if cancelled.result is not None else None
+        raise
+    return _text_trained(result)
+
+
 def noop(request: dict, span: Span) -> dict:
     """Nothing but the jail's start and end: what bench/jail.py times."""
     span.progress(1.0)
@@ -174,7 +192,7 @@ def noop(request: dict, span: Span) -> dict:
 
 
 STEPS = {step.__name__: step for step in (probe, dataset_import, model_import, convert, quantize, qat, benchmark,
-                                          evaluate, train, noop)}
+                                          evaluate, train, train_text, noop)}
 
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -242,6 +260,38 @@ def _checkpoint_saver(request: dict, span: Span):
         span.reporter.checkpoint_file(name, summary)
 
     return save
+
+
+def _text_trained(result) -> dict:
+    """The run's facts and its folder's inspection (as a transformers upload's reads); the folder is
+    work/out/model, where the worker looks for it."""
+    import inspect as signatures
+
+    from workers.pipeline.formats.common import folder_size
+    from workers.pipeline.text.models import ARCHITECTURES, labels_of, load_classifier, read_config
+
+    model, tokenizer = load_classifier(result.folder)
+    config = read_config(result.folder)
+    takes = set(signatures.signature(model.forward).parameters)
+    names = [name for name in ("input_ids", "attention_mask", "token_type_ids")
+             if name in takes and name in tokenizer.model_input_names]
+    inspection = {
+        "format": "transformers", "modality": "text",
+        "inputs": [{"name": name, "shape": [None, None], "dtype": "i64"} for name in names],
+        "outputs": [{"name": "logits", "shape": [None, result.num_classes], "dtype": "f32"}],
+        "parameters": sum(p.numel() for p in model.parameters()), "size_bytes": folder_size(result.folder),
+        "precision": "fp32", "opset": None, "ir_version": None, "traces": True, "trace_error": "",
+        "details": {"architecture": ARCHITECTURES.get(result.model_type, result.model_type),
+                    "model_type": result.model_type, "class": type(model).__name__,
+                    "max_length": config.get("max_position_embeddings"), "trained_max_length": result.max_length,
+                    "tokenizer": type(tokenizer).__name__, "vocab_size": len(tokenizer),
+                    "layers": config.get("num_hidden_layers") or config.get("n_layers"),
+                    "hidden_size": config.get("hidden_size") or config.get("dim"),
+                    "lowercase": bool(getattr(tokenizer, "do_lower_case", False))},
+        "output_kinds": ["logits"], "scores_output": 0, "scores": "logits",
+        "labels": labels_of(config), "labels_source": "config.json (id2label)",
+    }
+    return {**{k: v for k, v in result.as_dict().items() if k != "folder"}, "inspection": inspection}
 
 
 def _trained(result) -> dict:
