@@ -11,8 +11,8 @@ from tests.fakes import FakeReporter
 from tests.text_builders import topic_rows, write_rows
 from workers.pipeline.reporting import JobError, Span
 from workers.pipeline.steps import dataset_import
-from workers.pipeline.text.importing import histogram
-from workers.pipeline.text.rows import read_text_dataset
+from workers.pipeline.text.lengths import histogram, token_lengths
+from workers.pipeline.text.rows import TextRow, read_text_dataset
 
 
 def run_import(upload: Path, work: Path, *, modality: str = "auto", name: str = "", **text) -> dict:
@@ -151,3 +151,15 @@ def test_histogram_bins_cover_every_value():
     shape = histogram([1, 2, 2, 3, 40], bins=4)
     assert (shape["min"], shape["median"], shape["max"]) == (1, 2, 40)
     assert sum(count for _, _, count in shape["bins"]) == 5 and shape["bins"][0] == [1, 10, 4]
+
+
+def test_token_lengths_count_special_tokens_and_rows_over_the_limit():
+    from transformers import BertTokenizerFast
+
+    from tests.text_builders import vocabulary
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocabulary())}, do_lower_case=True)
+    rows = [TextRow(text="the match was sunny", label="a", split="train"),
+            TextRow(text="goal", label="b", split="train", text_pair="rain and snow")]
+    shape = token_lengths(tokenizer, rows, max_length=5, model="tiny")
+    assert (shape["min"], shape["max"], shape["over"]) == (6, 7, 2)  # [CLS] … [SEP] ( … [SEP])
+    assert shape["unit"] == "tokens" and shape["model"] == "tiny"

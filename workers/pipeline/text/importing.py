@@ -10,13 +10,13 @@ too many rows) raise JobError. The delimiter comes from the file's suffix, never
 import csv
 import json
 import random
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.pipeline.data import IMAGE_SUFFIXES
 from workers.pipeline.reporting import JobError, Span, show
+from workers.pipeline.text.lengths import word_lengths
 from workers.pipeline.text.rows import SPLITS, TextRow, write_text_dataset
 
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}  # None: JSON Lines (or one array)
@@ -388,21 +388,6 @@ def _reason_kind(reason: str) -> str:
             return {"expected": "wrong number of columns", "text is": "text too long",
                     "text_pair is": "text_pair too long"}.get(kind, kind)
     return reason
-
-
-def word_lengths(rows: list[TextRow], bins: int = 12) -> dict:
-    """Words per row (text and pair together): min, median, max, and a histogram of equal-width bins."""
-    lengths = [len(row.text.split()) + (len(row.text_pair.split()) if row.text_pair else 0) for row in rows]
-    return {"unit": "words", **histogram(lengths, bins)}
-
-
-def histogram(values: list[int], bins: int = 12) -> dict:
-    """min, median, max and [[low, high, count], ...] over equal-width integer bins (high inclusive)."""
-    low, high = min(values), max(values)
-    width = max(1, -(-(high - low + 1) // bins))
-    counts = Counter((value - low) // width for value in values)
-    return {"min": low, "median": statistics.median_low(values), "max": high,
-            "bins": [[low + i * width, low + (i + 1) * width - 1, counts[i]] for i in range(max(counts) + 1)]}
 
 
 def _sample(rows: list[TextRow], classes: list[str]) -> list[dict]:
