@@ -28,8 +28,8 @@ def datasets_of_project(project_id: int) -> QuerySet[Dataset]:
 def dataset_rows_of_project(project_id: int) -> QuerySet[Dataset]:
     """The project page's dataset list: the row's columns (not the report) and the import's state."""
     return Dataset.objects.filter(project_id=project_id).select_related("import_job").only(
-        "id", "name", "version", "archive_name", "image_count", "classes", "labelling", "imported_at", "import_job_id",
-        "import_job__id", "import_job__state", "import_job__progress")
+        "id", "name", "version", "archive_name", "modality", "image_count", "classes", "labelling", "imported_at",
+        "import_job_id", "import_job__id", "import_job__state", "import_job__progress")
 
 
 def ready_datasets_of_project(project_id: int, *, labelled_only: bool = False) -> QuerySet[Dataset]:
