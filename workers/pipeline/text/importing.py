@@ -8,6 +8,7 @@ too many rows) raise JobError. The delimiter comes from the file's suffix, never
 """
 
 import csv
+import io
 import json
 import random
 from collections import Counter
@@ -165,12 +166,11 @@ def _read_file(path: Path, name: str, split: str | None, columns: dict, config: 
     content = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     delimiter = TEXT_SUFFIXES[Path(name).suffix.lower()]
     records = _csv_records(content, delimiter, name, columns) if delimiter else _json_records(content, name)
-    seen = 0
-    for line, record in records:
-        seen += 1
-        if seen % 2000 == 0:
+    lines = max(1, content.count("\n"))
+    for count, (line, record) in enumerate(records, 1):
+        if count % 2000 == 0:
             span.raise_if_cancelled()
-            span.progress(min(0.99, seen / max(1, content.count("\n"))))
+            span.progress(min(0.99, line / lines))
         found.read[name] += 1
         try:
             row = _row(record, line, split, columns, config)
@@ -198,9 +198,8 @@ class _Skip(Exception):
 
 def _csv_records(content: str, delimiter: str, name: str, columns: dict):
     """(line, {column: value}) for each row of a CSV or TSV text; the header must name the columns."""
-    lines = content.splitlines(keepends=True)
     csv.field_size_limit(max(len(content), 131072))  # a long field is the row checks' to name, not csv's
-    reader = csv.reader(lines, delimiter=delimiter, strict=False)
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=False)
     try:
         header = [cell.strip() for cell in next(reader, [])]
     except csv.Error as error:
@@ -234,7 +233,7 @@ def _json_records(content: str, name: str):
             raise JobError(f"“{show(name)}” is not valid JSON ({error}).") from None
         yield from enumerate(items, 1)
         return
-    for line, text in enumerate(content.splitlines(), 1):
+    for line, text in enumerate(io.StringIO(content, newline=""), 1):
         if not text.strip():
             continue
         try:
