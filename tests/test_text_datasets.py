@@ -51,6 +51,8 @@ def test_a_zip_of_train_and_val_files_becomes_a_text_dataset_with_its_report_and
     assert "35 rows" in page and "Browse images" not in page and "train.tsv" in page and "empty text" in page
     assert rows[0]["review"] in page  # the sample shows rows, not thumbnails
     assert client.get(f"/datasets/{dataset.id}/gallery/").status_code == 404
+    items = client.get(f"/api/v1/datasets/{dataset.id}/items/")
+    assert items.status_code == 404 and "holds rows, not images" in items.json()["detail"]
     assert "35 rows" in client.get(f"/projects/{project.id}/").content.decode()
 
 

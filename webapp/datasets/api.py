@@ -147,6 +147,8 @@ class DatasetItemsView(APIView):
     )
     def get(self, request: Request, dataset_id: int) -> Response:
         dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+        if dataset.is_text:
+            raise Http404("A text dataset holds rows, not images: its report has a sample of rows per class.")
         items = items_of_dataset(dataset, label=request.query_params.get("label", ""), split=request.query_params.get("split", ""))
         pages = ItemPages()
         page = pages.paginate_queryset(items, request, view=self)
