@@ -82,5 +82,8 @@ def test_bad_text_options_are_refused_before_any_job(alice, project, tmp_path):
         response = client.post(f"/api/v1/projects/{project.id}/datasets/",
                                {"name": "rows", "upload": str(upload.id), **fields}, content_type="application/json")
         assert response.status_code == 400 and words in str(response.json()), response.content
+    form = client.post(f"/projects/{project.id}/datasets/new/", {"name": "rows", "upload": str(upload.id),
+                                                                  "column_text": "body", "column_label": "body"})
+    assert form.status_code == 200 and "Give each column role a different column." in form.content.decode()
     assert not Dataset.objects.exists() and not Job.objects.exists()
     assert not Upload.objects.get(id=upload.id).claimed  # still free for a corrected request

@@ -9,7 +9,7 @@ import pytest
 from tests.archive_builders import image_bytes, make_zip
 from tests.fakes import FakeReporter
 from tests.text_builders import topic_rows, write_rows
-from workers.pipeline.reporting import JobError, Span
+from workers.pipeline.reporting import Cancelled, JobError, Span
 from workers.pipeline.steps import dataset_import
 from workers.pipeline.text.lengths import histogram, token_lengths
 from workers.pipeline.text.rows import TextRow, read_text_dataset
@@ -136,10 +136,23 @@ def test_text_and_images_declared_as_the_other_are_refused_in_words(tmp_path):
     assert run_import(zipped_rows, tmp_path / "d")["modality"] == "text"  # auto: a zip of rows is text
 
 
-def test_row_and_size_limits(tmp_path):
+def test_row_class_and_size_limits(tmp_path):
     upload = write_rows(tmp_path / "rows.jsonl", topic_rows(30))
     assert "more than 20 rows" in refused(upload, tmp_path / "a", max_rows=20)
     assert "over this server's limit" in refused(upload, tmp_path / "b", max_file_bytes=100)
+    numbered = write_rows(tmp_path / "ids.csv", [{"text": f"row {i}", "label": f"id-{i}"} for i in range(30)])
+    assert "holds 30 different labels" in refused(numbered, tmp_path / "c", max_classes=25)
+
+
+def test_cancelling_stops_the_import_before_anything_is_written(tmp_path):
+    upload = write_rows(tmp_path / "rows.csv", topic_rows(4500))
+    work = tmp_path / "w"
+    work.mkdir()
+    request = {"work": str(work), "archive": str(upload), "name": upload.name, "modality": "text", "limits": {},
+               "config": {}, "text": {}}
+    with pytest.raises(Cancelled):
+        dataset_import(request, Span(FakeReporter(cancel_after=0), 0, 1))
+    assert not (work / "dataset").exists() and upload.exists()
 
 
 def test_several_files_that_are_not_splits_are_refused(tmp_path):

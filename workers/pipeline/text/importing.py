@@ -39,6 +39,7 @@ class TextImportConfig:
     max_rows: int = 1_000_000
     max_file_bytes: int = 512 * 2**20  # one row file is read whole: this bounds the jail's memory
     max_text_chars: int = 20_000  # per text (and per text_pair): longer rows are skipped
+    max_classes: int = 1000  # more: most likely the wrong column was named the label
     min_class_rows: int = 10  # fewer → a warning naming the class
     imbalance_ratio: float = 10.0
 
@@ -114,6 +115,9 @@ def import_text_dataset(files: list[tuple[Path, str]], out: Path, config: TextIm
         first = found.skipped[0] if found.skipped else None
         why = f" (the first, {first.file} line {first.line}: {first.reason})" if first else ""
         raise JobError(f"No usable rows{why}. {LAYOUT_HELP}")
+    if len(classes) > config.max_classes:
+        raise JobError(f"The label column “{show(columns['label'])}” holds {len(classes):,} different labels, more than "
+                       f"the {config.max_classes:,} a dataset may have; is it the right column?")
     if len(classes) < 2:
         raise JobError(f"The label column “{show(columns['label'])}” holds one class only (“{show(classes[0])}”); "
                        f"a classifier needs at least two.")
