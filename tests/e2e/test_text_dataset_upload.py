@@ -35,7 +35,7 @@ def test_alice_uploads_a_csv_and_sees_its_rows(live_server_url, worker_host, pag
     expect(by_testid(page, "dataset-state")).to_have_text("ready", timeout=60_000)  # the page follows the import
     dataset = Dataset.objects.get(id=int(DATASET_URL.search(page.url).group(1)))
     assert (dataset.modality, dataset.columns, dataset.image_count) == (Modality.TEXT, {"text": "message"}, 44)
-    expect(by_testid(page, "dataset-holding")).to_have_text("44 rows")
+    expect(by_testid(page, "dataset-stored")).to_contain_text("44 rows · 3 classes")
     expect(by_testid(page, "row-sample").locator("table[data-class=food] tbody tr")).to_have_count(5)
     expect(by_testid(page, "skipped")).to_contain_text("missing label")
     expect(page.get_by_role("link", name="Browse images")).to_have_count(0)
