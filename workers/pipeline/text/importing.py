@@ -68,7 +68,7 @@ def row_files(source: Path, name: str, asked: str) -> list[tuple[Path, str]]:
     declared as images and an image archive declared as text are refused, saying which is which."""
     if not source.is_dir():
         rows = is_text_name(name)
-        if asked == "images" and (rows or _looks_like_text(source)):
+        if asked == "images" and rows:
             raise JobError(f"“{show(name)}” is a text file, not an archive of images; upload it as a text dataset "
                            f"(Modality: text).")
         if asked == "text" and not rows:
@@ -93,15 +93,9 @@ def is_text_name(name: str) -> bool:
     return Path(name).suffix.lower() in TEXT_SUFFIXES
 
 
-def _looks_like_text(path: Path) -> bool:
-    with path.open("rb") as file:
-        head = file.read(4096)
-    return bool(head) and b"\0" not in head and head.isascii()
-
-
 def import_text_dataset(files: list[tuple[Path, str]], out: Path, config: TextImportConfig, span: Span) -> dict:
     """Rows of `files` ((path, name shown to the user) pairs) into the published folder `out`.
-    Returns the index's facts: classes, counts per split, and the report."""
+    Returns its classes, how many rows it holds, and the report."""
     columns = {**DEFAULT_COLUMNS, **{key: str(value).strip() for key, value in config.columns.items() if value}}
     splits_by_file = _file_splits(files)
     found = _Rows()
