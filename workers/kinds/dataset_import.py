@@ -8,7 +8,7 @@ from django.conf import settings
 from webapp.core.files import local_file
 from webapp.core.modality import Modality
 from webapp.core.quota import quota_left
-from webapp.datasets.models import Dataset
+from webapp.datasets.models import AUTO_MODALITY, Dataset
 from webapp.datasets.services import dataset_publish
 from workers.jail import checked_tree
 from workers.kinds.staging import staging
@@ -39,7 +39,10 @@ def perform(run: JobRun) -> dict:
     run.reporter.stage("publishing")
     folder = run.work / "dataset"
     files = checked_tree(folder, max_bytes=room)
-    if result.get("modality") == Modality.TEXT:
+    made = result.get("modality")
+    if made not in Modality.values or dataset.modality not in (made, AUTO_MODALITY):
+        raise JobError("The import made another kind of dataset than the one asked for, so nothing was published.")
+    if made == Modality.TEXT:
         return _publish_text(dataset, folder, files, result)
     index = json.loads((folder / "index.json").read_text()) if "index.json" in files else {}
     items, classes, labelled = described(index, files, images=result["images"], labelling=dataset.labelling)
@@ -53,8 +56,7 @@ def _publish_text(dataset: Dataset, folder, files: dict[str, int], result: dict)
     """Publish a text dataset, believed only where it holds together: exactly its two files, every
     row valid (read_text_dataset checks each), as many as the step reported, and a report."""
     data = read_text_dataset(folder) if set(files) == {"index.json", "rows.jsonl"} else None
-    if data is None or len(data.rows) != result.get("rows") or not data.report or len(data.classes) < 2 \
-            or dataset.modality not in (Modality.TEXT, "auto"):
+    if data is None or len(data.rows) != result.get("rows") or not data.report or len(data.classes) < 2:
         raise JobError("The import's index does not describe what it made, so nothing was published.")
     dataset_publish(dataset=dataset, folder=folder, items=[], classes=data.classes, report=data.report,
                     size=sum(files.values()), modality=Modality.TEXT, rows=len(data.rows))
