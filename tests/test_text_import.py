@@ -51,9 +51,11 @@ def test_a_zip_of_train_val_test_files_keeps_their_splits_and_pairs(tmp_path):
     rows = [{**row, "text_pair": f"pair {i}"} for i, row in enumerate(topic_rows(30))]
     files = {name: write_rows(tmp_path / "src" / f"{name}.csv", part)
              for name, part in (("train", rows[:18]), ("validation", rows[18:24]), ("test", rows[24:]))}
-    upload = make_zip(tmp_path / "topics.zip", [(f"topics/{path.name}", path.read_bytes()) for path in files.values()])
+    upload = make_zip(tmp_path / "topics.zip", [(f"topics/{path.name}", path.read_bytes()) for path in files.values()]
+                      + [("topics/README.md", b"# topics"), ("__MACOSX/._train.csv", b"")])
     run_import(upload, tmp_path / "w")
     data = read_text_dataset(tmp_path / "w" / "dataset")
+    assert data.report["warnings"][0] == "Left out 1 file of the archive that is not .csv, .tsv or .jsonl: topics/README.md."
     assert data.pair and [len(data.split(s)) for s in ("train", "val", "test")] == [18, 6, 6]
     assert data.report["split"]["source"] == "archive" and data.report["layout"] == "split files"
     assert data.split("test")[0].text_pair == "pair 24"

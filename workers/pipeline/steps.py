@@ -25,7 +25,7 @@ def dataset_import(request: dict, span: Span) -> dict:
     .jsonl file, or an archive of them only, is text; anything else, images."""
     from workers.pipeline.archives import ArchiveRejected, ExtractLimits, archive_format, extract_archive
     from workers.pipeline.data import ImportConfig, import_dataset
-    from workers.pipeline.text.importing import TextImportConfig, import_text_dataset, row_files
+    from workers.pipeline.text.importing import TextImportConfig, archive_files, import_text_dataset, row_files
 
     work, archive, name = Path(request["work"]), Path(request["archive"]), request["name"]
     try:
@@ -40,8 +40,9 @@ def dataset_import(request: dict, span: Span) -> dict:
         files = row_files(extracted, name, request["modality"])
     span.reporter.stage("validating")
     if files:
+        others = sorted(set(archive_files(extracted)) - {name for _, name in files}) if extracted.exists() else []
         result = import_text_dataset(files, work / "dataset", TextImportConfig(**request["text"]),
-                                     span.child(0.3, 0.97))
+                                     span.child(0.3, 0.97), others=others)
         return {"modality": "text", "rows": result["rows"], "classes": len(result["classes"])}
     result = import_dataset(extracted, work / "dataset", ImportConfig(**request["config"]), span.child(0.3, 0.97))
     # classes, items and report are in work/dataset/index.json: a big dataset's list is no message

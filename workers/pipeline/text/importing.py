@@ -74,10 +74,9 @@ def row_files(source: Path, name: str, asked: str) -> list[tuple[Path, str]]:
         if asked == "text" and not rows:
             raise JobError(f"“{show(name)}” is neither a .csv, .tsv or .jsonl file nor a zip of them. {LAYOUT_HELP}")
         return [(source, name)] if rows else []
-    found = sorted(path for path in source.rglob("*") if path.is_file() and not path.is_symlink()
-                   and not any(part.startswith(".") or part in IGNORED_NAMES for part in path.relative_to(source).parts))
-    texts = [(path, path.relative_to(source).as_posix()) for path in found if is_text_name(path.name)]
-    images = [path.relative_to(source).as_posix() for path in found if path.suffix.lower() in IMAGE_SUFFIXES]
+    found = archive_files(source)
+    texts = [(source / name, name) for name in found if is_text_name(name)]
+    images = [name for name in found if Path(name).suffix.lower() in IMAGE_SUFFIXES]
     if asked == "images" and texts and not images:
         raise JobError(f"“{show(name)}” holds text rows ({show(texts[0][1])}), not images; upload it as a text "
                        f"dataset (Modality: text).")
@@ -89,12 +88,21 @@ def row_files(source: Path, name: str, asked: str) -> list[tuple[Path, str]]:
     return texts if asked == "text" or (asked == "auto" and texts and not images) else []
 
 
+def archive_files(folder: Path) -> list[str]:
+    """Every file an archive unpacked into `folder`, relative and sorted, without OS clutter."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
+                  if path.is_file() and not path.is_symlink()
+                  and not any(part.startswith(".") or part in IGNORED_NAMES for part in path.relative_to(folder).parts))
+
+
 def is_text_name(name: str) -> bool:
     return Path(name).suffix.lower() in TEXT_SUFFIXES
 
 
-def import_text_dataset(files: list[tuple[Path, str]], out: Path, config: TextImportConfig, span: Span) -> dict:
-    """Rows of `files` ((path, name shown to the user) pairs) into the published folder `out`.
+def import_text_dataset(files: list[tuple[Path, str]], out: Path, config: TextImportConfig, span: Span, *,
+                        others: list[str] = ()) -> dict:
+    """Rows of `files` ((path, name shown to the user) pairs) into the published folder `out`;
+    `others`: the archive's files that are not row files, named in a warning.
     Returns its classes, how many rows it holds, and the report."""
     columns = {**DEFAULT_COLUMNS, **{key: str(value).strip() for key, value in config.columns.items() if value}}
     splits_by_file = _file_splits(files)
@@ -124,6 +132,10 @@ def import_text_dataset(files: list[tuple[Path, str]], out: Path, config: TextIm
     else:
         rows = _stratified(rows, config)
     report = _report(files, columns, rows, classes, found, duplicates, conflicts, given, config)
+    if others:
+        shown = ", ".join(show(name) for name in others[:5]) + (", …" if len(others) > 5 else "")
+        report["warnings"].insert(0, f"Left out {len(others)} file{'s' if len(others) != 1 else ''} of the archive "
+                                     f"that {'are' if len(others) != 1 else 'is'} not .csv, .tsv or .jsonl: {shown}.")
     write_text_dataset(out, classes=classes, rows=rows, report=report)
     span.progress(1.0)
     span.reporter.log(f"Imported {len(rows):,} rows in {len(classes)} classes; {report['skipped_count']:,} rows "
