@@ -12,7 +12,7 @@ from tests.text_builders import topic_rows, write_rows
 from webapp.core.modality import Modality
 from webapp.core.quota import team_bytes_used
 from webapp.datasets.models import Dataset
-from webapp.jobs.models import Job, JobState
+from webapp.jobs.models import Job, JobInput, JobState
 from webapp.projects.models import Project
 from webapp.uploads.models import Upload
 
@@ -50,10 +50,19 @@ def test_a_zip_of_train_and_val_files_becomes_a_text_dataset_with_its_report_and
     assert 'data-testid="row-sample"' in page and 'data-testid="length-histogram"' in page
     assert "35 rows" in page and "Browse images" not in page and "train.tsv" in page and "empty text" in page
     assert rows[0]["review"] in page  # the sample shows rows, not thumbnails
+    assert "a training or evaluation job on this dataset reports them" in page
     assert client.get(f"/datasets/{dataset.id}/gallery/").status_code == 404
     items = client.get(f"/api/v1/datasets/{dataset.id}/items/")
     assert items.status_code == 404 and "holds rows, not images" in items.json()["detail"]
     assert "35 rows" in client.get(f"/projects/{project.id}/").content.decode()
+
+    # a job that tokenized the rows reports their token lengths (workers/pipeline/text/lengths.py)
+    trained = Job.objects.create(project=project, kind="train", state=JobState.SUCCEEDED, result={"token_lengths": {
+        "unit": "tokens", "model": "tiny-bert", "max_length": 8, "over": 4, "min": 6, "median": 7, "max": 9,
+        "bins": [[6, 9, 35]]}})
+    JobInput.objects.create(job=trained, kind="dataset", dataset=dataset)
+    shown = client.get(f"/datasets/{dataset.id}/").content.decode()
+    assert f"job #{trained.id}</a>'s tokenizer (tiny-bert): 6–9" in shown and "4 rows over its 8-token limit" in shown
 
 
 @pytest.mark.parametrize("case", ["text declared as images", "images declared as text"])
