@@ -112,6 +112,21 @@ def test_a_dataset_upload_shows_progress_and_follows_its_import_to_the_end(alice
     assert re.search(r"^images:\s+72$", done.stdout, re.MULTILINE)
 
 
+def test_a_text_file_uploads_as_a_text_dataset_with_its_columns_named(alice_home, project, worker_host, tmp_path):
+    from tests.text_builders import topic_rows, write_rows
+
+    rows = write_rows(tmp_path / "reviews.jsonl", [{"body": row["text"], "topic": row["label"]} for row in topic_rows(30)])
+    done = vintner(alice_home, "datasets", "upload", project.id, rows, "--name", "reviews", "--modality", "text",
+                   "--text-column", "body", "--label-column", "topic")
+    assert done.returncode == 0, done.stdout + done.stderr
+    dataset = Dataset.objects.get(project=project)
+    assert (dataset.state, dataset.modality, dataset.image_count, dataset.columns) == (
+        "ready", "text", 30, {"text": "body", "label": "topic"})
+    assert re.search(r"^rows:\s+30$", done.stdout, re.MULTILINE) and not re.search(r"^images:", done.stdout, re.MULTILINE)
+    listed = vintner(alice_home, "datasets", "list", project.id)
+    assert re.search(r"reviews\s+1\s+ready\s+text\s+30 rows\s+3$", listed.stdout, re.MULTILINE), listed.stdout
+
+
 def test_an_interrupted_upload_resumes_where_it_stopped(alice_home, project, tmp_path):
     archive = make_zip(tmp_path / "big.zip", [*colour_classes(per_class=4), ("padding.bin", os.urandom(6 * 2**20))])
     args = [str(VINTNER), "datasets", "upload", str(project.id), str(archive), "--name", "big", "--chunk-size", "64K",

@@ -218,17 +218,26 @@ def cmd_datasets_list(args) -> int:
         print_json(datasets)
     else:
         rows = [{**dataset, "class_count": len(dataset["classes"] or [])
-                 if dataset.get("labelling") != "unlabelled" else "unlabelled"} for dataset in datasets]
+                 if dataset.get("labelling") != "unlabelled" else "unlabelled", "holds": holding(dataset)}
+                for dataset in datasets]
         print_table(rows, [("id", "id"), ("name", "name"), ("version", "version"), ("state", "state"),
-                           ("images", "image_count"), ("classes", "class_count")])
+                           ("modality", "modality"), ("holds", "holds"), ("classes", "class_count")])
     return EXIT_OK
+
+
+def holding(dataset: dict) -> str:
+    """"1,200 images" or "1,200 rows": a text dataset holds rows, not images."""
+    if dataset.get("modality") == "text":
+        return f"{dataset.get('row_count') or 0:,} rows"
+    return f"{dataset.get('image_count') or 0:,} images"
 
 
 def show_dataset(dataset: dict) -> None:
     print_fields([
         ("dataset", f"#{dataset['id']} {dataset['name']} (version {dataset['version']})"),
         ("project", dataset["project"]), ("state", dataset["state"]), ("error", dataset.get("error")),
-        ("images", dataset.get("image_count")),
+        ("modality", dataset.get("modality")),
+        ("rows", dataset.get("row_count")) if dataset.get("modality") == "text" else ("images", dataset.get("image_count")),
         ("classes", "none: unlabelled, for calibration only" if dataset.get("labelling") == "unlabelled"
          else ", ".join(dataset.get("classes") or [])),
         ("archive", dataset.get("archive_name")), ("sha256", dataset.get("archive_sha256")),
@@ -249,8 +258,10 @@ def cmd_datasets_upload(args) -> int:
     client = connect(args)
     client.get(f"projects/{args.project}/", what=f"Project {args.project}")  # before sending any bytes
     finished = upload_file(client, project=args.project, path=Path(args.file), chunk_size=args.chunk_size)
+    columns = {role: getattr(args, f"{role}_column") for role in ("text", "text_pair", "label", "split")}
     body = {"name": args.name, "upload": finished.id, "description": args.description, "val_fraction": args.val_fraction,
-            "seed": args.seed, "labelling": args.labelling}
+            "seed": args.seed, "labelling": args.labelling, "modality": args.modality,
+            "columns": {role: name for role, name in columns.items() if name}}
     dataset = create_from_uploads(client, args, [finished], "datasets", body)
     note(f"Dataset #{dataset['id']} “{dataset['name']}” version {dataset['version']} created; "
          f"import job #{dataset['import_job']}.")
@@ -581,9 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = command(datasets, "show", cmd_datasets_show, "one dataset", [as_json])
     show.add_argument("dataset", type=int)
     upload = command(datasets, "upload", cmd_datasets_upload,
-                     "upload an archive (resumable) and import it as a dataset", [as_json, following, uploading])
+                     "upload an archive or row file (resumable) and import it as a dataset",
+                     [as_json, following, uploading])
     upload.add_argument("project", type=int, help="project id")
-    upload.add_argument("file", help="zip or tar(.gz/.bz2/.xz) of images")
+    upload.add_argument("file", help="zip or tar(.gz/.bz2/.xz) of images; or text rows: .csv, .tsv, .jsonl, or a zip "
+                                     "of one such file or of train/val/test files")
+    upload.add_argument("--modality", choices=("auto", "images", "text"), default="auto",
+                        help="auto (default): a .csv/.tsv/.jsonl/.json file or a zip of them only is text, else images")
+    for role in ("text", "text_pair", "label", "split"):
+        upload.add_argument(f"--{role.replace('_', '-')}-column", default="", metavar="NAME",
+                            help=f"text only: the column holding {role} (default: {role})")
     upload.add_argument("--name", required=True, help="dataset name (an existing name makes a new version)")
     upload.add_argument("--description", default="")
     upload.add_argument("--val-fraction", type=float, default=0.2,

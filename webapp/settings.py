@@ -195,6 +195,10 @@ TEAMS_PER_USER = env_int("TEAMS_PER_USER", 0)
 DATASET_MAX_EXTRACTED_BYTES = env_int("DATASET_MAX_EXTRACTED_GB", 100) * 2**30
 DATASET_MAX_FILES = env_int("DATASET_MAX_FILES", 2_000_000)
 DATASET_MAX_COMPRESSION_RATIO = env_int("DATASET_MAX_COMPRESSION_RATIO", 200)
+# A text dataset's limits: rows in all, one row file's size (it is read whole), one text's length.
+DATASET_TEXT_MAX_ROWS = env_int("DATASET_TEXT_MAX_ROWS", 2_000_000)
+DATASET_TEXT_MAX_FILE_BYTES = env_int("DATASET_TEXT_MAX_FILE_MB", 512) * 2**20
+DATASET_TEXT_MAX_CHARS = env_int("DATASET_TEXT_MAX_CHARS", 20_000)
 
 STORAGE_BACKEND = env_str("STORAGE_BACKEND", "local")
 # Single-file downloads on S3 go to the browser as presigned links, signed for the bucket's address

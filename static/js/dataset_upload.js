@@ -32,7 +32,7 @@
     if (!file) return;
     // Name the dataset after the file unless the user typed a name of their own.
     if (!nameInput.value || nameInput.value === autoName) {
-      autoName = file.name.replace(/\.(tar\.gz|tgz|tar|zip)$/i, "").slice(0, 100);
+      autoName = file.name.replace(/\.(tar\.gz|tgz|tar|zip|csv|tsv|jsonl|json)$/i, "").slice(0, 100);
       nameInput.value = autoName;
     }
   }

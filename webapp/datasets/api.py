@@ -10,7 +10,8 @@ from webapp.access import Action
 from webapp.core.serializers import StrictSerializer
 from webapp.core.throttles import CreateRateThrottle
 from webapp.datasets import services
-from webapp.datasets.models import Dataset, DatasetItem, Labelling
+from webapp.core.modality import Modality
+from webapp.datasets.models import AUTO_MODALITY, Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import dataset_for_user, datasets_of_project, items_of_dataset
 from webapp.jobs.kinds import submission_key
 from webapp.projects.selectors import project_for_user
@@ -20,15 +21,23 @@ from webapp.uploads.models import Upload
 class DatasetSerializer(serializers.ModelSerializer):
     state = serializers.CharField(read_only=True)
     error = serializers.SerializerMethodField()
+    image_count = serializers.SerializerMethodField(help_text="Its images; 0 for a text dataset (see row_count).")
+    row_count = serializers.SerializerMethodField(help_text="A text dataset's rows; 0 for an image dataset.")
 
     class Meta:
         model = Dataset
         fields = [
             "id", "project", "name", "version", "description", "state", "error", "archive_name", "archive_sha256",
-            "import_job", "val_fraction", "seed", "labelling", "created_at", "imported_at", "size_bytes", "image_count",
-            "classes",
+            "import_job", "modality", "columns", "val_fraction", "seed", "labelling", "created_at", "imported_at",
+            "size_bytes", "image_count", "row_count", "classes",
         ]
         read_only_fields = fields
+
+    def get_image_count(self, dataset: Dataset) -> int:
+        return 0 if dataset.is_text else dataset.image_count
+
+    def get_row_count(self, dataset: Dataset) -> int:
+        return dataset.image_count if dataset.is_text else 0
 
     def get_error(self, dataset: Dataset) -> str:
         return dataset.import_job.error if dataset.state == "failed" and dataset.import_job else ""
@@ -45,6 +54,13 @@ class DatasetCreateSerializer(StrictSerializer):
         choices=Labelling.choices, required=False, default=Labelling.AUTO,
         help_text="auto: class folders make a labelled dataset, loose images an unlabelled one (calibration only); "
                   "unlabelled: every image in the archive, its folders not taken as classes.")
+    modality = serializers.ChoiceField(
+        choices=[AUTO_MODALITY, *Modality.values], required=False, default=AUTO_MODALITY,
+        help_text="auto: a .csv, .tsv, .jsonl or .json file, or a zip of them only, is text; anything else images.")
+    columns = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, max_length=100), required=False, default=dict,
+        help_text="A text upload's column names, e.g. {\"text\": \"review\", \"label\": \"stars\"}; roles: text, "
+                  "text_pair, label, split (defaults: those names).")
 
 
 class DatasetItemSerializer(serializers.ModelSerializer):
@@ -76,7 +92,7 @@ class ProjectDatasetsView(APIView):
         dataset = services.dataset_create(
             project=project, user=request.user, name=data["name"], upload=upload, sha256=data.get("sha256", ""),
             description=data["description"], val_fraction=data["val_fraction"], seed=data["seed"],
-            labelling=data["labelling"],
+            labelling=data["labelling"], modality=data["modality"], columns=data["columns"],
             idempotency_key=submission_key(request),
         )
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
@@ -131,6 +147,8 @@ class DatasetItemsView(APIView):
     )
     def get(self, request: Request, dataset_id: int) -> Response:
         dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+        if dataset.is_text:
+            raise Http404("A text dataset holds rows, not images: its report has a sample of rows per class.")
         items = items_of_dataset(dataset, label=request.query_params.get("label", ""), split=request.query_params.get("split", ""))
         pages = ItemPages()
         page = pages.paginate_queryset(items, request, view=self)

@@ -13,14 +13,20 @@ class Labelling(models.TextChoices):
     UNLABELLED = "unlabelled", "Unlabelled: images only, any folders; for calibration only"
 
 
+AUTO_MODALITY = "auto"  # asked at upload: the import decides from the file (.csv/.tsv/.jsonl or a zip of them: text)
+TEXT_COLUMNS = ("text", "text_pair", "label", "split")
+
+
 class Dataset(models.Model):
-    """One version of a named image-classification dataset. Immutable once imported: jobs use
+    """One version of a named classification dataset of images or of text rows. Immutable once imported: jobs use
     it by id, and a new upload under the same name makes the next version. An unlabelled one
     (images without classes, all in its train split) serves only post-training calibration."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
-    modality = models.CharField(max_length=8, choices=Modality.choices, default=Modality.IMAGES)
+    # Until the import publishes, what the uploader asked for (auto included); then what it is.
+    modality = models.CharField(max_length=8, choices=[(AUTO_MODALITY, "Decide from the file"), *Modality.choices],
+                                default=Modality.IMAGES)
     version = models.PositiveIntegerField(default=1)
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -36,9 +42,12 @@ class Dataset(models.Model):
     # Until the import publishes, what the uploader asked for (auto included); then what it is.
     labelling = models.CharField(max_length=10, choices=Labelling.choices, default=Labelling.LABELLED)
 
+    columns = models.JSONField(default=dict, blank=True, help_text=(
+        "A text upload's column names ({text, text_pair, label, split}); missing ones are the defaults."))
+
     imported_at = models.DateTimeField(null=True, blank=True, help_text="Set once, when the files are published.")
     size_bytes = models.BigIntegerField(default=0)
-    image_count = models.PositiveIntegerField(default=0)
+    image_count = models.PositiveIntegerField(default=0, help_text="Its images, or a text dataset's rows.")
     classes = models.JSONField(default=list)
     report = models.JSONField(default=dict)
 
@@ -52,6 +61,16 @@ class Dataset(models.Model):
     @property
     def labelled(self) -> bool:
         return self.labelling != Labelling.UNLABELLED
+
+    @property
+    def is_text(self) -> bool:
+        return self.modality == Modality.TEXT
+
+    @property
+    def holding(self) -> str:
+        """What it holds in words: "1,200 images" or "1,200 rows" (a text dataset holds no images)."""
+        noun = "row" if self.is_text else "image"
+        return f"{self.image_count:,} {noun}{'' if self.image_count == 1 else 's'}"
 
     @property
     def storage_prefix(self) -> str:

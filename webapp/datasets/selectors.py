@@ -4,7 +4,7 @@ from django.db.models import Max, QuerySet
 from webapp.access import Action, get_for_user
 from webapp.core.numbers import whole_number
 from webapp.datasets.models import Dataset, DatasetItem, Labelling
-from webapp.jobs.models import ACTIVE_STATES, Job
+from webapp.jobs.models import ACTIVE_STATES, Job, JobState
 
 
 def dataset_for_user(user, dataset_id: int, action: Action) -> Dataset:
@@ -28,8 +28,8 @@ def datasets_of_project(project_id: int) -> QuerySet[Dataset]:
 def dataset_rows_of_project(project_id: int) -> QuerySet[Dataset]:
     """The project page's dataset list: the row's columns (not the report) and the import's state."""
     return Dataset.objects.filter(project_id=project_id).select_related("import_job").only(
-        "id", "name", "version", "archive_name", "image_count", "classes", "labelling", "imported_at", "import_job_id",
-        "import_job__id", "import_job__state", "import_job__progress")
+        "id", "name", "version", "archive_name", "modality", "image_count", "classes", "labelling", "imported_at",
+        "import_job_id", "import_job__id", "import_job__state", "import_job__progress")
 
 
 def ready_datasets_of_project(project_id: int, *, labelled_only: bool = False) -> QuerySet[Dataset]:
@@ -56,3 +56,11 @@ def active_jobs_using(dataset: Dataset) -> list[Job]:
     """Jobs not yet finished that read this dataset, in whichever project of the team they run
     (not only the dataset's own), its import included."""
     return list(Job.objects.filter(reads__dataset=dataset, state__in=ACTIVE_STATES).distinct())
+
+
+def token_lengths_of(dataset: Dataset, *, latest: int = 3) -> list[dict]:
+    """What the latest finished jobs that tokenized this dataset reported of its token lengths
+    (workers/pipeline/text/lengths.py): [{"job", "lengths"}], newest first."""
+    jobs = Job.objects.filter(reads__dataset=dataset, state=JobState.SUCCEEDED, result__has_key="token_lengths")
+    return [{"job": job, "lengths": job.result["token_lengths"]}
+            for job in jobs.order_by("-id").distinct()[:latest] if isinstance(job.result.get("token_lengths"), dict)]

@@ -10,7 +10,8 @@ from django.utils import timezone
 from webapp.core import files
 from webapp.core.exceptions import Conflict
 from webapp.core.quota import quota_reserved
-from webapp.datasets.models import Dataset, DatasetItem, Labelling
+from webapp.core.modality import Modality
+from webapp.datasets.models import AUTO_MODALITY, TEXT_COLUMNS, Dataset, DatasetItem, Labelling
 from webapp.datasets.selectors import active_jobs_using, next_version
 from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit
@@ -32,10 +33,14 @@ def dataset_create(
     val_fraction: float = 0.2,
     seed: int = 0,
     labelling: str = Labelling.AUTO,
+    modality: str = AUTO_MODALITY,
+    columns: dict | None = None,
     idempotency_key: str | None = None,
 ) -> Dataset:
     """Check the upload, record the dataset as the next version of `name`, start the import.
-    `labelling` auto lets the archive decide (class folders: labelled; loose images: unlabelled).
+    `labelling` auto lets the archive decide (class folders: labelled; loose images: unlabelled);
+    `modality` auto lets the file decide (rows or a zip of them: text); `columns` names a text
+    upload's columns where they are not text, text_pair, label and split.
     A repeat of the same idempotency key answers with the dataset the first one made."""
     if repeat := job_with_key(project_id=project.id, user=user, key=idempotency_key, kind="dataset_import"):
         return Dataset.objects.get(id=repeat.params["dataset"])
@@ -49,6 +54,12 @@ def dataset_create(
         raise ValidationError({"seed": f"The seed is a whole number from 0 to {SEED_MAX}."})
     if labelling not in Labelling.values:
         raise ValidationError({"labelling": f"Choose one of {', '.join(Labelling.values)}."})
+    if modality not in (AUTO_MODALITY, *Modality.values):
+        raise ValidationError({"modality": f"Choose one of {AUTO_MODALITY}, {', '.join(Modality.values)}."})
+    if modality == Modality.TEXT and labelling == Labelling.UNLABELLED:
+        raise ValidationError({"labelling": "A text dataset needs a label column: rows without labels are not "
+                                            "imported as text."})
+    columns = text_columns(columns or {})
     with transaction.atomic():
         upload_claim(upload=upload)  # first: of racing requests one goes on, the others stop here
         dataset = Dataset.objects.create(
@@ -63,9 +74,27 @@ def dataset_create(
             val_fraction=val_fraction,
             seed=seed,
             labelling=labelling,
+            modality=modality,
+            columns=columns,
         )
         dataset_import_start(dataset=dataset, user=user, idempotency_key=idempotency_key)
     return dataset
+
+
+def text_columns(columns: dict) -> dict:
+    """The column names a text upload gave (blank ones left out: the defaults), checked."""
+    chosen = {}
+    for key, name in columns.items():
+        if key not in TEXT_COLUMNS:
+            raise ValidationError({"columns": f"“{key}” is not a column role; use {', '.join(TEXT_COLUMNS)}."})
+        name = str(name or "").strip()
+        if len(name) > 100 or any(not char.isprintable() for char in name):
+            raise ValidationError({"columns": f"The {key} column's name must be a short, printable name."})
+        if name:
+            chosen[key] = name
+    if len(set(chosen.values())) != len(chosen):
+        raise ValidationError({"columns": "Give each column role a different column."})
+    return chosen
 
 
 def dataset_import_start(*, dataset: Dataset, user, idempotency_key: str | None = None) -> None:
@@ -93,9 +122,10 @@ def dataset_import_start(*, dataset: Dataset, user, idempotency_key: str | None 
 
 
 def dataset_publish(*, dataset: Dataset, folder: Path, items: list, classes: list[str], report: dict, size: int,
-                    labelled: bool = True) -> None:
-    """Move the built folder into storage and record its items, in one step a reader sees whole;
-    an "auto" dataset becomes what the archive turned out to hold."""
+                    labelled: bool = True, modality: str = Modality.IMAGES, rows: int = 0) -> None:
+    """Move the built folder into storage and record its items (images; a text dataset's `rows` stay
+    in its rows.jsonl), in one step a reader sees whole; an "auto" dataset becomes what the upload
+    turned out to hold."""
     files.publish_tree(folder, dataset.storage_prefix)
     try:
         # charged to the team's quota as it becomes visible; the archive it came from is freed
@@ -111,7 +141,8 @@ def dataset_publish(*, dataset: Dataset, folder: Path, items: list, classes: lis
                 batch_size=2000,
             )
             Dataset.objects.filter(id=dataset.id).update(
-                imported_at=timezone.now(), size_bytes=size, image_count=len(items), classes=classes, report=report,
+                imported_at=timezone.now(), size_bytes=size, classes=classes, report=report,
+                image_count=rows if modality == Modality.TEXT else len(items), modality=modality,
                 labelling=Labelling.LABELLED if labelled else Labelling.UNLABELLED,
             )
     except BaseException:

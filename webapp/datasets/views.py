@@ -11,13 +11,18 @@ from webapp.core import files
 from webapp.core.throttles import throttled_page
 from webapp.core.views import form_errors
 from webapp.datasets import services
-from webapp.datasets.models import Labelling, Split
-from webapp.datasets.selectors import dataset_for_user, items_of_dataset
+from webapp.datasets.models import AUTO_MODALITY, TEXT_COLUMNS, Labelling, Split
+from webapp.datasets.selectors import dataset_for_user, items_of_dataset, token_lengths_of
 from webapp.jobs.kinds import submission_key
 from webapp.projects.selectors import project_for_user
 from webapp.uploads.models import Upload
 
 GALLERY_PAGE = 60
+MODALITY_CHOICES = [
+    (AUTO_MODALITY, "Decide from the file (.csv, .tsv, .jsonl, .json or a zip of them: text; else images)"),
+    ("images", "Images: an archive of image files"),
+    ("text", "Text: rows of text and label (CSV, TSV or JSON Lines, plain or zipped)"),
+]
 
 
 @login_required
@@ -44,6 +49,8 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
                 val_fraction=float(request.POST.get("val_fraction") or 0.2),
                 seed=int(request.POST.get("seed") or 0),
                 labelling=request.POST.get("labelling") or "auto",
+                modality=request.POST.get("modality") or AUTO_MODALITY,
+                columns={role: request.POST.get(f"column_{role}", "") for role in TEXT_COLUMNS},
                 idempotency_key=submission_key(request),
             )
         except ValueError:
@@ -53,7 +60,9 @@ def dataset_new(request: HttpRequest, project_id: int) -> HttpResponse:
         else:
             return redirect("dataset_detail", dataset_id=dataset.id)
     return render(request, "datasets/dataset_new.html",
-                  {"project": project, "team": project.team, "labellings": Labelling.choices})
+                  {"project": project, "team": project.team, "labellings": Labelling.choices,
+                   "modalities": MODALITY_CHOICES,
+                   "text_columns": [(role, request.POST.get(f"column_{role}", "")) for role in TEXT_COLUMNS]})
 
 
 @login_required
@@ -70,7 +79,9 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
         "job": dataset.import_job,
         "report": report,
         "largest_class": largest,
-        "preview": _preview(dataset) if dataset.state == "ready" else [],
+        "preview": _preview(dataset) if dataset.state == "ready" and not dataset.is_text else [],
+        "token_lengths": token_lengths_of(dataset) if dataset.is_text and dataset.state == "ready" else [],
+        "largest_bin": max((count for _, _, count in report.get("lengths", {}).get("bins", [])), default=0),
         "can_write": role_allows(role, Action.WRITE),
     }
     return render(request, "datasets/dataset_detail.html", context)
@@ -89,6 +100,8 @@ def _preview(dataset, size: int = 12) -> list:
 @require_GET
 def dataset_gallery(request: HttpRequest, dataset_id: int) -> HttpResponse:
     dataset = dataset_for_user(request.user, dataset_id, Action.VIEW)
+    if dataset.is_text:
+        raise Http404("A text dataset holds rows, not images: its page shows a sample of them.")
     label = request.GET.get("label", "")
     split = request.GET.get("split", "") if request.GET.get("split", "") in Split.values else ""
     if label and label not in dataset.classes:

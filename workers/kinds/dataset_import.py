@@ -1,23 +1,25 @@
-"""The dataset import job on the worker: stage what it reads, run its step in the jail, publish what it made
-(webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.dataset_import`)."""
+"""The dataset import job on the worker: stage what it reads, run its step in the jail, publish what it made,
+images or text rows (webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.dataset_import`)."""
 
 import json
 
 from django.conf import settings
 
 from webapp.core.files import local_file
+from webapp.core.modality import Modality
 from webapp.core.quota import quota_left
-from webapp.datasets.models import Dataset
+from webapp.datasets.models import AUTO_MODALITY, Dataset
 from webapp.datasets.services import dataset_publish
 from workers.jail import checked_tree
 from workers.kinds.staging import staging
 from workers.pipeline.data import ImageItem
 from workers.pipeline.reporting import JobError
+from workers.pipeline.text.rows import read_text_dataset
 from workers.runner import JobRun
 
 
 def perform(run: JobRun) -> dict:
-    """Unpack an uploaded archive under hard limits, validate every image, publish the dataset."""
+    """Unpack an uploaded archive under hard limits, validate every image or row, publish the dataset."""
     dataset = Dataset.objects.select_related("upload", "project__team").get(id=run.params["dataset"])
     if dataset.upload is None or not dataset.upload.complete:
         raise JobError("The uploaded archive is gone; upload it again as a new dataset.")
@@ -29,16 +31,37 @@ def perform(run: JobRun) -> dict:
     result = run.jailed(run.step, {
         "archive": str(archive), "name": dataset.archive_name, "limits": limits,
         "config": {"val_fraction": dataset.val_fraction, "seed": dataset.seed, "labelling": dataset.labelling},
+        "modality": dataset.modality,
+        "text": {"val_fraction": dataset.val_fraction, "seed": dataset.seed, "columns": dataset.columns,
+                 "max_rows": settings.DATASET_TEXT_MAX_ROWS, "max_file_bytes": settings.DATASET_TEXT_MAX_FILE_BYTES,
+                 "max_text_chars": settings.DATASET_TEXT_MAX_CHARS},
     }, reads=[archive])
     run.reporter.stage("publishing")
     folder = run.work / "dataset"
     files = checked_tree(folder, max_bytes=room)
+    made = result.get("modality")
+    if made not in Modality.values or dataset.modality not in (made, AUTO_MODALITY):
+        raise JobError("The import made another kind of dataset than the one asked for, so nothing was published.")
+    if made == Modality.TEXT:
+        return _publish_text(dataset, folder, files, result)
     index = json.loads((folder / "index.json").read_text()) if "index.json" in files else {}
     items, classes, labelled = described(index, files, images=result["images"], labelling=dataset.labelling)
     dataset_publish(dataset=dataset, folder=folder, items=items, classes=classes, report=index["report"],
                     size=sum(files.values()), labelled=labelled)
     return {"dataset": dataset.id, "images": len(items), "classes": len(classes),
             "skipped": index["report"].get("skipped_count", 0)}
+
+
+def _publish_text(dataset: Dataset, folder, files: dict[str, int], result: dict) -> dict:
+    """Publish a text dataset, believed only where it holds together: exactly its two files, every
+    row valid (read_text_dataset checks each), as many as the step reported, and a report."""
+    data = read_text_dataset(folder) if set(files) == {"index.json", "rows.jsonl"} else None
+    if data is None or len(data.rows) != result.get("rows") or not data.report or len(data.classes) < 2:
+        raise JobError("The import's index does not describe what it made, so nothing was published.")
+    dataset_publish(dataset=dataset, folder=folder, items=[], classes=data.classes, report=data.report,
+                    size=sum(files.values()), modality=Modality.TEXT, rows=len(data.rows))
+    return {"dataset": dataset.id, "rows": len(data.rows), "classes": len(data.classes),
+            "skipped": data.report.get("skipped_count", 0)}
 
 
 def described(index: dict, files: dict[str, int], *, images: int,

@@ -20,20 +20,33 @@ def probe(request: dict, span: Span) -> dict:
 
 
 def dataset_import(request: dict, span: Span) -> dict:
-    """Unpack an uploaded archive under hard limits and validate every image into work/dataset,
-    whose index.json lists them."""
-    from workers.pipeline.archives import ExtractLimits, extract_archive
+    """Unpack an uploaded archive under hard limits and validate every image (or text row) into
+    work/dataset, whose index.json describes it. The modality asked may be "auto": a .csv, .tsv or
+    .jsonl file, or an archive of them only, is text; anything else, images."""
+    from workers.pipeline.archives import ArchiveRejected, ExtractLimits, archive_format, extract_archive
     from workers.pipeline.data import ImportConfig, import_dataset
+    from workers.pipeline.text.importing import TextImportConfig, archive_files, import_text_dataset, row_files
 
-    work = Path(request["work"])
-    span.reporter.stage("unpacking")
-    extract_archive(Path(request["archive"]), work / "extracted", ExtractLimits(**request["limits"]),
-                    span.child(0.0, 0.3), name=request["name"])
+    work, archive, name = Path(request["work"]), Path(request["archive"]), request["name"]
+    try:
+        packed = bool(archive_format(archive, name))
+    except ArchiveRejected:
+        packed = False  # a plain file: rows, or for images the extraction below says what is wrong
+    extracted = work / "extracted"
+    files = [] if packed else row_files(archive, name, request["modality"])
+    if not files:  # an archive (a plain file that is neither rows nor an archive is refused here, in words)
+        span.reporter.stage("unpacking")
+        extract_archive(archive, extracted, ExtractLimits(**request["limits"]), span.child(0.0, 0.3), name=name)
+        files = row_files(extracted, name, request["modality"])
     span.reporter.stage("validating")
-    result = import_dataset(work / "extracted", work / "dataset", ImportConfig(**request["config"]),
-                            span.child(0.3, 0.97))
+    if files:
+        others = sorted(set(archive_files(extracted)) - {name for _, name in files}) if extracted.exists() else []
+        result = import_text_dataset(files, work / "dataset", TextImportConfig(**request["text"]),
+                                     span.child(0.3, 0.97), others=others)
+        return {"modality": "text", "rows": result["rows"], "classes": len(result["classes"])}
+    result = import_dataset(extracted, work / "dataset", ImportConfig(**request["config"]), span.child(0.3, 0.97))
     # classes, items and report are in work/dataset/index.json: a big dataset's list is no message
-    return {"images": len(result.items), "classes": len(result.classes)}
+    return {"modality": "images", "images": len(result.items), "classes": len(result.classes)}
 
 
 def model_import(request: dict, span: Span) -> dict:
