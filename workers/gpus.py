@@ -137,14 +137,19 @@ def _set(argv: list[str], names: tuple[str, str], value: str) -> list[str]:
     return [*out, names[1], value]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The launcher's own options, and the rest: the celery worker's."""
     parser = argparse.ArgumentParser(prog="python -m workers.gpus", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gpus-per-worker", type=int, default=int(os.environ.get("GPUS_PER_WORKER", "1")),
-                        help="GPUs each worker owns (default 1, or GPUS_PER_WORKER)")
+    parser.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs each worker owns (default 1)")
     parser.add_argument("--ping", action="store_true", help="check that every worker answers, then exit")
     ours, celery_args = parser.parse_known_args(argv)
     if ours.gpus_per_worker < 1:
         parser.error("--gpus-per-worker must be at least 1")
+    return ours, celery_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    ours, celery_args = parse(argv)
     workers = plan(celery_args, host_gpus(), ours.gpus_per_worker)
     return ping(workers) if ours.ping else run(workers)
 
