@@ -3,6 +3,8 @@ processes with the gloo backend: both ranks train their own half of every epoch,
 averaged, rank 0 alone reports, validates and writes; a failing rank stops them all in words."""
 
 import multiprocessing
+import os
+import signal
 from dataclasses import replace
 
 import pytest
@@ -13,7 +15,7 @@ from torch import nn
 from tests.test_training import SMALL, TRAIN, RecordingReporter, make_dataset
 from workers.pipeline.augment import EpochSampler
 from workers.pipeline.reporting import JobError
-from workers.pipeline.training import TrainingCancelled, build_model, train
+from workers.pipeline.training import TrainingCancelled, build_model, train, validate
 
 TWO = replace(SMALL, gpus=2, epochs=2, batch_size=15)
 
@@ -52,23 +54,29 @@ def test_two_processes_train_together_and_rank_0_reports(dataset, tmp_path):
 
 
 class BreaksOnRank1(nn.Module):
-    """A model to fine-tune whose forward fails in the second process only."""
+    """A model to fine-tune whose forward fails in the second process only: with an error, or
+    killed as the kernel kills a process out of memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, how: str) -> None:
         super().__init__()
-        self.fc = nn.Linear(3, 3)
+        self.fc, self.how = nn.Linear(3, 3), how
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if dist.is_initialized() and dist.get_rank() == 1:
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("rank 1 broke")
         return self.fc(x.mean((2, 3)))
 
 
-def test_a_failing_rank_stops_them_all_in_words(dataset, tmp_path):
-    with pytest.raises(JobError, match=r"^Training process 1 of 2 failed, so all of them were stopped: "
-                                       r"RuntimeError: rank 1 broke$") as failed:
-        train(TWO, dataset, tmp_path / "out", RecordingReporter(), init=BreaksOnRank1())
-    assert "Traceback" in failed.value.detail
+@pytest.mark.parametrize("how,words", [
+    ("raise", r"^Training process 1 of 2 failed, so all of them were stopped: RuntimeError: rank 1 broke$"),
+    ("kill", r"^Training process 1 of 2 ended without a word \(signal SIGKILL\); all of them were stopped\.$"),
+])
+def test_a_failing_rank_stops_them_all_in_words(dataset, tmp_path, how, words):
+    with pytest.raises(JobError, match=words) as failed:
+        train(TWO, dataset, tmp_path / "out", RecordingReporter(), init=BreaksOnRank1(how))
+    assert how == "kill" or "Traceback" in failed.value.detail
     assert not multiprocessing.active_children()  # every rank was stopped
     assert not (tmp_path / "out" / "weights.pth").exists()
 
@@ -78,3 +86,8 @@ def test_a_cancel_stops_every_rank(dataset, tmp_path):
         train(TWO, dataset, tmp_path / "out", RecordingReporter(cancel_after=0))
     assert cancelled.value.result is None  # no epoch had finished: nothing kept
     assert not multiprocessing.active_children()
+
+
+def test_a_device_count_a_training_cannot_take_is_refused_by_name():
+    with pytest.raises(JobError, match=r"^Training setting gpus is 3, but it must be one of 1, 2, 4, 8\.$"):
+        validate(replace(SMALL, gpus=3), classes=3)
