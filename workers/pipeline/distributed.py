@@ -4,7 +4,7 @@ No Django, no Celery.
     result = train_distributed(config, data, out, reporter)      # config.gpus processes
 
 The calling process (the jailed step's) is the supervisor: it starts one process per device
-(spawned: CUDA cannot be used in a forked child), relays rank 0's reports to the real reporter and
+(from a fork server: CUDA cannot be used in a child forked from a process that used it), relays rank 0's reports to the real reporter and
 its checkpoints to `save_checkpoint`, passes a cancel on to rank 0, and when a rank fails stops
 them all and raises that rank's error. The ranks meet through a FileStore in a private temporary
 folder (no port to choose) and talk over loopback, which the jail's network namespace has: NCCL
@@ -19,11 +19,13 @@ gradient all-reduce, and are stopped once it has ended.
 """
 
 import io
+import multiprocessing
 import os
 import queue
 import shutil
 import signal
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +42,7 @@ from workers.pipeline.reporting import JobError, Reporter, one_line, whole_text
 # A rank waits in the next step's all-reduce while rank 0 validates and writes a checkpoint.
 WAIT = timedelta(hours=2)
 POLL_SECONDS = 0.1
+PEER_DEATH_SECONDS = 1.0
 REPORTS = ("log", "progress", "stage", "metric")  # what rank 0 may say through the supervisor
 
 
@@ -192,7 +195,12 @@ def _supervise(ranks, channel, cancel, acks, reporter: Reporter, save_checkpoint
             raise TrainingCancelled(message[0])
         elif kind == "error":
             rank, said, detail, trace, own = message
-            _raise_if_one_died(ranks)  # a rank killed (out of memory) is why the others lost their peer
+            # A rank killed (out of memory) is why the others lost their peer: they see its
+            # sockets close a moment before its process has ended.
+            deadline = time.monotonic() + PEER_DEATH_SECONDS
+            while time.monotonic() < deadline:
+                _raise_if_one_died(ranks)
+                time.sleep(POLL_SECONDS / 4)
             if own:  # a JobError: its words are for the user as they are
                 raise JobError(said, f"{detail}\n\n{trace}" if detail else trace)
             raise JobError(f"Training process {rank} of {world} failed, so all of them were stopped: {said}",
@@ -212,6 +220,9 @@ def _rank_main(rank: int, world: int, store: str, job: dict, channel, cancel, ac
     from workers.pipeline.training import TrainingCancelled, train_on
 
     try:
+        # Its loader processes fork from it, as a one-device training's do: a process the fork
+        # server started would start them through the fork server too, importing torch in each.
+        multiprocessing.set_start_method("fork", force=True)
         # The jail's network namespace has only loopback, and its hostname resolves nowhere.
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
         os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
@@ -252,7 +263,7 @@ def _checkpoint_relay(channel, acks):
 
 
 def _portable(module: nn.Module | None):
-    """The model to fine-tune, fit to send to a spawned process: TorchScript as its saved bytes
+    """The model to fine-tune, fit to send to another process: TorchScript as its saved bytes
     (it does not pickle), any other module as it is."""
     if isinstance(module, torch.jit.ScriptModule):
         buffer = io.BytesIO()

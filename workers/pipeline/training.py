@@ -415,7 +415,8 @@ def train(config: TrainConfig, dataset: Path, out: Path, reporter: Reporter, *,
           save_checkpoint: Callable[[Path, dict], None] | None = None,
           device: str | None = None) -> TrainResult:
     """Train on `dataset`'s train split, validate on its val split after every epoch, and write
-    the best epoch's weights to out/weights.pth. See the module docstring for the rest."""
+    the best epoch's weights to out/weights.pth; with config.gpus > 1 on that many devices of
+    this host at once (workers/pipeline/distributed.py). See the module docstring for the rest."""
     reporter.stage("preparing")
     data = read_index(Path(dataset))
     validate(config, classes=len(data.classes), grayscale=data.grayscale)
