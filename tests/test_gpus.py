@@ -3,16 +3,22 @@ worker says of the GPUs it owns, and trainings on several GPUs of one host: rout
 only a worker owning that many takes, refused up front when the fleet has none."""
 
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.helpers import make_dataset, signed_in
 from tests.jobs_helpers import make_project
+from tests.servers import wait_for
 from webapp.celery import QUEUES
 from webapp.hosts.models import WorkerHost
 from webapp.jobs.models import Job, JobInput
 from webapp.registry.models import Model
-from workers.gpus import _option, plan
+from workers.gpus import Worker, _option, plan
 from workers.pipeline.hostinfo import owned_gpus
 
 ARGS = ["-Q", "train", "--hostname", "train@%h", "--loglevel", "INFO"]
@@ -45,6 +51,27 @@ def test_a_worker_owning_several_gpus_also_takes_trainings_on_that_many():
     # each queue a worker takes is one the Celery app declares
     for worker in (big, small):
         assert set(_option(list(worker.argv), "-Q", "--queues").split(",")) <= set(QUEUES)
+
+
+def test_the_launcher_passes_a_stop_on_to_every_worker(tmp_path):
+    """Two stand-in workers that record their pid and GPU, then wait; SIGTERM to the launcher ends both."""
+    record = ("import os, pathlib, sys, time; "
+              "pathlib.Path(sys.argv[1]).write_text(f'{os.getpid()} {os.environ[\"CUDA_VISIBLE_DEVICES\"]}'); "
+              "time.sleep(60)")
+    workers = [Worker(f"w{gpu}@%h", (str(gpu),), (sys.executable, "-c", record, str(tmp_path / f"w{gpu}"))) for gpu in (0, 1)]
+    launcher = subprocess.Popen([sys.executable, "-c", f"import sys; from workers.gpus import Worker, run; sys.exit(run({workers!r}))"],
+                                cwd=Path(__file__).resolve().parent.parent)
+    try:
+        wait_for(lambda: all((tmp_path / f"w{gpu}").exists() and (tmp_path / f"w{gpu}").read_text() for gpu in (0, 1)),
+                 timeout=30, what="both workers to start")
+        seen = [(tmp_path / f"w{gpu}").read_text().split() for gpu in (0, 1)]
+        assert [gpu for _, gpu in seen] == ["0", "1"]  # each pinned to its own
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) == 128 + signal.SIGTERM  # the workers ended on it (a Celery worker: 0)
+        assert not any(psutil.pid_exists(int(pid)) and psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+                       for pid, _ in seen)
+    finally:
+        launcher.kill()
 
 
 def test_a_worker_says_which_gpus_of_the_host_it_owns(monkeypatch):

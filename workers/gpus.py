@@ -97,7 +97,8 @@ def run(workers: list[Worker]) -> int:
                 print(f"worker {workers[index].name} ended ({child.returncode}); starting it again", file=sys.stderr)
                 children[index] = subprocess.Popen(workers[index].argv, env=workers[index].environment())
                 del ended_at[index]
-    return max(child.wait() for child in children)
+    codes = [child.wait() for child in children]
+    return next((code if code > 0 else 128 - code for code in codes if code), 0)  # a signal as a shell says it
 
 
 def ping(workers: list[Worker]) -> int:
