@@ -3,6 +3,7 @@ worker says of the GPUs it owns, and trainings on several GPUs of one host: rout
 only a worker owning that many takes, refused up front when the fleet has none."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,3 +119,25 @@ def test_a_training_on_several_gpus_waits_on_their_queue(alice, vision):
     assert (job.queue, job.params["gpus"]) == ("train_gpus_2", 2)
     one = Job.objects.get(id=submit(alice, vision, model_name="other").json()["id"])
     assert (one.queue, one.params["gpus"]) == ("train", 1)  # the default: one GPU, any train worker
+
+
+@pytest.mark.django_db
+def test_the_form_offers_as_many_gpus_as_a_worker_trains_on(alice, vision):
+    WorkerHost.objects.create(hostname="train-gpu0-1@gpu-b", queues=["train", "train_gpus_2"])
+    page = signed_in(alice).get(f"/projects/{vision.id}/train/").content.decode()
+    options = re.search(r'<select name="gpus".*?</select>', page, re.S).group(0)
+    assert re.findall(r'<option value="(\d)"( selected)?( disabled)?>', options) == [
+        ("1", " selected", ""), ("2", "", ""), ("4", "", " disabled"), ("8", "", " disabled")]
+    assert "The most a worker of this site trains on: 2." in page
+
+
+@pytest.mark.django_db
+def test_the_form_refuses_more_gpus_than_any_worker_trains_on(alice, vision):
+    dataset = make_dataset(vision)
+    form = {"dataset": dataset.id, "model_name": "colours", "architecture": "small_cnn", "epochs": 1, "gpus": "2",
+            "idempotency_key": "form-gpus"}
+    response = signed_in(alice).post(f"/projects/{vision.id}/train/", form, follow=True)
+    assert "No worker of this site trains on 2 GPUs of one host; ask for 1 GPU." in response.content.decode()
+    assert not Job.objects.exists() and not Model.objects.exists()
+    response = signed_in(alice).post(f"/projects/{vision.id}/train/", {**form, "gpus": "1", "idempotency_key": "form-1"})
+    assert response.status_code == 302 and Job.objects.get().params["gpus"] == 1
