@@ -4,8 +4,10 @@ averaged, rank 0 alone reports, validates and writes; a failing rank stops them 
 
 import multiprocessing
 import os
+import shutil
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +53,23 @@ def test_two_processes_train_together_and_rank_0_reports(dataset, tmp_path):
     model = build_model("small_cnn", 3)
     model.load_state_dict(torch.load(result.weights, weights_only=True))  # the plain model's keys
     assert reporter.fractions[-1] == 1.0
+
+
+def test_rank_0_hands_over_checkpoints_and_a_run_resumes_from_one(dataset, tmp_path):
+    kept: list[tuple[Path, dict]] = []
+
+    def save(path: Path, summary: dict) -> None:  # the worker's copy, as steps._checkpoint_saver makes it
+        copy = tmp_path / f"epoch-{summary['epoch']}.pth"
+        shutil.copy(path, copy)
+        kept.append((copy, summary))
+
+    first = train(TWO, dataset, tmp_path / "first", RecordingReporter(), save_checkpoint=save)
+    assert [summary["epoch"] for _, summary in kept] == [1, 2]
+    reporter = RecordingReporter()
+    resumed = train(replace(TWO, epochs=3), dataset, tmp_path / "resumed", reporter, resume=kept[0][0])
+    assert "resuming after epoch 1" in reporter.text() and resumed.epochs_run == 3
+    assert [step for _, step in reporter.named("train/loss")] == list(range(4, 3 * 3 + 1))  # epochs 2 and 3
+    assert resumed.history[0] == first.history[0]  # epoch 1 as it was stored
 
 
 class BreaksOnRank1(nn.Module):
