@@ -59,6 +59,18 @@ def option(argv: list[str], *names: str) -> str | None:
     return None
 
 
+def celery_argv(argv: list[str]) -> list[str] | None:
+    """The `celery … worker` a command runs: itself, or what the GPU launcher starts on a host
+    without a GPU (on one with GPUs, the same per GPU with its own name and GPU: tests/test_gpus.py)."""
+    if argv[:3] == ["python", "-m", "workers.gpus"]:
+        from workers.gpus import parse, plan
+
+        options, args = parse([re.sub(r"\$\{\w+:-(\w+)\}", r"\1", arg) for arg in argv[3:]])  # compose's default
+        (worker,) = plan(args, [], options.gpus_per_worker)
+        return list(worker.argv)
+    return argv if argv[0] == "celery" else None
+
+
 def one_shot_services() -> set[str]:
     """Services something waits on to *finish* (migrations, bucket creation)."""
     return {
@@ -109,7 +121,8 @@ def test_it_runs_only_known_programs_in_the_vintner_image():
     for name, svc in vintner_services().items():
         assert svc.get("command"), f"{name} has no command"
         for argv in argvs(svc["command"]):
-            assert argv[0] in {"daphne", "celery"} or argv[:2] == ["python", "manage.py"], (name, argv)
+            assert argv[0] in {"daphne", "celery"} or argv[:2] == ["python", "manage.py"] \
+                or argv[:3] == ["python", "-m", "workers.gpus"], (name, argv)
 
 
 def test_it_serves_an_asgi_app_that_exists():
@@ -133,10 +146,10 @@ def test_it_starts_celery_on_the_project_app_and_its_queues():
 
     queue_names = {queue.name for queue in project_app.conf.task_queues}
     workers = {
-        name: argv
+        name: celery_argv(argv)
         for name, svc in vintner_services().items()
         for argv in argvs(svc["command"])
-        if argv[0] == "celery"
+        if celery_argv(argv)
     }
     assert set(workers) == {"worker-train", "worker-optimize"}
     for name, argv in workers.items():
@@ -147,12 +160,16 @@ def test_it_starts_celery_on_the_project_app_and_its_queues():
         queues = set(option(argv, "-Q", "--queues").split(","))
         assert queues and queues <= queue_names, (name, queues, queue_names)
     assert option(workers["worker-train"], "-Q", "--queues") == "train"
-    assert option(workers["worker-train"], "-c", "--concurrency") == "1"
     assert option(workers["worker-optimize"], "-Q", "--queues") == "optimize"
 
 
 def test_it_health_checks_each_worker_under_its_own_node_name():
-    for name in ("worker-train", "worker-optimize"):
+    train = SERVICES["worker-train"]
+    # the launcher's health check pings every worker it would start, from the same options
+    assert train["healthcheck"]["test"][1:4] == ["python", "-m", "workers.gpus"] and "--ping" in train["healthcheck"]["test"]
+    assert [arg for arg in train["healthcheck"]["test"][4:] if arg != "--ping"] == \
+        [arg for arg in argvs(train["command"])[0][3:] if arg not in ("--loglevel", "INFO")]
+    for name in ("worker-optimize",):
         svc = SERVICES[name]
         (argv,) = argvs(svc["command"])
         prefix = option(argv, "--hostname", "-n").split("@")[0]
@@ -234,9 +251,9 @@ def test_it_reserves_gpus_for_the_train_worker_only():
         return [device for device in devices if "gpu" in device.get("capabilities", [])]
 
     (device,) = gpu_devices(SERVICES["worker-train"])
-    # one worker per GPU: exactly one device, chosen by TRAIN_GPU
-    assert device["driver"] == "nvidia" and device["device_ids"] == ["${TRAIN_GPU:-0}"] and "count" not in device
-    assert option(argvs(SERVICES["worker-train"]["command"])[0], "-c", "--concurrency") == "1"
+    # every GPU of the host, which the launcher gives out one (or a group) to each worker
+    assert device["driver"] == "nvidia" and device["count"] == "all" and "device_ids" not in device
+    assert argvs(SERVICES["worker-train"]["command"])[0][:3] == ["python", "-m", "workers.gpus"]
     assert [name for name, svc in SERVICES.items() if gpu_devices(svc)] == ["worker-train"]
 
 

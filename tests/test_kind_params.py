@@ -82,7 +82,7 @@ def test_the_limits_are_the_pipelines():
     from workers.pipeline.conversion.config import MAX_NAME, OPSETS
     from workers.pipeline.training import OPTIMIZERS, SCHEDULES
 
-    assert p.QUEUES == QUEUES and p.AUGMENTS == AUGMENTS
+    assert set(p.QUEUES + p.GPU_QUEUES) == set(QUEUES) and p.AUGMENTS == AUGMENTS
     fields = KINDS["convert"].serializer().fields
     assert (fields["opset"].min_value, fields["opset"].max_value) == (OPSETS.start, OPSETS.stop - 1)
     assert fields["input_name"].max_length == MAX_NAME

@@ -12,6 +12,7 @@ import yaml
 from django.conf import settings
 
 from webapp.celery import QUEUES
+from workers.pipeline.params import GPU_QUEUES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [(path.name, doc) for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
@@ -40,7 +41,9 @@ def test_every_queue_has_a_worker_that_keda_scales_on_that_queues_list():
         (trigger,) = scaler["spec"]["triggers"]
         assert trigger["type"] == "redis" and trigger["metadata"]["listName"] == queue
         queues[queue] = (target, scaler)
-    assert set(queues) == set(QUEUES)
+    # trainings on several GPUs of one host wait for a pod that owns that many, which a site adds
+    # as its GPUs allow (docs/operations.md); every other queue has its workers here
+    assert set(queues) == set(QUEUES) - set(GPU_QUEUES)
     # a scale-down must not kill a long training: the pod gets longer than the longest job to finish
     train, _ = queues["train"]
     assert train["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > settings.JOB_TIME_LIMIT

@@ -62,8 +62,10 @@ def runs_series(jobs: list[Job], prefix: str = "epoch/") -> list[dict]:
 
 
 def team_job_slots(queue: str) -> int | None:
-    """How many jobs of one team may be started on `queue` at once; None: no limit."""
-    return settings.TEAM_RUNNING_JOBS.get(queue) or None
+    """How many jobs of one team may be started on `queue` at once; None: no limit. A queue of
+    trainings on several GPUs (train_gpus_<n>) has as many as train, unless set apart."""
+    slots = settings.TEAM_RUNNING_JOBS
+    return slots.get(queue, slots.get("train") if queue.startswith("train_gpus_") else None) or None
 
 
 def team_jobs_started(team_id: int, queue: str) -> int:

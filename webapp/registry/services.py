@@ -21,6 +21,7 @@ from webapp.core.modality import Modality
 from webapp.core.numbers import whole_number
 from webapp.core.quota import quota_reserved
 from webapp.datasets.services import dataset_require_labels
+from webapp.hosts.selectors import most_training_gpus
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit, params_validate
@@ -155,6 +156,11 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
     if dataset.modality == Modality.TEXT:
         _refuse_image_settings(validated)
     name = validated["model_name"]  # checked before a model of that name is made
+    if validated["gpus"] > 1 and (most := most_training_gpus()) < validated["gpus"]:
+        raise ValidationError({"params.gpus": (
+            f"No worker of this site trains on {validated['gpus']} GPUs of one host"
+            + (f" (the most is {most}); ask for {most}." if most > 1 else "; ask for 1 GPU.")
+            + " An administrator starts workers that own several GPUs (docs/operations.md).")})
     with transaction.atomic():
         # The model exists from the run's start (without artifacts until a run publishes one), so
         # every run is its run by relation: a failed first run too, and all of them after a rename.
@@ -178,7 +184,7 @@ def modalities_fit(*, model: Model, dataset, field: str = "params.dataset") -> N
 
 # Settings only image training reads (workers/pipeline/training.py), at their defaults.
 IMAGE_ONLY = {"optimizer": "adamw", "momentum": 0.9, "schedule": "cosine", "step_size": 10, "gamma": 0.1,
-              "augment": "standard", "flip": False, "input_size": None, "workers": 2}
+              "augment": "standard", "flip": False, "input_size": None, "workers": 2, "gpus": 1}
 
 
 def _text_train_params(params: dict, init: Artifact | None) -> dict:

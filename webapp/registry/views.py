@@ -9,6 +9,7 @@ from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.core.throttles import throttled_page
 from webapp.jobs.kinds import KINDS, submission_key
+from webapp.hosts.selectors import most_training_gpus
 from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import PRETRAINED, TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
@@ -93,6 +94,7 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
                      **{arch: TEXT_DEFAULTS for arch in TEXT_ARCHITECTURES}},
         "text_architectures": list(TEXT_ARCHITECTURES),
         "pretrained_architectures": PRETRAINED,
+        "most_gpus": most_training_gpus(),
         "selected": request.POST if request.method == "POST" else request.GET,
     }
     return render(request, "registry/model_train.html", context)

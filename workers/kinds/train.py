@@ -16,7 +16,7 @@ from workers.runner import JobRun
 # The job's parameters that are training settings (the rest name the data and the outcome).
 TRAIN_SETTINGS = ("architecture", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
                   "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "flip", "input_size", "seed",
-                  "early_stopping_patience", "amp", "workers", "pretrained")
+                  "early_stopping_patience", "amp", "workers", "gpus", "pretrained")
 # Those text training takes (workers/pipeline/text/training.py); `pretrained` is its `weights`.
 TEXT_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "max_length", "seed",
                  "early_stopping_patience", "amp")

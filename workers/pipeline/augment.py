@@ -132,19 +132,35 @@ class ImageDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """A shuffled order per epoch, with a seed per item; both depend only on (seed, epoch)."""
+    """A shuffled order per epoch, with a seed per item; both depend only on (seed, epoch).
 
-    def __init__(self, size: int, seed: int) -> None:
+    In a distributed training (workers/pipeline/distributed.py) each rank takes every world-th
+    item of that one order, starting at its rank, so the ranks share out the epoch; the order is
+    first padded with its own start to a multiple of world (as torch's DistributedSampler does),
+    since every rank must take as many steps. `shard` is (rank, world); None: the process group's."""
+
+    def __init__(self, size: int, seed: int, shard: tuple[int, int] | None = None) -> None:
         self.size, self.seed, self.epoch = size, seed, 0
+        self.rank, self.world = shard if shard is not None else _process_group_shard()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         base = (self.seed * 1_000_003 + self.epoch) * 10_000_019 % 2**62
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(base)).tolist()
-        for position, index in enumerate(order):
-            yield index, (base + position * 7_919 + 1) % 2**62
+        keyed = [(index, (base + position * 7_919 + 1) % 2**62) for position, index in enumerate(order)]
+        keyed += keyed[:len(self) * self.world - self.size]
+        yield from keyed[self.rank::self.world]
+
+
+def _process_group_shard() -> tuple[int, int]:
+    """(rank, world) of this process's torch.distributed group; (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -43,21 +43,35 @@ def cpu_facts() -> dict:
 
 
 def torch_facts() -> dict:
+    """torch's version and the CUDA GPUs this process owns: `index` as torch numbers them here,
+    `device` as the host does (CUDA_VISIBLE_DEVICES' entry for it: a worker pinned to GPU 3 sees
+    it as cuda:0)."""
     import torch
 
     gpus = []
     if torch.cuda.is_available():
+        host_ids = owned_gpus()
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
             gpus.append(
                 {
                     "index": index,
+                    "device": host_ids[index] if host_ids and index < len(host_ids) else str(index),
                     "name": props.name,
                     "memory_bytes": props.total_memory,
                     "capability": f"{props.major}.{props.minor}",
                 }
             )
     return {"version": torch.__version__, "cuda": torch.version.cuda, "cuda_gpus": gpus}
+
+
+def owned_gpus() -> list[str] | None:
+    """The host's GPUs this process may use (CUDA_VISIBLE_DEVICES' entries: numbers or UUIDs);
+    None when it is not set, and all of them are visible."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
 
 
 def openvino_facts() -> dict:

@@ -19,6 +19,16 @@ MAX_NAME = 128  # an IR input or output name
 NAME_PATTERN = rf"^[A-Za-z_][A-Za-z0-9_.:/-]{{0,{MAX_NAME - 1}}}$"
 MODEL_NAME_MAX = 100  # registry.Model.name
 QUEUES = ("train", "optimize")  # webapp/celery.py declares the queues; a test holds them equal
+GPU_COUNTS = (1, 2, 4, 8)  # GPUs of one host a training may ask for (DistributedDataParallel beyond 1)
+
+
+def gpu_queue(gpus: int) -> str:
+    """Where a training that needs `gpus` GPUs of one host waits: `train`, or `train_gpus_<n>`,
+    which only a worker that owns at least n GPUs consumes (workers/gpus.py)."""
+    return "train" if gpus == 1 else f"train_gpus_{gpus}"
+
+
+GPU_QUEUES = tuple(gpu_queue(n) for n in GPU_COUNTS if n > 1)
 AUGMENTS = ("none", "light", "standard", "strong")  # workers/pipeline/augment.py; a test holds them equal
 MATRIX_POINTS_MAX = 16
 SEED_MAX = 2**32 - 1  # what numpy takes as a seed (torch takes 64 bits); training.py checks the same bound
@@ -105,6 +115,8 @@ class TrainParams:
     early_stopping_patience: int = param(0, min=0, help="0: off.")
     amp: bool = param(True, help="Mixed precision, on CUDA workers.")
     workers: int = param(2, min=0, max=64, help="Data-loader processes.")
+    gpus: int = param(1, choices=GPU_COUNTS, help="Images: GPUs of one host that train together "
+                                                  "(DistributedDataParallel); batch_size is per GPU.")
     pretrained: bool = param(True, help="Images: torchvision weights, when the worker's cache has them. Text: the "
                                         "fine-tuned model's weights; off, its config with random weights.")
     max_length: int | None = param(None, min=8, max=8192, help="Text: tokens a row is cut to; default 128, or the "

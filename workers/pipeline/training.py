@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
 from workers.pipeline.augment import AUGMENTS, EpochSampler, ImageDataset, read_index, train_transform, val_transform
-from workers.pipeline.params import SEED_MAX
+from workers.pipeline.params import GPU_COUNTS, SEED_MAX
 from workers.pipeline.reporting import Cancelled, JobError, Reporter
 
 ARCHS: tuple[str, ...] = TRAINABLE  # torchvision's ARCHITECTURES and small_cnn
@@ -66,6 +66,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # epochs without a better val top-1; 0: off
     amp: bool = True  # mixed precision (fp16 + GradScaler), on CUDA only
     workers: int = 2  # DataLoader processes; 0 loads in the training process
+    gpus: int = 1  # devices that train together, a process each (distributed.py); CPU processes without CUDA
     pretrained: bool = True  # torchvision's ImageNet weights, if in the local torch hub cache
     mean: tuple = (0.485, 0.456, 0.406)
     std: tuple = (0.229, 0.224, 0.225)
@@ -124,6 +125,8 @@ def validate(config: TrainConfig, *, classes: int, grayscale: bool = False) -> N
         raise bad("early_stopping_patience", "it must be 0 (off) or more")
     if not 0 <= number("workers", integer=True) <= 64:
         raise bad("workers", "it must be between 0 and 64")
+    if number("gpus", integer=True) not in GPU_COUNTS:
+        raise bad("gpus", f"it must be one of {', '.join(map(str, GPU_COUNTS))}")
     for name in ("amp", "pretrained", "flip"):
         if not isinstance(getattr(config, name), bool):
             raise bad(name, "it must be true or false")
@@ -412,20 +415,37 @@ def train(config: TrainConfig, dataset: Path, out: Path, reporter: Reporter, *,
           save_checkpoint: Callable[[Path, dict], None] | None = None,
           device: str | None = None) -> TrainResult:
     """Train on `dataset`'s train split, validate on its val split after every epoch, and write
-    the best epoch's weights to out/weights.pth. See the module docstring for the rest."""
+    the best epoch's weights to out/weights.pth; with config.gpus > 1 on that many devices of
+    this host at once (workers/pipeline/distributed.py). See the module docstring for the rest."""
     reporter.stage("preparing")
     data = read_index(Path(dataset))
     validate(config, classes=len(data.classes), grayscale=data.grayscale)
     config = _resolve(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.gpus > 1:  # a process per device, this one their supervisor
+        from workers.pipeline.distributed import train_distributed
+
+        return train_distributed(config, data, out, reporter, init=init, resume=resume,
+                                 save_checkpoint=save_checkpoint, device=device)
     where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if where.type == "cuda" and not torch.cuda.is_available():
         raise JobError(f"Training was asked to run on {device}, but this worker has no usable CUDA GPU.")
+    return train_on(config, data, out, reporter, where, init=init, resume=resume, save_checkpoint=save_checkpoint)
+
+
+def train_on(config: TrainConfig, data, out: Path, reporter: Reporter, where: torch.device, *,
+             init: nn.Module | None = None, resume: Path | None = None,
+             save_checkpoint: Callable[[Path, dict], None] | None = None, group=None) -> TrainResult | None:
+    """One process's training on one device; with a `group` (distributed.Group) one rank of
+    several, which returns None unless it is rank 0."""
     run = _Run(config, data, out, reporter, where, save_checkpoint)
+    run.group = group
     with _cpu_threads(where, config.workers):
         try:
             run.prepare(init, resume)
+            if group is not None:
+                group.share(run)  # the model in DistributedDataParallel; rank 0 alone reports and writes
             return run.loop()
         finally:
             run.close()
@@ -449,6 +469,7 @@ class _Run:
         self.since_improvement = 0  # epochs since val top-1 last rose
         self.pretrained = False
         self.resumed_epochs = 0
+        self.group = None  # distributed.Group when this is one rank of several
 
     # --- setting up ---------------------------------------------------------------------------
     def prepare(self, init: nn.Module | None, resume: Path | None) -> None:
@@ -516,9 +537,11 @@ class _Run:
             _shutdown(loader)
 
     # --- the loop -------------------------------------------------------------------------------
-    def loop(self) -> TrainResult:
+    def loop(self) -> TrainResult | None:
         config, reporter = self.config, self.reporter
         self.started, self.started_step = time.perf_counter(), self.step
+        if self.group is not None and self.group.rank > 0:
+            return self.group.follow(self)  # its shard of each epoch; rank 0 validates and keeps
         stopped_early = False
         while self.epoch < config.epochs:
             if config.early_stopping_patience and self.since_improvement >= config.early_stopping_patience:
@@ -596,6 +619,8 @@ class _Run:
                 pending, window_began, window_images = [], now, 0
         if pending:
             self._report_steps(pending, window_images / max(time.perf_counter() - window_began, 1e-9))
+        if self.group is not None:  # every rank's shard: the epoch's figures are the whole epoch's
+            loss_sum, correct, seen = self.group.summed(loss_sum, correct, seen)
         train_loss = loss_sum.item() / max(seen, 1)
         if not math.isfinite(train_loss):
             raise JobError(f"Training diverged in epoch {self.epoch + 1} (the loss is {train_loss}); "
@@ -612,7 +637,8 @@ class _Run:
                 self.reporter.metric("train/loss", value, step=step)
             self.reporter.metric("train/lr", lr, step=step)
         step = pending[-1][0]
-        self.reporter.metric("train/img_per_s", images_per_second, step=step)
+        ranks = self.group.world if self.group is not None else 1  # each rank trains as fast as rank 0
+        self.reporter.metric("train/img_per_s", images_per_second * ranks, step=step)
         self.reporter.metric("time/eta_s", self._eta(), step=step)
         self.reporter.progress(step / self.total_steps)
 

@@ -1,5 +1,6 @@
-"""Start the whole product on one box: Redis (unless REDIS_URL points elsewhere), daphne and one
-Celery worker on both queues. Ctrl-C stops them all."""
+"""Start the whole product on one box: Redis (unless REDIS_URL points elsewhere), daphne and a
+Celery worker on both queues (one per GPU, each pinned to its own, where the box has GPUs:
+workers/gpus.py). Ctrl-C stops them all."""
 
 import os
 import shutil
@@ -16,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.core.management.commands.ensure_admin import admin_ensure, admin_lines, framed
+from workers.gpus import host_gpus, plan
 
 
 def _redis_answers(url: str) -> bool:
@@ -40,12 +42,8 @@ class Command(BaseCommand):
         redis_server = None if _redis_answers(redis_url) else self._start_redis(redis_url)
         python = sys.executable
         children.append(subprocess.Popen([python, "-m", "daphne", "-b", host, "-p", str(port), "webapp.asgi:application"]))
-        children.append(
-            subprocess.Popen(
-                [python, "-m", "celery", "-A", "webapp", "worker", "-Q", "train,optimize", "-c", "1",
-                 "--hostname", "local@%h", "--loglevel", "INFO"]
-            )
-        )
+        workers = plan(["-Q", "train,optimize", "-c", "1", "--hostname", "local@%h", "--loglevel", "INFO"], host_gpus())
+        children += [subprocess.Popen([python, "-m", *worker.argv], env=worker.environment()) for worker in workers]
         self.stdout.write(self.style.SUCCESS(f"Vintner is starting at http://{host}:{port}/  (Ctrl-C stops everything)"))
 
         def announce() -> None:
