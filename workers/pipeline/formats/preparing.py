@@ -14,6 +14,7 @@ from workers.pipeline.formats.onnx_models import (
     check_location_text, checked_external_files, external_info, external_tensors, read_onnx,
 )
 from workers.pipeline.formats.pickles import refuse_unsafe_pickle
+from workers.pipeline.formats.text_folders import carry_tokenizer, prepare_transformers
 from workers.pipeline.reporting import JobError, Span, show
 
 GiB = 2**30
@@ -89,7 +90,7 @@ def _prepare_file(path: Path, name: str, out: Path, span: Span, declared_format:
         return _prepare_onnx_file(path, name, out)
     raise JobError(f"“{show(name)}” is not a model file Vintner recognises. Upload TorchScript (.pt), "
                    "torch.export (.pt2), a state_dict (.pth or .safetensors), ONNX (.onnx, or a zip with its "
-                   "external data) or OpenVINO IR (.xml and .bin).")
+                   "external data), OpenVINO IR (.xml and .bin) or a Hugging Face model folder as a zip.")
 
 
 def _sniff(path: Path, name: str) -> str:
@@ -158,17 +159,29 @@ def _prepare_zip(path: Path, name: str, out: Path, span: Span) -> Prepared:
         files = [p for p in sorted(unpacked.rglob("*")) if p.is_file() and not _is_junk(p.relative_to(unpacked))]
         models = [p for p in files if p.suffix.lower() == ".onnx"]
         xmls = [p for p in files if p.suffix.lower() == ".xml"]
+        configs = [p for p in files if p.name == "config.json"]
         if len(models) == 1 and not xmls:
-            return _with_labels_beside(
+            return _with_tokenizer(_with_labels_beside(
                 _prepare_onnx_folder(models[0], f"{name}: {models[0].relative_to(unpacked).as_posix()}", out),
-                models[0].parent, unpacked)
+                models[0].parent, unpacked), models[0].parent, unpacked)
         if len(xmls) == 1 and not models:
-            return _with_labels_beside(
+            return _with_tokenizer(_with_labels_beside(
                 _prepare_ir_in_zip(xmls[0], [p for p in files if p.suffix.lower() == ".bin"], name, out),
-                xmls[0].parent, unpacked)
-        found = ", ".join(show(p.relative_to(unpacked).as_posix()) for p in (models + xmls)[:5])
-        raise JobError(f"“{show(name)}” must hold one ONNX model (.onnx, with its external data files) or one "
-                       f"OpenVINO IR (.xml and .bin); it holds {found or 'no .onnx or .xml file'}.")
+                xmls[0].parent, unpacked), xmls[0].parent, unpacked)
+        if len(configs) == 1 and not models and not xmls:  # a Hugging Face model folder
+            return prepare_transformers(configs[0].parent, name, out, lambda src, dst: _place(src, dst, move=True))
+        found = ", ".join(show(p.relative_to(unpacked).as_posix()) for p in (models + xmls + configs)[:5])
+        raise JobError(f"“{show(name)}” must hold one ONNX model (.onnx, with its external data files), one "
+                       "OpenVINO IR (.xml and .bin) or one Hugging Face model folder (config.json, "
+                       f"model.safetensors and the tokenizer files); it holds {found or 'none of them'}.")
+
+
+def _with_tokenizer(prepared: Prepared, folder: Path, top: Path) -> Prepared:
+    """A text model's tokenizer files next to the model (or at the zip's top) travel with it."""
+    for place in dict.fromkeys((folder, top)):
+        if carry_tokenizer(place, prepared.folder, lambda src, dst: _place(src, dst, move=True)):
+            break
+    return prepared
 
 
 def _with_labels_beside(prepared: Prepared, folder: Path, top: Path) -> Prepared:
