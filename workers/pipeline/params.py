@@ -32,6 +32,7 @@ GPU_QUEUES = tuple(gpu_queue(n) for n in GPU_COUNTS if n > 1)
 AUGMENTS = ("none", "light", "standard", "strong")  # workers/pipeline/augment.py; a test holds them equal
 MATRIX_POINTS_MAX = 16
 SEED_MAX = 2**32 - 1  # what numpy takes as a seed (torch takes 64 bits); training.py checks the same bound
+DIMENSION = r"^(dynamic|[1-9][0-9]{0,3})$"  # a text model's batch or sequence length: dynamic, or 1 to 9999
 
 
 def param(default=MISSING, *, help: str = "", **limits):
@@ -83,6 +84,12 @@ class ConvertParams:
                               optional=True)
     samples: int = param(4, min=1, max=256, help="How many inputs the IR and its source both run on in the check.")
     tolerance: float | None = param(None, min=0, help="Largest difference allowed; default 1e-4 (FP32), 1e-2 (FP16).")
+    batch: str = param("dynamic", pattern=DIMENSION, max_length=8,
+                       help="Text models: “dynamic” or a fixed batch size.")
+    sequence_length: str = param("dynamic", pattern=DIMENSION, max_length=8,
+                                 help="Text models: “dynamic” or a fixed number of tokens.")
+    tokenizer_ir: bool = param(False, help="Text models: also the tokenizer as an OpenVINO IR "
+                                           "(openvino-tokenizers), so the deployed model takes strings.")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from workers.pipeline.reporting import JobError, Span, timed
 from workers.pipeline.text.models import TEXT_INPUTS, load_classifier, load_tokenizer, max_length, model_inputs, read_config
 
 STAGES = {"loading": 0.0, "converting": 0.25, "saving": 0.65, "tokenizer": 0.72, "verifying": 0.8}
-MAX_STATIC = 8192
+MAX_STATIC = 9999  # params.DIMENSION
 
 
 @dataclass(frozen=True)
