@@ -2,13 +2,13 @@
 text model and converted to an IR with its tokenizer, checked on a text dataset's rows; a folder
 that asks for its own code refused with nothing kept; and the modality checks every job calls."""
 
+import io
 import json
 import zipfile
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from tests.helpers import make_artifact, make_dataset, signed_in, uploaded
@@ -96,8 +96,15 @@ def test_a_model_folder_is_inspected_as_text_and_converts_with_its_tokenizer(wor
     conversion = ir.metrics["conversion"]
     assert conversion["equivalence"]["source"] == "dataset" and conversion["equivalence"]["within_tolerance"]
     assert conversion["equivalence"]["samples"] == 5 and conversion["text"]["tokenizer_check"]["same_ids"] == 5
-    stored = json.loads(default_storage.open(f"{ir.storage_prefix}/tokenizer/config.json").read())
-    assert stored["id2label"] == {"0": "sport", "1": "weather", "2": "food"}
+    # the download is usable alone: the IR, its tokenizer (with the labels) and metadata.json saying how to feed it
+    response = client.get(f"/api/v1/artifacts/{ir.id}/download/")
+    bundle = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert {"model.xml", "tokenizer/config.json", "openvino_tokenizer.xml", "metadata.json"} <= set(bundle.namelist())
+    assert json.loads(bundle.read("tokenizer/config.json"))["id2label"] == {"0": "sport", "1": "weather", "2": "food"}
+    metadata = json.loads(bundle.read("metadata.json"))
+    assert metadata["modality"] == "text" and "preprocessing" not in metadata
+    assert metadata["tokenizer"] == {"folder": "tokenizer/", "class": "BertTokenizer", "max_length": 64,
+                                     "openvino_tokenizer": "openvino_tokenizer.xml"}
 
 
 def test_a_model_folder_asking_for_its_own_code_is_refused_and_nothing_is_kept(worker_host, alice, project, tmp_path):

@@ -438,24 +438,41 @@ def artifact_metadata(artifact: Artifact) -> dict:
     nothing of the server (no paths)."""
     model = artifact.model
     inputs = artifact.inspection.get("inputs", [])
+    if model.modality == Modality.TEXT:
+        return {**_metadata_common(artifact), "modality": "text", "tokenizer": _text_feeding(artifact)}
     embedded = bool(inputs) and inputs[0].get("dtype") == "u8"
     steps = recipe.describe(model.preprocessing)
     if embedded:
         steps = steps.split(";")[0] + ("; the IR takes that picture as u8 NHWC RGB and does the rest itself "
                                        "(colour order, value range, mean and std)")
+    return {**_metadata_common(artifact),
+            "preprocessing": {**recipe.complete(model.preprocessing), "embedded": embedded, "steps": steps}}
+
+
+def _metadata_common(artifact: Artifact) -> dict:
     return {
-        "model": model.name,
+        "model": artifact.model.name,
         "artifact": artifact.id,
         "format": artifact.format,
         "precision": artifact.precision,
-        "labels": model.labels,
-        "preprocessing": {**recipe.complete(model.preprocessing), "embedded": embedded, "steps": steps},
-        "inputs": inputs,
+        "labels": artifact.model.labels,
+        "inputs": artifact.inspection.get("inputs", []),
         "outputs": artifact.inspection.get("outputs", []),
         "lineage": artifact_lineage(artifact),
         "metrics": {name: ({k: v for k, v in section.items() if k != "folder"} if isinstance(section, dict) else section)
                     for name, section in artifact.metrics.items()},  # artifacts made before jail paths were left out
     }
+
+
+def _text_feeding(artifact: Artifact) -> dict:
+    """How a text artifact is fed: where its tokenizer files lie in the download, the longest
+    sequence, and the tokenizer IR where it has one (docs/architecture.md, "Text models")."""
+    names = {entry["name"] for entry in artifact.files}
+    folder = "" if artifact.format == Format.TRANSFORMERS else "tokenizer/"
+    details = artifact.inspection.get("details") or {}
+    return {"folder": folder if folder == "" or any(n.startswith(folder) for n in names) else None,
+            "class": details.get("tokenizer", ""), "max_length": details.get("max_length"),
+            "openvino_tokenizer": "openvino_tokenizer.xml" if "openvino_tokenizer.xml" in names else None}
 
 
 class FilesMissing(Exception):
