@@ -96,6 +96,9 @@ def test_a_model_folder_is_inspected_as_text_and_converts_with_its_tokenizer(wor
     conversion = ir.metrics["conversion"]
     assert conversion["equivalence"]["source"] == "dataset" and conversion["equivalence"]["within_tolerance"]
     assert conversion["equivalence"]["samples"] == 5 and conversion["text"]["tokenizer_check"]["same_ids"] == 5
+    report = client.get(f"/artifacts/{ir.id}/").content.decode()
+    assert "Matches its source" in report and "batch dynamic × sequence 32" in report and "sentences of its" not in report
+    assert 'data-testid="equivalence-worst"' in report and "same token ids on 5 of 5 sentences" in report
     # the download is usable alone: the IR, its tokenizer (with the labels) and metadata.json saying how to feed it
     response = client.get(f"/api/v1/artifacts/{ir.id}/download/")
     bundle = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))

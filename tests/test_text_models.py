@@ -169,8 +169,17 @@ def test_a_bert_converts_to_a_dynamic_ir_with_its_tokenizer_beside_it_and_in_ope
     with torch.no_grad():
         wanted = module(**tokenizer(["a storm in the league"], return_tensors="pt")).logits.numpy()
     assert np.abs(got - wanted).max() < 1e-4
-    again = inspected(Prepared(format="openvino_ir", folder=ir, primary="model.xml"))
-    assert again.modality == "text" and again.labels == ["Sport", "Weather", "Food"]
+    # uploaded again as a zip (as its download holds it), it is a text IR with its tokenizer and tokenizer IR
+    again = prepared(zipped(ir, tmp_path / "ir.zip", top="download"), tmp_path / "again")
+    assert again.format == "openvino_ir" and (again.folder / "tokenizer" / "tokenizer.json").is_file()
+    assert (again.folder / "openvino_tokenizer.xml").is_file() and (again.folder / "openvino_tokenizer.bin").is_file()
+    inspection = inspected(again)
+    assert inspection.modality == "text" and inspection.labels == ["Sport", "Weather", "Food"]
+    assert inspection.details["max_length"] == 64
+    # a tokenizer IR carried beside it is untrusted XML too: checked as model.xml is, before OpenVINO reads it
+    (ir / "openvino_tokenizer.xml").write_text('<?xml version="1.0"?><!DOCTYPE net [<!ENTITY x "y">]><net>&x;</net>')
+    with pytest.raises(JobError, match="openvino_tokenizer.xml\\) is refused: model.xml contains a DOCTYPE"):
+        inspected(prepared(zipped(ir, tmp_path / "bad.zip"), tmp_path / "bad"))
 
 
 def test_a_distilbert_converts_static_fp16_on_dataset_rows_and_says_what_differed(folders, tmp_path):

@@ -158,7 +158,7 @@ def _prepare_zip(path: Path, name: str, out: Path, span: Span) -> Prepared:
         extract_archive(path, unpacked, MODEL_ARCHIVE_LIMITS, span.child(0.0, 0.8), name=name)
         files = [p for p in sorted(unpacked.rglob("*")) if p.is_file() and not _is_junk(p.relative_to(unpacked))]
         models = [p for p in files if p.suffix.lower() == ".onnx"]
-        xmls = [p for p in files if p.suffix.lower() == ".xml"]
+        xmls = [p for p in files if p.suffix.lower() == ".xml" and p.name not in OPENVINO_TOKENIZERS]
         configs = [p for p in files if p.name == "config.json"]
         if len(models) == 1 and not xmls:
             return _with_tokenizer(_with_labels_beside(
@@ -177,10 +177,18 @@ def _prepare_zip(path: Path, name: str, out: Path, span: Span) -> Prepared:
 
 
 def _with_tokenizer(prepared: Prepared, folder: Path, top: Path) -> Prepared:
-    """A text model's tokenizer files next to the model (or at the zip's top) travel with it."""
-    for place in dict.fromkeys((folder, top)):
-        if carry_tokenizer(place, prepared.folder, lambda src, dst: _place(src, dst, move=True)):
+    """A text model's tokenizer files next to the model (or at the zip's top, or in a tokenizer/
+    folder there, as Vintner's own download has them) travel with it, and so does the tokenizer's
+    own IR (openvino_tokenizer.xml and .bin) where it lies beside the model."""
+    move = lambda src, dst: _place(src, dst, move=True)  # noqa: E731
+    for place in dict.fromkeys((folder, folder / "tokenizer", top, top / "tokenizer")):
+        if place.is_dir() and not place.is_symlink() and carry_tokenizer(place, prepared.folder, move):
             break
+    if prepared.format == "openvino_ir":
+        for name in OPENVINO_TOKENIZERS:
+            if (folder / name).is_file() and (folder / name).with_suffix(".bin").is_file():
+                move(folder / name, prepared.folder / name)
+                move((folder / name).with_suffix(".bin"), prepared.folder / Path(name).with_suffix(".bin"))
     return prepared
 
 
@@ -210,6 +218,7 @@ def _prepare_onnx_file(path: Path, name: str, out: Path) -> Prepared:
 
 
 RESERVED = {"model.onnx", "metadata.json", "sha256sums"}
+OPENVINO_TOKENIZERS = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")  # beside a text IR, not the model
 
 
 def _prepare_onnx_folder(model_path: Path, name: str, out: Path) -> Prepared:

@@ -138,6 +138,14 @@ def text_details(config: dict, tokenizer) -> dict:
 def carried_details(folder: Path, span: Span) -> dict:
     """For an ONNX or IR text model with its tokenizer folder: the same details, the tokenizer loaded
     (in the jail) to prove it works; {} without one."""
+    tokenizer_ir = folder / "openvino_tokenizer.xml"
+    if tokenizer_ir.is_file():
+        from workers.pipeline.formats.openvino_ir import check_ir_files
+
+        try:
+            check_ir_files(tokenizer_ir, tokenizer_ir.with_suffix(".bin"))
+        except JobError as error:
+            raise JobError(f"The tokenizer IR beside the model (openvino_tokenizer.xml) is refused: {error}") from None
     carried = folder / TOKENIZER_FOLDER
     if not carried.is_dir():
         return {}
