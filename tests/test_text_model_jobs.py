@@ -143,3 +143,22 @@ def test_jobs_pair_a_text_model_only_with_text_datasets_of_its_labels(alice, pro
     with pytest.raises(ValidationError, match="Only a text model has a tokenizer"):
         optimize.artifact_convert(artifact=make_artifact(image_model, fmt="onnx"), user=alice, params={"tokenizer_ir": True})
     assert Job.objects.count() == jobs  # refused before any job row exists
+    page = signed_in(alice).get(f"/models/{text_model.id}/").content.decode()
+    assert 'data-testid="text-model-facts"' in page and "Input height" not in page and "tokenizer" in page
+    assert signed_in(alice).get(f"/api/v1/models/{text_model.id}/").json()["modality"] == "text"
+
+
+def test_a_model_reads_one_kind_of_input(alice, project):
+    """An upload whose inspection says text, for a model that holds image artifacts, is refused before
+    anything is published (workers/kinds/model_import.py); a new model takes it."""
+    from workers.kinds.model_import import _modality
+    from workers.pipeline.reporting import JobError
+
+    images = Model.objects.create(project=project, name="colours")
+    make_artifact(images)
+    upload = Artifact.objects.create(model=images, origin="uploaded")
+    with pytest.raises(JobError, match="Model “colours” reads images, and this upload reads text; upload it under "
+                                       "another model name"):
+        _modality(upload, {"modality": "text"})
+    fresh = Artifact.objects.create(model=Model.objects.create(project=project, name="topics"), origin="uploaded")
+    assert _modality(fresh, {"modality": "text"}) == Modality.TEXT
