@@ -135,6 +135,9 @@ def test_jobs_pair_a_text_model_only_with_text_datasets_of_its_labels(alice, pro
         optimize.artifact_convert(artifact=folder, user=alice, params={}, dataset=strangers)
     with pytest.raises(ValidationError, match="no image preprocessing to embed"):
         optimize.artifact_convert(artifact=folder, user=alice, params={"embed_preprocessing": True})
+    bare = make_artifact(text_model, fmt="onnx", origin="uploaded")
+    with pytest.raises(ValidationError, match="came without its tokenizer"):
+        optimize.artifact_convert(artifact=bare, user=alice, params={})
     image_model = Model.objects.create(project=project, name="colours", labels=["blue", "green", "red"])
     ir = make_artifact(image_model)
     texts = text_dataset(project, tmp_path, name="sentences")

@@ -46,6 +46,10 @@ def _text_convertible(artifact: Artifact, params: dict) -> None:
     if params.get("embed_preprocessing"):
         raise ValidationError({"params.embed_preprocessing": "A text model has no image preprocessing to embed; its "
                                                              "tokenizer travels with the IR."})
+    if artifact.format == Format.ONNX and not (artifact.inspection.get("details") or {}).get("tokenizer"):
+        raise ValidationError({"params.artifact": "This ONNX text model came without its tokenizer, so the IR could "
+                                                  "neither be checked on sentences nor be used alone: upload a zip of "
+                                                  "the .onnx with the tokenizer files beside it."})
 
 
 QUANTIZABLE = {

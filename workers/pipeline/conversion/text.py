@@ -19,6 +19,7 @@ sentence alone, then the rest together; dynamic sequence: each batch padded to i
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,7 +207,9 @@ class _TextJob:
                                         input={name: shape for name in self.names})
             import torch
 
-            with torch.no_grad():
+            # the tracer's notes on transformers' shape checks are expected: the check below covers them
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 return ov.convert_model(self.module, example_input={k: torch.from_numpy(v) for k, v in example.items()},
                                         input=[(shape, ov.Type.i64)] * len(self.names))
         except Exception as error:
