@@ -58,6 +58,17 @@ def test_a_model_folder_zip_is_a_transformers_artifact_that_reads_text(folders, 
     assert inspection.details["architecture"] == ("BERT" if kind == "bert" else "DistilBERT")
 
 
+def test_a_trainers_output_folder_is_taken_from_its_top_not_its_checkpoints(folders, tmp_path):
+    folder = tmp_path / "run"
+    for place in (folder, folder / "checkpoint-10"):
+        place.mkdir(parents=True)
+        for file in folders["distilbert"].iterdir():
+            (place / file.name).write_bytes(file.read_bytes())
+    (folder / "training_args.bin").write_bytes(b"\x80\x02}q\x00.")  # left behind, never read
+    model = prepared(zipped(folder, tmp_path / "run.zip"), tmp_path / "out")
+    assert model.format == "transformers" and "training_args.bin" not in {p.name for p in model.folder.iterdir()}
+
+
 def test_a_weights_only_pytorch_model_bin_is_taken(folders, tmp_path):
     folder = tmp_path / "bin"
     folder.mkdir()

@@ -168,8 +168,10 @@ def _prepare_zip(path: Path, name: str, out: Path, span: Span) -> Prepared:
             return _with_tokenizer(_with_labels_beside(
                 _prepare_ir_in_zip(xmls[0], [p for p in files if p.suffix.lower() == ".bin"], name, out),
                 xmls[0].parent, unpacked), xmls[0].parent, unpacked)
-        if len(configs) == 1 and not models and not xmls:  # a Hugging Face model folder
-            return prepare_transformers(configs[0].parent, name, out, lambda src, dst: _place(src, dst, move=True))
+        top_configs = [p for p in configs if len(p.parts) == min(len(c.parts) for c in configs)]
+        if len(top_configs) == 1 and not models and not xmls:  # a Hugging Face model folder; a Trainer's
+            # output also holds checkpoint-N/ folders below it, each with a config.json: the top one is the model
+            return prepare_transformers(top_configs[0].parent, name, out, lambda src, dst: _place(src, dst, move=True))
         found = ", ".join(show(p.relative_to(unpacked).as_posix()) for p in (models + xmls + configs)[:5])
         raise JobError(f"“{show(name)}” must hold one ONNX model (.onnx, with its external data files), one "
                        "OpenVINO IR (.xml and .bin) or one Hugging Face model folder (config.json, "

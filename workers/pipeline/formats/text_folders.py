@@ -24,6 +24,7 @@ from workers.pipeline.text.models import (
 
 TOKENIZER_FOLDER = "tokenizer"  # beside an ONNX or IR text model: config.json and the tokenizer files
 CARRIED = ("config.json", *TOKENIZER_FILES, *TOKENIZER_SETTINGS)
+MAX_CONFIG = 4 * 2**20  # a config.json is a few kilobytes; anything this big is not one
 SHARDED = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -38,6 +39,9 @@ def prepare_transformers(folder: Path, name: str, out: Path, place) -> Prepared:
     config.json (refused with the reason for an architecture Vintner does not load or one that asks
     for its own code), the weights (safetensors preferred; a pytorch_model.bin only if weights_only
     loading takes it) and the tokenizer. Every other file is left behind."""
+    if (folder / "config.json").stat().st_size > MAX_CONFIG:
+        raise JobError(f"“{show(name)}”: its config.json is {(folder / 'config.json').stat().st_size:,} bytes, far more "
+                       "than a model's settings take; upload the folder save_pretrained() writes.")
     config = read_config(folder)
     if any((folder / index).is_file() for index in SHARDED) and not any((folder / w).is_file() for w in WEIGHT_FILES):
         raise JobError(f"“{show(name)}” holds weights split into shards; save the model again with "
