@@ -165,3 +165,20 @@ def test_a_model_reads_one_kind_of_input(alice, project):
         _modality(upload, {"modality": "text"})
     fresh = Artifact.objects.create(model=Model.objects.create(project=project, name="topics"), origin="uploaded")
     assert _modality(fresh, {"modality": "text"}) == Modality.TEXT
+
+
+@pytest.mark.django_db  # no worker: the job is only submitted
+def test_the_convert_form_takes_a_text_models_shape_and_tokenizer_choice(alice, project):
+    model = Model.objects.create(project=project, name="topics", modality=Modality.TEXT, labels=TOPICS)
+    folder = make_artifact(model, fmt="transformers", origin="uploaded")
+    client = signed_in(alice)
+    response = client.post(f"/artifacts/{folder.id}/convert/", {"batch": "2", "sequence_length": "dynamic",
+                                                                  "precision": "fp16", "tokenizer_ir": "on"})
+    job = Job.objects.get(kind="convert")
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.id}/"
+    assert (job.params["batch"], job.params["sequence_length"], job.params["tokenizer_ir"]) == ("2", "dynamic", True)
+    refused = client.post(f"/api/v1/artifacts/{folder.id}/convert/", {"sequence_length": "0"},
+                          content_type="application/json")
+    assert refused.status_code == 400
+    assert refused.json()["params.sequence_length"] == ["Write “dynamic”, or a whole number from 1 to 9999."]
+    assert Job.objects.filter(kind="convert").count() == 1
