@@ -193,14 +193,15 @@ def test_a_bert_converts_to_a_dynamic_ir_with_its_tokenizer_beside_it_and_in_ope
         inspected(prepared(zipped(ir, tmp_path / "bad.zip"), tmp_path / "bad"))
 
 
-def test_a_distilbert_converts_static_fp16_on_dataset_rows_and_says_what_differed(folders, tmp_path):
+def test_a_distilbert_converts_via_onnx_static_fp16_on_dataset_rows_and_says_what_differed(folders, tmp_path):
     model = prepared(zipped(folders["distilbert"], tmp_path / "m.zip"), tmp_path / "src")
     rows = [("the coach and the striker", None), ("a humid forecast", None), ("bread and cheese soup", None)]
     reporter = FakeReporter()
     result = convert_text(model, TextConvertConfig(batch=2, sequence_length=16, precision="fp16", tolerance=1e-12,
-                                                   labels=tuple(LABELS)), tmp_path / "ir", Span(reporter, 0, 1),
-                          rows=rows)
+                                                   labels=tuple(LABELS), route="onnx"), tmp_path / "ir",
+                          Span(reporter, 0, 1), rows=rows)
     equivalence = result.equivalence
+    assert result.route == "onnx" and "exported to ONNX" in result.route_reason
     assert [i.shape for i in result.inputs] == [[2, 16], [2, 16]] and result.precision == "fp16"
     assert equivalence.source == "dataset" and equivalence.shapes == [[2, 16], [2, 16]]
     assert not equivalence.within_tolerance  # FP16 weights differ beyond an impossible tolerance: flagged, not refused

@@ -52,7 +52,8 @@ def _convert_text(run: JobRun, source: Artifact) -> dict:
         dataset_folder = local_tree(Dataset.objects.get(id=params["dataset"]).storage_prefix, staging(run, "dataset"))
     text = {"batch": _dimension(params.get("batch")), "sequence_length": _dimension(params.get("sequence_length")),
             "precision": params["precision"], "tolerance": params.get("tolerance"), "samples": params.get("samples", 4),
-            "tokenizer_ir": bool(params.get("tokenizer_ir")), "labels": list(source.model.labels)}
+            "tokenizer_ir": bool(params.get("tokenizer_ir")), "labels": list(source.model.labels),
+            "route": params["route"], "opset": params["opset"]}
     result = run.jailed(run.step, {"model": model, "text": text,
                                    "dataset": str(dataset_folder) if dataset_folder else None},
                         reads=[model_folder] + ([dataset_folder] if dataset_folder else []))

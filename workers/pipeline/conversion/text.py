@@ -3,7 +3,8 @@ becomes an OpenVINO IR, checked against its source on real sentences. No Django,
 
 `ov.convert_model` traces the PyTorch model on a dict `example_input` (input_ids, attention_mask and
 token_type_ids where the model takes it) and is told each input's shape with `input=`: [?, ?] by
-default, or a chosen static batch and/or sequence length. FP16 compresses the weights as for images.
+default, or a chosen static batch and/or sequence length; the "onnx" route exports the module with
+torch's exporter first and converts that. FP16 compresses the weights as for images.
 
 The IR artifact is usable alone (docs/architecture.md, "Text models"):
     model.xml, model.bin               the classifier: token-id inputs (i64) [batch, sequence] → logits
@@ -19,6 +20,7 @@ sentence alone, then the rest together; dynamic sequence: each batch padded to i
 import json
 import math
 import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from workers.pipeline.conversion.config import DEFAULT_TOLERANCE, PRECISIONS, ConversionResult, Equivalence
+from workers.pipeline.conversion.config import DEFAULT_TOLERANCE, PRECISIONS, ROUTES, ConversionResult, Equivalence
 from workers.pipeline.conversion.equivalence import Diffs, read_ir, summary
 from workers.pipeline.formats.common import Prepared, one_line
 from workers.pipeline.formats.openvino_ir import port_info
@@ -47,6 +49,8 @@ class TextConvertConfig:
     samples: int = 4  # sentences the check runs
     tokenizer_ir: bool = False  # also the tokenizer as an IR of its own (openvino_tokenizers)
     labels: tuple[str, ...] = ()  # the model's labels, written into the IR and tokenizer/config.json
+    route: str = "auto"  # "auto" | "direct": ov.convert_model on the module; "onnx": torch.onnx.export first
+    opset: int = 17  # for the ONNX route
 
 
 def convert_text(prepared: Prepared, config: TextConvertConfig, out: Path, span: Span, *,
@@ -61,6 +65,8 @@ def _check(config: TextConvertConfig) -> None:
     for what, value in (("batch", config.batch), ("sequence length", config.sequence_length)):
         if value is not None and not (isinstance(value, int) and 1 <= value <= MAX_STATIC):
             raise JobError(f"The {what} must be “dynamic” or a whole number from 1 to {MAX_STATIC}; got {value!r}.")
+    if config.route not in ROUTES:
+        raise JobError(f"Unknown conversion route “{config.route}”; it is one of {', '.join(ROUTES)}.")
     if config.precision not in PRECISIONS:
         raise JobError(f"Unknown precision “{config.precision}”; it is fp32 or fp16.")
     if not isinstance(config.samples, int) or not 1 <= config.samples <= 256:
@@ -104,8 +110,8 @@ class _TextJob:
             [(text, None) for text in vocabulary_sentences(self.tokenizer, config.samples)], "generated")
         batches = self.batches(sentences)
         self.stage("converting")
-        with timed(self.seconds, "converting"):
-            model = self.convert(batches[0][1])
+        with timed(self.seconds, "converting"), tempfile.TemporaryDirectory(prefix="vintner-export-") as tmp:
+            model = self.convert(batches[0][1], Path(tmp))
         self.stage("saving")
         with timed(self.seconds, "saving"):
             self.save(model)
@@ -126,8 +132,9 @@ class _TextJob:
         shape = "static" if config.batch and config.sequence_length else (
             "dynamic" if not config.batch and not config.sequence_length else "mixed")
         return ConversionResult(
-            route="onnx" if self.prepared.format == "onnx" else "direct",
+            route="onnx" if self.prepared.format == "onnx" or config.route == "onnx" else "direct",
             route_reason=("the source is ONNX: OpenVINO's ONNX frontend converted it" if self.prepared.format == "onnx"
+                          else "exported to ONNX with torch's exporter, as chosen" if config.route == "onnx"
                           else "direct conversion of the transformers model (a dict example input)"),
             folder=self.out, inputs=inputs, outputs=outputs, equivalence=equivalence, precision=config.precision,
             shape=shape, warnings=self.warnings, seconds=dict(self.seconds),
@@ -197,13 +204,16 @@ class _TextJob:
 
     # --- converting and saving -----------------------------------------------------------------------
 
-    def convert(self, example: dict) -> ov.Model:
+    def convert(self, example: dict, tmp: Path) -> ov.Model:
         shape = ov.PartialShape([self.config.batch or -1, self.config.sequence_length or -1])
         self.reporter.log(f"Converting with inputs {', '.join(self.names)} at [{_dim(self.config.batch)}, "
                           f"{_dim(self.config.sequence_length)}].")
         try:
             if self.session is not None:
                 return ov.convert_model(str(self.prepared.folder / self.prepared.primary),
+                                        input={name: shape for name in self.names})
+            if self.config.route == "onnx":
+                return ov.convert_model(str(self.export_onnx(example, tmp / "model.onnx")),
                                         input={name: shape for name in self.names})
             import torch
 
@@ -215,12 +225,30 @@ class _TextJob:
         except Exception as error:
             raise JobError(f"OpenVINO could not convert the text classifier: {one_line(error)}") from None
 
+    def export_onnx(self, example: dict, path: Path) -> Path:
+        """The module exported to ONNX (torch's TorchScript-based exporter, which writes the opset
+        asked for), dynamic where the IR is to be."""
+        import torch
+
+        axes = {**({0: "batch"} if not self.config.batch else {}),
+                **({1: "sequence"} if not self.config.sequence_length else {})}
+        self.reporter.log(f"Exporting to ONNX first (opset {self.config.opset}).")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(self.module, tuple(torch.from_numpy(example[n]) for n in self.names), str(path),
+                              dynamo=False, opset_version=self.config.opset, input_names=self.names,
+                              output_names=["logits"],
+                              dynamic_axes={**{n: axes for n in self.names}, "logits": {0: "batch"} if 0 in axes else {}}
+                              if axes else None)
+        return path
+
     def save(self, model: ov.Model) -> None:
         config = self.config
         for port, name in zip(model.inputs, self.names):
             port.get_tensor().set_names({name})
         model.output(0).get_tensor().set_names({"logits"})
-        model.set_rt_info("direct" if self.session is None else "onnx", ["vintner", "route"])
+        model.set_rt_info("onnx" if self.session is not None or self.config.route == "onnx" else "direct",
+                          ["vintner", "route"])
         model.set_rt_info(config.precision, ["vintner", "precision"])
         model.set_rt_info("text", ["vintner", "modality"])
         if config.labels:  # as JSON: a label may hold spaces (formats.labels reads a JSON list)
