@@ -29,16 +29,16 @@ READS = {Modality.TEXT: "reads text", Modality.IMAGES: "reads images"}
 HOLDS = {Modality.TEXT: "holds text rows", Modality.IMAGES: "holds images"}
 
 
-def modalities_fit(*, model, dataset, field: str = "params.dataset") -> None:
+def modalities_fit(*, model, dataset, field: str = "params.dataset", labels: bool = True) -> None:
     """Every job that pairs a model with a dataset calls this before its row exists: a text model
     takes only a text dataset and an image model only images; a text dataset's labels must all be
-    among the model's (its id2label), matched by name as images' classes are."""
+    among the model's (its id2label), matched by name as images' classes are. `labels=False` where
+    the job gives the model a new head (fine-tuning on other labels)."""
     if model.modality != dataset.modality:
         raise ValidationError({field: (
             f"Model “{model}” {READS.get(model.modality, model.modality)}; dataset “{dataset}” "
-            f"{HOLDS.get(dataset.modality, dataset.modality)}. Choose a {'text' if model.modality == Modality.TEXT else 'image'} "
-            "dataset for it.")})
-    if model.modality == Modality.TEXT and model.labels and dataset.classes:
+            f"{HOLDS.get(dataset.modality, dataset.modality)}. Choose a model and a dataset of the same kind.")})
+    if labels and model.modality == Modality.TEXT and model.labels and dataset.classes:
         unmatched = [name for name in dataset.classes if name not in set(model.labels)]
         if unmatched:
             raise ValidationError({field: (
