@@ -151,7 +151,7 @@ def opened():
 # --- every format, inspected -------------------------------------------------------------------
 
 def test_names_are_the_fixed_interface():
-    assert FORMATS == ("torchscript", "torch_export", "state_dict", "onnx", "openvino_ir")
+    assert FORMATS == ("torchscript", "torch_export", "state_dict", "onnx", "openvino_ir", "transformers")
     assert {"resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"} <= set(ARCHITECTURES)
 
 
@@ -530,4 +530,4 @@ def test_declared_format_must_agree(tmp_path, built):
 def test_a_zip_without_a_model_is_refused(tmp_path):
     archive = zip_of(tmp_path / "stuff.zip", {"a.txt": b"hello", "b/c.txt": b"world"})
     message = refused(tmp_path, archive)
-    assert "must hold one ONNX model (.onnx, with its external data files) or one OpenVINO IR" in message
+    assert "must hold one ONNX model (.onnx, with its external data files), one OpenVINO IR (.xml and .bin) or one Hugging Face model folder" in message

@@ -58,7 +58,8 @@ def param_field(kind, spec) -> serializers.Field:
     if kind is str:
         text = {"max_length": meta.get("max_length"), "allow_blank": spec.default == ""}
         if "pattern" in meta:
-            return serializers.RegexField(meta["pattern"], **text, **options)
+            words = {"error_messages": {"invalid": meta["pattern_words"]}} if "pattern_words" in meta else {}
+            return serializers.RegexField(meta["pattern"], **text, **options, **words)
         return serializers.CharField(**text, **options)
     raise TypeError(f"{spec.name}: no serializer field for {kind!r}")
 

@@ -4,6 +4,7 @@ input. Jobs that read both (quantization, evaluation) are refused before they st
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
+from webapp.core.modality import Modality
 from webapp.registry.models import Artifact, Format
 from workers.pipeline.outputs import FLOATS, score_count
 from workers.pipeline.preprocessing import complete
@@ -24,9 +25,32 @@ def dataset_matches(artifact: Artifact, dataset) -> bool:
     return not artifact.num_classes or artifact.num_classes == len(dataset.classes)
 
 
+READS = {Modality.TEXT: "reads text", Modality.IMAGES: "reads images"}
+HOLDS = {Modality.TEXT: "holds text rows", Modality.IMAGES: "holds images"}
+
+
+def modalities_fit(*, model, dataset, field: str = "params.dataset", labels: bool = True) -> None:
+    """Every job that pairs a model with a dataset calls this before its row exists: a text model
+    takes only a text dataset and an image model only images; a text dataset's labels must all be
+    among the model's (its id2label), matched by name as images' classes are. `labels=False` where
+    the job gives the model a new head (fine-tuning on other labels)."""
+    if model.modality != dataset.modality:
+        raise ValidationError({field: (
+            f"Model “{model}” {READS.get(model.modality, model.modality)}; dataset “{dataset}” "
+            f"{HOLDS.get(dataset.modality, dataset.modality)}. Choose a model and a dataset of the same kind.")})
+    if labels and model.modality == Modality.TEXT and model.labels and dataset.classes:
+        unmatched = [name for name in dataset.classes if name not in set(model.labels)]
+        if unmatched:
+            raise ValidationError({field: (
+                f"Dataset “{dataset}” has the labels {few(unmatched)}, which model “{model}” does not know: its "
+                f"labels (id2label) are {few(model.labels)}. Rename the dataset's labels (or correct the model's) "
+                "so the names match.")})
+
+
 def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
     """`split` of `dataset` has images, and the artifact can score them. Of an unlabelled dataset
     (plain post-training calibration, any classes) only the images are checked."""
+    modalities_fit(model=artifact.model, dataset=dataset)
     refuse_non_image(artifact, "params.dataset")
     if dataset.labelled:
         _classes_fit(artifact, dataset, split=split, purpose=purpose)

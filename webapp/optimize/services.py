@@ -8,7 +8,8 @@ from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit
-from webapp.optimize.fit import dataset_fits, few, refuse_non_image, split_counts
+from webapp.core.modality import Modality
+from webapp.optimize.fit import dataset_fits, few, modalities_fit, refuse_non_image, split_counts
 from webapp.registry.models import TORCH_FORMATS, Artifact, Format, Origin
 
 
@@ -23,12 +24,32 @@ def artifact_convert(*, artifact: Artifact, user, params: dict, dataset=None, id
         raise ValidationError("This artifact is already an OpenVINO IR.")
     if dataset is not None and (dataset.project.team_id != artifact.model.project.team_id or dataset.state != "ready"):
         raise ValidationError({"params.dataset": "Choose a ready dataset of this team."})
-    if dataset is not None or params.get("embed_preprocessing") or artifact.format in TORCH_FORMATS:
+    if dataset is not None:
+        modalities_fit(model=artifact.model, dataset=dataset)
+    if artifact.model.modality == Modality.TEXT:
+        _text_convertible(artifact, params)
+    elif dataset is not None or params.get("embed_preprocessing") or artifact.format in TORCH_FORMATS:
         refuse_non_image(artifact, "params.artifact")  # PyTorch sources are traced on an image batch
+    if artifact.model.modality != Modality.TEXT and params.get("tokenizer_ir"):
+        raise ValidationError({"params.tokenizer_ir": "Only a text model has a tokenizer to convert."})
     params = {**params, "artifact": artifact.id, "dataset": dataset.id if dataset else None}
     job, _ = job_submit(project=artifact.model.project, user=user, kind="convert", params=params,
                         model=artifact.model, idempotency_key=idempotency_key)
     return job
+
+
+def _text_convertible(artifact: Artifact, params: dict) -> None:
+    """A text classifier converts from its transformers folder or its ONNX export, with token-id inputs."""
+    if artifact.format not in (Format.TRANSFORMERS, Format.ONNX):
+        raise ValidationError({"params.artifact": f"A text model converts from its Hugging Face transformers folder "
+                                                  f"or its ONNX export, not {artifact.get_format_display()}."})
+    if params.get("embed_preprocessing"):
+        raise ValidationError({"params.embed_preprocessing": "A text model has no image preprocessing to embed; its "
+                                                             "tokenizer travels with the IR."})
+    if artifact.format == Format.ONNX and not (artifact.inspection.get("details") or {}).get("tokenizer"):
+        raise ValidationError({"params.artifact": "This ONNX text model came without its tokenizer, so the IR could "
+                                                  "neither be checked on sentences nor be used alone: upload a zip of "
+                                                  "the .onnx with the tokenizer files beside it."})
 
 
 QUANTIZABLE = {

@@ -30,6 +30,7 @@ def artifact_panels(artifact: Artifact) -> dict:
         "convertible": artifact.state == "ready" and artifact.format != "openvino_ir",
         "convert_fields": KINDS["convert"].serializer().fields,
         "datasets": datasets,
+        "convert_datasets": [dataset for dataset in datasets if dataset.modality == artifact.model.modality],
         "quantizable": _quantizable(artifact),
         "quantize_fields": KINDS["quantize"].serializer().fields,
         "quantize_datasets": fitting,
@@ -57,6 +58,7 @@ def artifact_convert(request: HttpRequest, artifact_id: int) -> HttpResponse:
     fields = KINDS["convert"].serializer().fields
     params = {name: value for name, value in request.POST.items() if name in fields and value != ""}
     params["embed_preprocessing"] = "embed_preprocessing" in request.POST
+    params["tokenizer_ir"] = "tokenizer_ir" in request.POST  # unchecked: not sent at all
     try:
         dataset = chosen_dataset(request.user, params) if params.get("dataset") else None  # else generated inputs
         job = services.artifact_convert(artifact=artifact, user=request.user, params=params, dataset=dataset,

@@ -40,9 +40,9 @@ class ModelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Model
-        fields = ["id", "project", "name", "description", "labels", "labels_source", "labels_confirmed", "scores",
-                  "output_index", "preprocessing", "created_at", "updated_at", "artifacts"]
-        read_only_fields = ["id", "project", "labels_source", "created_at", "updated_at", "artifacts"]
+        fields = ["id", "project", "name", "modality", "description", "labels", "labels_source", "labels_confirmed",
+                  "scores", "output_index", "preprocessing", "created_at", "updated_at", "artifacts"]
+        read_only_fields = ["id", "project", "modality", "labels_source", "created_at", "updated_at", "artifacts"]
 
 
 class ModelUploadSerializer(StrictSerializer):

@@ -25,7 +25,7 @@ from webapp.hosts.selectors import most_training_gpus
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit, params_validate
-from webapp.optimize.fit import refuse_non_image
+from webapp.optimize.fit import modalities_fit, refuse_non_image
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Format, Model, Origin, Scores
 from webapp.registry.selectors import active_jobs_of_model, active_jobs_using
@@ -146,7 +146,7 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
     if init is not None:
         if init.model.project.team_id != project.team_id or init.state != "ready":
             raise ValidationError({"params.init_artifact": "Choose a ready artifact of this team."})
-        modalities_fit(model=init.model, dataset=dataset, field="params.init_artifact")
+        modalities_fit(model=init.model, dataset=dataset, field="params.init_artifact", labels=False)  # a new head
     if dataset.modality == Modality.TEXT:
         params = _text_train_params(params, init)
     else:
@@ -169,17 +169,6 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
         job, _ = job_submit(project=project, user=user, kind="train", params=params, model=model,
                             idempotency_key=idempotency_key)
     return job
-
-
-def modalities_fit(*, model: Model, dataset, field: str = "params.dataset") -> None:
-    """A text model pairs only with a text dataset and an image model only with images.
-    (Minimal: webapp/optimize/fit.modalities_fit, the shared check, replaces it when merged.)"""
-    if model.modality != dataset.modality:
-        reads = {Modality.TEXT: "reads text", Modality.IMAGES: "reads images"}
-        holds = {Modality.TEXT: "holds text rows", Modality.IMAGES: "holds images"}
-        raise ValidationError({field: (
-            f"Model “{model}” {reads.get(model.modality, model.modality)}; dataset “{dataset}” "
-            f"{holds.get(dataset.modality, dataset.modality)}. Choose a model and a dataset of the same kind.")})
 
 
 # Settings only image training reads (workers/pipeline/training.py), at their defaults.
@@ -438,24 +427,41 @@ def artifact_metadata(artifact: Artifact) -> dict:
     nothing of the server (no paths)."""
     model = artifact.model
     inputs = artifact.inspection.get("inputs", [])
+    if model.modality == Modality.TEXT:
+        return {**_metadata_common(artifact), "modality": "text", "tokenizer": _text_feeding(artifact)}
     embedded = bool(inputs) and inputs[0].get("dtype") == "u8"
     steps = recipe.describe(model.preprocessing)
     if embedded:
         steps = steps.split(";")[0] + ("; the IR takes that picture as u8 NHWC RGB and does the rest itself "
                                        "(colour order, value range, mean and std)")
+    return {**_metadata_common(artifact),
+            "preprocessing": {**recipe.complete(model.preprocessing), "embedded": embedded, "steps": steps}}
+
+
+def _metadata_common(artifact: Artifact) -> dict:
     return {
-        "model": model.name,
+        "model": artifact.model.name,
         "artifact": artifact.id,
         "format": artifact.format,
         "precision": artifact.precision,
-        "labels": model.labels,
-        "preprocessing": {**recipe.complete(model.preprocessing), "embedded": embedded, "steps": steps},
-        "inputs": inputs,
+        "labels": artifact.model.labels,
+        "inputs": artifact.inspection.get("inputs", []),
         "outputs": artifact.inspection.get("outputs", []),
         "lineage": artifact_lineage(artifact),
         "metrics": {name: ({k: v for k, v in section.items() if k != "folder"} if isinstance(section, dict) else section)
                     for name, section in artifact.metrics.items()},  # artifacts made before jail paths were left out
     }
+
+
+def _text_feeding(artifact: Artifact) -> dict:
+    """How a text artifact is fed: where its tokenizer files lie in the download, the longest
+    sequence, and the tokenizer IR where it has one (docs/architecture.md, "Text models")."""
+    names = {entry["name"] for entry in artifact.files}
+    folder = "" if artifact.format == Format.TRANSFORMERS else "tokenizer/"
+    details = artifact.inspection.get("details") or {}
+    return {"folder": folder if folder == "" or any(n.startswith(folder) for n in names) else None,
+            "class": details.get("tokenizer", ""), "max_length": details.get("max_length"),
+            "openvino_tokenizer": "openvino_tokenizer.xml" if "openvino_tokenizer.xml" in names else None}
 
 
 class FilesMissing(Exception):

@@ -14,7 +14,8 @@ from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import PRETRAINED, TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
 from webapp.registry import services
-from webapp.registry.models import Artifact, Format, Scores
+from webapp.core.modality import Modality
+from webapp.registry.models import Artifact, Format, Model, Scores
 from webapp.core.views import form_errors
 from webapp.optimize.quantization import quantization_figures
 from webapp.optimize.views import artifact_panels
@@ -132,8 +133,20 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
         "input_note": services.model_input_note(model=model, artifacts=artifacts),
         "outputs": next((a.inspection.get("outputs") or [] for a in artifacts if a.ready_at), []),
         "score_choices": Scores.choices,
+        "text": _text_facts(model, artifacts),
     }
     return render(request, "registry/model_detail.html", context)
+
+
+def _text_facts(model: Model, artifacts: list[Artifact]) -> dict | None:
+    """A text model's architecture, longest sequence and tokenizer, from its newest artifact that says them."""
+    if model.modality != Modality.TEXT:
+        return None
+    for artifact in reversed(artifacts):
+        details = artifact.inspection.get("details") or {}
+        if artifact.ready_at and details.get("tokenizer"):
+            return {**details, "inputs": artifact.inspection.get("inputs") or []}
+    return None
 
 
 @login_required
@@ -151,7 +164,7 @@ def model_edit(request: HttpRequest, model_id: int) -> HttpResponse:
     try:
         services.model_update(
             model=model, name=post.get("name"), description=post.get("description", ""), labels=post.get("labels", ""),
-            preprocessing=preprocessing, scores=post.get("scores") or None,
+            preprocessing=preprocessing if model.modality != Modality.TEXT else None, scores=post.get("scores") or None,
             output_index=int(output) if output.isdigit() else None,
         )
     except ValidationError as error:

@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from webapp.core.files import local_tree
+from webapp.core.modality import Modality
 from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact, Origin
 from webapp.registry.services import artifact_record
@@ -16,6 +17,8 @@ def perform(run: JobRun) -> dict:
     """Convert a PyTorch or ONNX artifact to OpenVINO IR, check it against its source, publish it."""
     params = run.params
     source = Artifact.objects.select_related("model").get(id=params["artifact"])
+    if source.model.modality == Modality.TEXT:
+        return _convert_text(run, source)
     preprocessing = source.model.preprocessing
     height = params.get("input_height") or preprocessing["input_size"][0]
     width = params.get("input_width") or preprocessing["input_size"][1]
@@ -38,6 +41,34 @@ def perform(run: JobRun) -> dict:
     )
     return {"artifact": artifact.id, "route": result["route"], "max_abs_diff": result["max_abs_diff"],
             "within_tolerance": result["within_tolerance"]}
+
+
+def _convert_text(run: JobRun, source: Artifact) -> dict:
+    """A text classifier with its tokenizer to an IR, checked on a text dataset's rows where one is named."""
+    params = run.params
+    model, model_folder = staged_model(run, source, input_size=0)
+    dataset_folder = None
+    if params.get("dataset"):
+        dataset_folder = local_tree(Dataset.objects.get(id=params["dataset"]).storage_prefix, staging(run, "dataset"))
+    text = {"batch": _dimension(params.get("batch")), "sequence_length": _dimension(params.get("sequence_length")),
+            "precision": params["precision"], "tolerance": params.get("tolerance"), "samples": params.get("samples", 4),
+            "tokenizer_ir": bool(params.get("tokenizer_ir")), "labels": list(source.model.labels),
+            "route": params["route"], "opset": params["opset"]}
+    result = run.jailed(run.step, {"model": model, "text": text,
+                                   "dataset": str(dataset_folder) if dataset_folder else None},
+                        reads=[model_folder] + ([dataset_folder] if dataset_folder else []))
+    folder = published(run, "ir")
+    artifact = artifact_record(
+        parent=source, job=run.job, origin=Origin.CONVERTED, folder=folder, fmt="openvino_ir",
+        primary="model.xml", inspection=result["inspection"], metrics={"conversion": result["conversion"]},
+    )
+    return {"artifact": artifact.id, "route": result["route"], "max_abs_diff": result["max_abs_diff"],
+            "within_tolerance": result["within_tolerance"]}
+
+
+def _dimension(value) -> int | None:
+    """A text model's batch or sequence length as the params hold it: "dynamic" (None) or a number."""
+    return None if value in (None, "", "dynamic") else int(value)
 
 
 def _embedded(preprocessing: dict, size: tuple[int, int]) -> dict:

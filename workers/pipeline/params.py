@@ -4,7 +4,8 @@ choices and help in metadata. The REST serializer and the forms derive from it
 names (artifact, dataset, …) are fields too. Light on purpose: the web process imports it, so it
 imports nothing heavy, and the pipeline modules take their limits from here (conversion/config.py).
 
-Metadata keys: min, max, choices (values, or (value, label) pairs), max_length, pattern, help,
+Metadata keys: min, max, choices (values, or (value, label) pairs), max_length, pattern (and
+pattern_words, what a value that does not match is told), help,
 max_items and item_max_length (lists of text). A field without a default is required; a field
 typed `X | None` accepts null."""
 
@@ -32,6 +33,8 @@ GPU_QUEUES = tuple(gpu_queue(n) for n in GPU_COUNTS if n > 1)
 AUGMENTS = ("none", "light", "standard", "strong")  # workers/pipeline/augment.py; a test holds them equal
 MATRIX_POINTS_MAX = 16
 SEED_MAX = 2**32 - 1  # what numpy takes as a seed (torch takes 64 bits); training.py checks the same bound
+DIMENSION = r"^(dynamic|[1-9][0-9]{0,3})$"  # a text model's batch or sequence length: dynamic, or 1 to 9999
+DIMENSION_WORDS = "Write “dynamic”, or a whole number from 1 to 9999."
 
 
 def param(default=MISSING, *, help: str = "", **limits):
@@ -83,6 +86,12 @@ class ConvertParams:
                               optional=True)
     samples: int = param(4, min=1, max=256, help="How many inputs the IR and its source both run on in the check.")
     tolerance: float | None = param(None, min=0, help="Largest difference allowed; default 1e-4 (FP32), 1e-2 (FP16).")
+    batch: str = param("dynamic", pattern=DIMENSION, pattern_words=DIMENSION_WORDS, max_length=8,
+                       help="Text models: “dynamic” or a fixed batch size.")
+    sequence_length: str = param("dynamic", pattern=DIMENSION, pattern_words=DIMENSION_WORDS, max_length=8,
+                                 help="Text models: “dynamic” or a fixed number of tokens.")
+    tokenizer_ir: bool = param(False, help="Text models: also the tokenizer as an OpenVINO IR "
+                                           "(openvino-tokenizers), so the deployed model takes strings.")
 
 
 @dataclass(frozen=True)

@@ -68,11 +68,37 @@ def convert(request: dict, span: Span) -> dict:
     from workers.pipeline.conversion import ConvertConfig
     from workers.pipeline.conversion import convert as convert_model
 
+    if request.get("text") is not None:
+        return _convert_text(request, span)
     config = request["config"]
     config = ConvertConfig(**{**config, "input_size": tuple(config["input_size"])})
     images = [Path(path) for path in request["images"]] if request.get("images") is not None else None
     result = convert_model(_prepared(request["model"]), _inspect_config(request["model"]), config,
                            Path(request["work"]) / "ir", span.child(0.0, 0.9), images=images)
+    span.reporter.stage("publishing")
+    return {"conversion": result.as_dict(), "inspection": _ir_facts(result.folder, span.child(0.9, 0.97)),
+            "route": result.route, "max_abs_diff": result.equivalence.max_abs_diff,
+            "within_tolerance": result.equivalence.within_tolerance}
+
+
+def _convert_text(request: dict, span: Span) -> dict:
+    """A text classifier to an IR with its tokenizer in work/ir, checked on a text dataset's rows
+    (its validation split, else its training rows) or on sentences of its own vocabulary."""
+    from workers.pipeline.conversion.text import TextConvertConfig, convert_text
+    from workers.pipeline.text.rows import read_text_dataset
+
+    settings = request["text"]
+    config = TextConvertConfig(**{**settings, "labels": tuple(settings["labels"])})
+    rows = None
+    if request.get("dataset"):
+        data = read_text_dataset(Path(request["dataset"]))
+        picked = data.split("val") or data.split("train") or data.rows
+        rows = [(row.text, row.text_pair) for row in picked[:config.samples]]
+        if len(rows) < config.samples:
+            span.reporter.log(f"The dataset has {len(rows)} rows to check on, not the {config.samples} asked for.",
+                              level="warning")
+    result = convert_text(_prepared(request["model"]), config, Path(request["work"]) / "ir", span.child(0.0, 0.9),
+                          rows=rows)
     span.reporter.stage("publishing")
     return {"conversion": result.as_dict(), "inspection": _ir_facts(result.folder, span.child(0.9, 0.97)),
             "route": result.route, "max_abs_diff": result.equivalence.max_abs_diff,

@@ -40,6 +40,7 @@ class Equivalence:
     source: str  # "dataset" | "generated": where the inputs came from
     reference: str = ""  # what the IR was compared with, in words
     shapes: list[list[int]] = field(default_factory=list)  # the IR input shapes it ran at
+    worst: str = ""  # text models: which sentence differed most, and any label the two sides picked apart
 
 
 @dataclass
@@ -55,6 +56,7 @@ class ConversionResult:
     preprocessing: dict | None = None  # what is embedded (normalised), None when nothing is
     warnings: list[str] = field(default_factory=list)  # also logged as warnings
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    text: dict | None = None  # text models: inputs, batch, sequence length, tokenizer files (conversion/text.py)
 
     def as_dict(self) -> dict:
         """As stored on the artifact: without the folder, a path inside one job's jail."""

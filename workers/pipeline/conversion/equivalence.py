@@ -303,7 +303,7 @@ def compare(compiled: ov.CompiledModel, cases: list[Case], expected: list[list[n
             tolerance: float, source: str, reference: str, hint: str) -> Equivalence:
     """The IR's outputs on each case against the source's `expected` ones."""
     request = compiled.create_infer_request()
-    diffs = _Diffs()
+    diffs = Diffs()
     shapes = []
     for case, wanted in zip(cases, expected):
         feed = case.ir if case.ir is not None else case.network
@@ -322,7 +322,7 @@ def compare(compiled: ov.CompiledModel, cases: list[Case], expected: list[list[n
     )
 
 
-class _Diffs:
+class Diffs:
     def __init__(self) -> None:
         self.max, self.total, self.count, self.agree, self.samples = 0.0, 0.0, 0, 0, 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from workers.pipeline import architectures
 from workers.pipeline.reporting import one_line, whole_text  # noqa: F401 - formats' modules import them from here
 
-FORMATS = ("torchscript", "torch_export", "state_dict", "onnx", "openvino_ir")
+FORMATS = ("torchscript", "torch_export", "state_dict", "onnx", "openvino_ir", "transformers")
 ARCHITECTURES: tuple[str, ...] = architectures.ARCHITECTURES  # one list, also read by the web side
 
 LABELS = {
@@ -21,6 +21,7 @@ LABELS = {
     "state_dict": "a PyTorch state_dict",
     "onnx": "ONNX",
     "openvino_ir": "OpenVINO IR",
+    "transformers": "a Hugging Face transformers folder",
 }
 
 
@@ -67,6 +68,7 @@ class Inspection:
     scores: str = ""  # that output's kind
     labels: list[str] = field(default_factory=list)  # class names the model carries, in output order
     labels_source: str = ""  # where they were read, in words
+    modality: str = "images"  # "text" for a model that reads token ids (formats/text_folders.py)
 
     def as_dict(self) -> dict:
         return json_safe(asdict(self))

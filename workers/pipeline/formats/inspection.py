@@ -7,6 +7,7 @@ from workers.pipeline.formats.onnx_models import inspect_onnx
 from workers.pipeline.outputs import score_count, scores_output
 from workers.pipeline.formats.openvino_ir import inspect_ir
 from workers.pipeline.formats.state_dicts import architecture, fit, inspect_state_dict, read_state_dict
+from workers.pipeline.formats.text_folders import carried_details, inspect_transformers, reads_text
 from workers.pipeline.formats.torch_programs import inspect_in_child
 from workers.pipeline.reporting import JobError, Span
 
@@ -18,9 +19,13 @@ def inspect_model(prepared: Prepared, config: InspectConfig, span: Span) -> Insp
         "state_dict": inspect_state_dict,
         "onnx": inspect_onnx,
         "openvino_ir": inspect_ir,
+        "transformers": inspect_transformers,
     }[prepared.format]
     span.raise_if_cancelled()
     inspection = inspect(prepared, config, span)
+    if reads_text(inspection.inputs):
+        inspection.modality = "text"
+        inspection.details.update(carried_details(prepared.folder, span))
     _find_scores(inspection, prepared, span)
     span.progress(1.0)
     span.reporter.log(f"Inspected {LABELS[prepared.format]}: {inspection.parameters or 0:,} weights, "

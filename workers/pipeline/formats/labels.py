@@ -112,6 +112,8 @@ def labels_beside(folder: Path) -> tuple[list[str], str]:
         except (ValueError, AttributeError):
             id2label = None
         labels = _from_mapping(id2label) if isinstance(id2label, dict) else []
+        if labels == [f"LABEL_{i}" for i in range(len(labels))]:  # transformers' placeholders name nothing
+            labels = []
         if labels:
             return labels, "config.json (id2label)"
     for name in BESIDE:

@@ -56,6 +56,12 @@ def inspect_ir(prepared: Prepared, config: InspectConfig, span: Span) -> Inspect
     )
 
 
+def check_ir_files(xml: Path, weights: Path) -> None:
+    """An IR's XML parsed without DTDs or entities and its weight slices checked against its .bin,
+    before OpenVINO reads either (also for the tokenizer IR a text model carries)."""
+    _check_ir_weights(_parse_ir_xml(xml), weights)
+
+
 def _parse_ir_xml(xml: Path):
     try:  # DTDs are how entity expansion and external references get in: none is allowed
         root = defusedxml.ElementTree.parse(str(xml), forbid_dtd=True, forbid_entities=True,

@@ -14,6 +14,7 @@ from workers.pipeline.formats.onnx_models import (
     check_location_text, checked_external_files, external_info, external_tensors, read_onnx,
 )
 from workers.pipeline.formats.pickles import refuse_unsafe_pickle
+from workers.pipeline.formats.text_folders import carry_tokenizer, prepare_transformers
 from workers.pipeline.reporting import JobError, Span, show
 
 GiB = 2**30
@@ -89,7 +90,7 @@ def _prepare_file(path: Path, name: str, out: Path, span: Span, declared_format:
         return _prepare_onnx_file(path, name, out)
     raise JobError(f"“{show(name)}” is not a model file Vintner recognises. Upload TorchScript (.pt), "
                    "torch.export (.pt2), a state_dict (.pth or .safetensors), ONNX (.onnx, or a zip with its "
-                   "external data) or OpenVINO IR (.xml and .bin).")
+                   "external data), OpenVINO IR (.xml and .bin) or a Hugging Face model folder as a zip.")
 
 
 def _sniff(path: Path, name: str) -> str:
@@ -157,18 +158,40 @@ def _prepare_zip(path: Path, name: str, out: Path, span: Span) -> Prepared:
         extract_archive(path, unpacked, MODEL_ARCHIVE_LIMITS, span.child(0.0, 0.8), name=name)
         files = [p for p in sorted(unpacked.rglob("*")) if p.is_file() and not _is_junk(p.relative_to(unpacked))]
         models = [p for p in files if p.suffix.lower() == ".onnx"]
-        xmls = [p for p in files if p.suffix.lower() == ".xml"]
+        xmls = [p for p in files if p.suffix.lower() == ".xml" and p.name not in OPENVINO_TOKENIZERS]
+        configs = [p for p in files if p.name == "config.json"]
         if len(models) == 1 and not xmls:
-            return _with_labels_beside(
+            return _with_tokenizer(_with_labels_beside(
                 _prepare_onnx_folder(models[0], f"{name}: {models[0].relative_to(unpacked).as_posix()}", out),
-                models[0].parent, unpacked)
+                models[0].parent, unpacked), models[0].parent, unpacked)
         if len(xmls) == 1 and not models:
-            return _with_labels_beside(
+            return _with_tokenizer(_with_labels_beside(
                 _prepare_ir_in_zip(xmls[0], [p for p in files if p.suffix.lower() == ".bin"], name, out),
-                xmls[0].parent, unpacked)
-        found = ", ".join(show(p.relative_to(unpacked).as_posix()) for p in (models + xmls)[:5])
-        raise JobError(f"“{show(name)}” must hold one ONNX model (.onnx, with its external data files) or one "
-                       f"OpenVINO IR (.xml and .bin); it holds {found or 'no .onnx or .xml file'}.")
+                xmls[0].parent, unpacked), xmls[0].parent, unpacked)
+        top_configs = [p for p in configs if len(p.parts) == min(len(c.parts) for c in configs)]
+        if len(top_configs) == 1 and not models and not xmls:  # a Hugging Face model folder; a Trainer's
+            # output also holds checkpoint-N/ folders below it, each with a config.json: the top one is the model
+            return prepare_transformers(top_configs[0].parent, name, out, lambda src, dst: _place(src, dst, move=True))
+        found = ", ".join(show(p.relative_to(unpacked).as_posix()) for p in (models + xmls + configs)[:5])
+        raise JobError(f"“{show(name)}” must hold one ONNX model (.onnx, with its external data files), one "
+                       "OpenVINO IR (.xml and .bin) or one Hugging Face model folder (config.json, "
+                       f"model.safetensors and the tokenizer files); it holds {found or 'none of them'}.")
+
+
+def _with_tokenizer(prepared: Prepared, folder: Path, top: Path) -> Prepared:
+    """A text model's tokenizer files next to the model (or at the zip's top, or in a tokenizer/
+    folder there, as Vintner's own download has them) travel with it, and so does the tokenizer's
+    own IR (openvino_tokenizer.xml and .bin) where it lies beside the model."""
+    move = lambda src, dst: _place(src, dst, move=True)  # noqa: E731
+    for place in dict.fromkeys((folder, folder / "tokenizer", top, top / "tokenizer")):
+        if place.is_dir() and not place.is_symlink() and carry_tokenizer(place, prepared.folder, move):
+            break
+    if prepared.format == "openvino_ir":
+        for name in OPENVINO_TOKENIZERS:
+            if (folder / name).is_file() and (folder / name).with_suffix(".bin").is_file():
+                move(folder / name, prepared.folder / name)
+                move((folder / name).with_suffix(".bin"), prepared.folder / Path(name).with_suffix(".bin"))
+    return prepared
 
 
 def _with_labels_beside(prepared: Prepared, folder: Path, top: Path) -> Prepared:
@@ -197,6 +220,7 @@ def _prepare_onnx_file(path: Path, name: str, out: Path) -> Prepared:
 
 
 RESERVED = {"model.onnx", "metadata.json", "sha256sums"}
+OPENVINO_TOKENIZERS = ("openvino_tokenizer.xml", "openvino_detokenizer.xml")  # beside a text IR, not the model
 
 
 def _prepare_onnx_folder(model_path: Path, name: str, out: Path) -> Prepared:

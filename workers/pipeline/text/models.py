@@ -19,6 +19,10 @@ ARCHITECTURES = {
 }
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+# What save_pretrained writes beside the vocabulary: settings read as JSON by the tokenizer's loader.
+TOKENIZER_SETTINGS = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+# The inputs a BERT-family classifier takes, in its forward()'s order.
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def read_config(folder: Path) -> dict:
@@ -98,3 +102,23 @@ def load_classifier(folder: Path, *, num_labels: int | None = None, weights: boo
     except Exception as error:  # noqa: BLE001
         raise JobError(f"The model's weights cannot be loaded: {error}") from error
     return model.eval(), tokenizer
+
+
+def max_length(config: dict, tokenizer=None) -> int | None:
+    """The longest sequence the model takes: its position embeddings, or the tokenizer's
+    model_max_length where that is smaller (tokenizers without one say 10**30)."""
+    limits = [config.get("max_position_embeddings")]
+    if config.get("model_type") in ("roberta", "xlm-roberta"):  # two positions are taken by the padding offset
+        limits = [limits[0] - 2 if isinstance(limits[0], int) else None]
+    if tokenizer is not None:
+        limits.append(getattr(tokenizer, "model_max_length", None))
+    limits = [v for v in limits if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10**6]
+    return min(limits) if limits else None
+
+
+def model_inputs(model, tokenizer) -> list[str]:
+    """The inputs a classifier reads, in its forward()'s order: the tokenizer's outputs it takes."""
+    import inspect
+
+    takes = set(inspect.signature(model.forward).parameters)
+    return [name for name in TEXT_INPUTS if name in takes and name in tokenizer.model_input_names]
