@@ -4,6 +4,7 @@ input. Jobs that read both (quantization, evaluation) are refused before they st
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 
+from webapp.core.modality import Modality
 from webapp.registry.models import Artifact, Format
 from workers.pipeline.outputs import FLOATS, score_count
 from workers.pipeline.preprocessing import complete
@@ -26,7 +27,12 @@ def dataset_matches(artifact: Artifact, dataset) -> bool:
 
 def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
     """`split` of `dataset` has images, and the artifact can score them. Of an unlabelled dataset
-    (plain post-training calibration, any classes) only the images are checked."""
+    (plain post-training calibration, any classes) only the images are checked. A text model takes
+    a text dataset whose classes are its labels by name (its rows are checked in the jail)."""
+    refuse_other_modality(artifact, dataset)
+    if artifact.model.modality == Modality.TEXT:
+        _text_classes_fit(artifact, dataset)
+        return
     refuse_non_image(artifact, "params.dataset")
     if dataset.labelled:
         _classes_fit(artifact, dataset, split=split, purpose=purpose)
@@ -55,6 +61,31 @@ def _classes_fit(artifact: Artifact, dataset, *, split: str, purpose: str) -> No
     elif outputs and outputs != len(classes):
         raise ValidationError({"params.dataset": (
             f"The model gives {outputs} scores per image; dataset “{dataset}” has {len(classes)} classes.")})
+
+
+def refuse_other_modality(artifact: Artifact, dataset) -> None:
+    """Only a text model with a text dataset, only an image model with images."""
+    model = artifact.model
+    if model.modality != dataset.modality:
+        words = {Modality.TEXT: "text", Modality.IMAGES: "image"}
+        raise ValidationError({"params.dataset": (
+            f"“{dataset}” is a dataset of {words[dataset.modality]}s{' rows' if dataset.modality == Modality.TEXT else ''}, "
+            f"and “{model}” is {'a text' if model.modality == Modality.TEXT else 'an image'} model; choose a "
+            f"{words[model.modality]} dataset.")})
+
+
+def _text_classes_fit(artifact: Artifact, dataset) -> None:
+    model, classes = artifact.model, list(dataset.classes)
+    labels = model.labels or []
+    unmatched = [name for name in classes if name not in set(labels)] if labels else []
+    outputs = artifact.num_classes or output_count(artifact)
+    if unmatched:
+        raise ValidationError({"params.dataset": (
+            f"The dataset's labels {few(unmatched)} are not among model “{model}”'s labels ({few(labels)}, from its "
+            "id2label); rename them in the dataset or correct the model's labels so the names match.")})
+    if not labels and outputs and outputs != len(classes):
+        raise ValidationError({"params.dataset": (
+            f"The model gives {outputs} scores per row; dataset “{dataset}” has {len(classes)} labels.")})
 
 
 SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training"}

@@ -298,6 +298,7 @@ def artifact_classify(request: HttpRequest, artifact_id: int) -> HttpResponse:
     except ValueError as error:
         raise Http404(str(error)) from None
     response = HttpResponse(text, content_type="text/x-python; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="classify.py"'
+    name = "classify_text.py" if artifact.model.modality == "text" else "classify.py"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response
