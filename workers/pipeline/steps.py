@@ -283,7 +283,7 @@ def _quantize_text(request: dict, span: Span) -> dict:
                          out=work / "int8", span=span.child(0.0, 0.95), feed=feed)
     _carry_tokenizer(prepared.folder, result.folder)
     span.reporter.stage("publishing")
-    return {"quantization": result.as_dict(), "inspection": _ir_facts(result.folder, Span(span.reporter, 0.95, 0.99))}
+    return {"quantization": {**result.as_dict(), "unit": "rows"}, "inspection": _ir_facts(result.folder, Span(span.reporter, 0.95, 0.99))}
 
 
 def _carry_tokenizer(source: Path, folder: Path) -> None:
