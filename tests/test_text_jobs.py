@@ -77,6 +77,19 @@ def test_quantize_job_then_the_deploy_zip_classifies_a_sentence(worker_host, ali
     assert int8.parent_id == fp32.id and int8.precision == "int8"
     assert {"tokenizer.json", "tokenizer_config.json", "config.json"} <= {f["name"] for f in int8.files}  # carried beside the INT8 IR
 
+    # evaluated and benchmarked through the worker too: rows tokenized at 32 tokens, batch 2 × 16 tokens
+    evaluated = wait_done(optimize.artifact_evaluate(artifact=int8, user=alice, dataset=dataset,
+                                                     params={"split": "val", "max_length": 32}).id, timeout=300)
+    assert evaluated.state == JobState.SUCCEEDED, evaluated.error_detail
+    scores = evaluated.result
+    assert scores["modality"] == "text" and scores["rows"] == 24 and scores["max_length"] == 32
+    assert scores["accuracy"] == pytest.approx(facts["int8"]["top1"]) and len(scores["per_class"]) == 3
+    measured = wait_done(optimize.artifact_benchmark(artifact=int8, user=alice, params={
+        "seconds": 1, "hints": ["latency"], "layer_counters": False, "batch": 2, "sequence_length": 16}).id, timeout=300)
+    assert measured.state == JobState.SUCCEEDED, measured.error_detail
+    assert measured.result["shape"] == [2, 16] and measured.result["reference"] is None
+    assert {m["batch"] for m in measured.result["measurements"]} == {2} and measured.result["latency_ms"] > 0
+
     # the download: the IR, its tokenizer, metadata.json and classify_text.py, run as a user would
     client = signed_in(alice)
     archive = tmp_path / "topics.zip"
