@@ -111,6 +111,7 @@ def row_for(artifact: Artifact, benchmark: Job | None, evaluation: Job | None) -
         row.macro_f1 = facts["int8"].get("macro_f1")
     elif "training" in artifact.metrics:
         row.top1, row.top1_from = artifact.metrics["training"]["final"]["val_top1"], "training (val)"
+        row.macro_f1 = artifact.metrics["training"]["final"].get("val_f1")  # a text run's
     if benchmark is not None:
         result = benchmark.result
         row.latency_ms, row.fps = result.get("latency_ms"), result.get("fps")

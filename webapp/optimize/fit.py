@@ -29,7 +29,7 @@ def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> No
     """`split` of `dataset` has images, and the artifact can score them. Of an unlabelled dataset
     (plain post-training calibration, any classes) only the images are checked. A text model takes
     a text dataset whose classes are its labels by name (its rows are checked in the jail)."""
-    refuse_other_modality(artifact, dataset)
+    modalities_fit(model=artifact.model, dataset=dataset)
     if artifact.model.modality == Modality.TEXT:
         _text_classes_fit(artifact, dataset)
         return
@@ -63,15 +63,15 @@ def _classes_fit(artifact: Artifact, dataset, *, split: str, purpose: str) -> No
             f"The model gives {outputs} scores per image; dataset “{dataset}” has {len(classes)} classes.")})
 
 
-def refuse_other_modality(artifact: Artifact, dataset) -> None:
-    """Only a text model with a text dataset, only an image model with images."""
-    model = artifact.model
+def modalities_fit(*, model, dataset, field: str = "params.dataset") -> None:
+    """A text model pairs only with a text dataset and an image model only with images (the shared
+    check every job that reads a model and a dataset calls)."""
     if model.modality != dataset.modality:
-        words = {Modality.TEXT: "text", Modality.IMAGES: "image"}
-        raise ValidationError({"params.dataset": (
-            f"“{dataset}” is a dataset of {words[dataset.modality]}s{' rows' if dataset.modality == Modality.TEXT else ''}, "
-            f"and “{model}” is {'a text' if model.modality == Modality.TEXT else 'an image'} model; choose a "
-            f"{words[model.modality]} dataset.")})
+        reads = {Modality.TEXT: "reads text", Modality.IMAGES: "reads images"}
+        holds = {Modality.TEXT: "holds text rows", Modality.IMAGES: "holds images"}
+        raise ValidationError({field: (
+            f"Model “{model}” {reads.get(model.modality, model.modality)}; dataset “{dataset}” "
+            f"{holds.get(dataset.modality, dataset.modality)}. Choose a model and a dataset of the same kind.")})
 
 
 def _text_classes_fit(artifact: Artifact, dataset) -> None:
