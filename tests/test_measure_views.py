@@ -219,7 +219,7 @@ def test_the_evaluate_form_starts_a_job_on_the_split(alice, fp32, dataset):
     response = signed_in(alice).post(f"/artifacts/{fp32.id}/evaluate/", {"dataset": dataset.id, "split": "val"})
     job = Job.objects.get(kind="evaluate")
     assert response["Location"] == f"/jobs/{job.id}/"
-    assert job.params == {"artifact": fp32.id, "dataset": dataset.id, "split": "val"}
+    assert job.params == {"artifact": fp32.id, "dataset": dataset.id, "split": "val", "max_length": None}
     assert inputs_of_job(job) == {"artifacts": [fp32.id], "datasets": [dataset.id]}
 
 

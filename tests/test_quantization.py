@@ -17,7 +17,7 @@ from workers.jail import Jail, run_jailed
 from workers.pipeline.augment import val_transform
 from workers.pipeline.evaluation import EXACT, Pictures, Scores, evaluate
 from workers.pipeline.feeding import InputSpec
-from workers.pipeline.quantization import QuantizeConfig, QuantizeData, _Run, quantize_ir
+from workers.pipeline.quantization import ImageFeed, QuantizeConfig, QuantizeData, _Run, quantize_ir
 from workers.pipeline.reporting import Cancelled, JobError, Span
 
 PREPROCESSING = {"input_size": [SIZE, SIZE], "color": "RGB", "mean": [0.5], "std": [0.25]}
@@ -125,7 +125,7 @@ def signal_stack() -> tuple:
 
 def test_the_target_that_is_not_met_is_said_plainly():
     reporter = FakeReporter()
-    quantizing = _Run(QuantizeData([], [], [], 3), SPEC, QuantizeConfig(method="accuracy", max_drop=0.01),
+    quantizing = _Run(QuantizeData([], [], [], 3), ImageFeed(SPEC), QuantizeConfig(method="accuracy", max_drop=0.01),
                       Span(reporter, 0, 1))
     result = quantizing.result(Path("out"), 40, Scores(100, 0.9, 1.0, []), Scores(100, 0.85, 1.0, []), 5)
     assert result.target["met"] is False

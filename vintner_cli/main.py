@@ -382,7 +382,8 @@ def cmd_models_upload(args) -> int:
 
 def cmd_models_compare(args) -> int:
     client = connect(args)
-    query = {key: value for key, value in (("dataset", args.dataset), ("split", args.split), ("max_drop", args.max_drop))
+    query = {key: value for key, value in (("dataset", args.dataset), ("split", args.split), ("max_drop", args.max_drop),
+                                                            ("metric", args.metric))
              if value is not None}
     comparison = client.get(f"models/{args.model}/compare/", what=f"Model {args.model}", **query)
     if args.json:
@@ -652,6 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--dataset", type=int, help="top-1 from evaluations on this dataset")
     compare.add_argument("--split", choices=["val", "test", "train"])
     compare.add_argument("--max-drop", type=float, help="top-1 points a candidate may lose (default 1)")
+    compare.add_argument("--metric", choices=["accuracy", "macro_f1"], help="what the drop is measured in (text models: "
+                                                                            "macro_f1 too; default accuracy)")
 
     artifacts = noun("artifacts", "artifacts: show, download")
     show = command(artifacts, "show", cmd_artifacts_show, "one artifact", [as_json])

@@ -15,6 +15,8 @@ preprocessing is checked settings (choices and numbers), written as a literal to
 import inspect
 from importlib.metadata import version
 
+from webapp.core.modality import Modality
+from webapp.optimize.deploy_text import text_snippet
 from webapp.optimize.fit import output_count
 from webapp.registry.models import Artifact, Format
 from workers.pipeline import data, preprocessing
@@ -76,6 +78,8 @@ def snippet(artifact: Artifact, *, device: str = "CPU") -> str:
     if artifact.format != Format.OPENVINO_IR:
         raise ValueError("Deployment snippets are for OpenVINO IR artifacts.")
     model = artifact.model
+    if model.modality == Modality.TEXT:
+        return text_snippet(artifact, device=device)
     recipe = preprocessing.complete(model.preprocessing)
     recipe = {**recipe, "input_size": [int(v) for v in recipe["input_size"]], "crop": float(recipe["crop"]),
               **{key: [float(v) for v in recipe[key]] * (3 if len(recipe[key]) == 1 else 1) for key in ("mean", "std")}}

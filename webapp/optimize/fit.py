@@ -49,8 +49,12 @@ def modalities_fit(*, model, dataset, field: str = "params.dataset", labels: boo
 
 def dataset_fits(artifact: Artifact, dataset, *, split: str, purpose: str) -> None:
     """`split` of `dataset` has images, and the artifact can score them. Of an unlabelled dataset
-    (plain post-training calibration, any classes) only the images are checked."""
+    (plain post-training calibration, any classes) only the images are checked. A text model takes
+    a text dataset whose classes are its labels by name (its rows are checked in the jail)."""
     modalities_fit(model=artifact.model, dataset=dataset)
+    if artifact.model.modality == Modality.TEXT:
+        _text_classes_fit(artifact, dataset)
+        return
     refuse_non_image(artifact, "params.dataset")
     if dataset.labelled:
         _classes_fit(artifact, dataset, split=split, purpose=purpose)
@@ -79,6 +83,20 @@ def _classes_fit(artifact: Artifact, dataset, *, split: str, purpose: str) -> No
     elif outputs and outputs != len(classes):
         raise ValidationError({"params.dataset": (
             f"The model gives {outputs} scores per image; dataset “{dataset}” has {len(classes)} classes.")})
+
+
+def _text_classes_fit(artifact: Artifact, dataset) -> None:
+    model, classes = artifact.model, list(dataset.classes)
+    labels = model.labels or []
+    unmatched = [name for name in classes if name not in set(labels)] if labels else []
+    outputs = artifact.num_classes or output_count(artifact)
+    if unmatched:
+        raise ValidationError({"params.dataset": (
+            f"The dataset's labels {few(unmatched)} are not among model “{model}”'s labels ({few(labels)}, from its "
+            "id2label); rename them in the dataset or correct the model's labels so the names match.")})
+    if not labels and outputs and outputs != len(classes):
+        raise ValidationError({"params.dataset": (
+            f"The model gives {outputs} scores per row; dataset “{dataset}” has {len(classes)} labels.")})
 
 
 SPLIT_WORDS = {"val": "validation", "test": "test", "train": "training"}

@@ -18,7 +18,7 @@ from webapp.jobs.api import JobSerializer
 from webapp.core.throttles import CreateRateThrottle
 from webapp.jobs.kinds import KINDS, params_from_body, submission_key
 from webapp.optimize import services
-from webapp.optimize.comparison import DEFAULT_MAX_DROP, compare
+from webapp.optimize.comparison import DEFAULT_MAX_DROP, METRICS, compare
 from webapp.optimize.deploy import snippet
 from webapp.registry.selectors import artifact_for_user, model_for_user
 
@@ -61,7 +61,8 @@ class ModelCompareView(APIView):
     def get(self, request: Request, model_id: int) -> Response:
         model = model_for_user(request.user, model_id, Action.VIEW)
         dataset_id, split, max_drop = comparison_query(request.query_params)
-        return Response(compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop).as_dict())
+        return Response(compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop,
+                                metric=comparison_metric(request.query_params)).as_dict())
 
 
 class ArtifactSnippetView(APIView):
@@ -73,6 +74,14 @@ class ArtifactSnippetView(APIView):
         except ValueError as error:
             raise ValidationError(str(error)) from None
         return HttpResponse(text, content_type="text/x-python; charset=utf-8")
+
+
+def comparison_metric(query) -> str:
+    """What the drop is measured in: accuracy (top-1, the default) or macro_f1."""
+    metric = query.get("metric") or "accuracy"
+    if metric not in METRICS:
+        raise ValidationError({"metric": "One of accuracy, macro_f1."})
+    return metric
 
 
 def comparison_query(query) -> tuple[int | None, str, float]:

@@ -257,8 +257,14 @@ def evaluation_figures(result: dict) -> dict:
         rows.append({"label": labels[true], "cells": cells, "total": total,
                      "recall": percent(counts[true] / total) if total and true < len(counts) else "—"})
     mistakes.sort(key=lambda mistake: -mistake[0])
+    text = result.get("modality") == "text"
     return {
-        "top1": percent(result.get("top1")), "top5": percent(result.get("top5")), "images": result.get("images"),
+        "top1": percent(result.get("top1")), "top5": percent(result.get("top5")),
+        "images": result.get("rows") if text else result.get("images"),
+        "text": text, "macro_f1": percent(result.get("macro_f1")), "max_length": result.get("max_length"),
+        "per_class": [{"label": entry["label"], "precision": percent(entry["precision"]),
+                       "recall": percent(entry["recall"]), "f1": percent(entry["f1"]), "support": entry["support"]}
+                      for entry in result.get("per_class") or []],
         "dataset": result.get("dataset"), "dataset_name": result.get("dataset_name") or "",
         "split": result.get("split") or "", "labels": labels[:len(confusion)], "rows": rows,
         "mistakes": [f"{true} taken for {predicted} {count} time{'s' if count != 1 else ''}"

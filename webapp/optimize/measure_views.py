@@ -31,7 +31,7 @@ from webapp.optimize.comparison import compare
 from webapp.optimize.comparison import row_for as comparison_row
 from webapp.optimize.deploy import snippet
 from webapp.optimize.fit import dataset_matches
-from webapp.optimize.measure_api import comparison_query
+from webapp.optimize.measure_api import comparison_metric, comparison_query
 from webapp.optimize.measure_figures import (
     TORCH_FORMATS, benchmark_figures, comparison_figures, evaluation_figures, fps, ms, variant_name,
 )
@@ -69,7 +69,9 @@ def artifact_evaluate(request: HttpRequest, artifact_id: int) -> HttpResponse:
     try:
         dataset = chosen_dataset(request.user, request.POST, missing="Choose a dataset to evaluate on.")
         job = services.artifact_evaluate(artifact=artifact, user=request.user, dataset=dataset,
-                                         params={"split": request.POST.get("split") or "val"},
+                                         params={"split": request.POST.get("split") or "val",
+                                                 **({"max_length": request.POST["max_length"].strip()}
+                                                    if request.POST.get("max_length", "").strip() else {})},
                                          idempotency_key=submission_key(request))
     except ValidationError as error:
         form_errors(request, error)
@@ -83,7 +85,7 @@ def benchmark_params(post) -> dict:
     params = {"device": post.get("device") or "CPU", "hints": post.getlist("hints"),
               "matrix": matrix_points(post.get("matrix", "")),
               "layer_counters": "layer_counters" in post, "torch_reference": "torch_reference" in post}
-    for name in ("seconds", "rounds"):
+    for name in ("seconds", "rounds", "batch", "sequence_length"):
         if post.get(name, "").strip():
             params[name] = post[name].strip()
     return params
@@ -144,7 +146,8 @@ def measure_context(artifact: Artifact) -> dict:
     benchmark = next(iter(_latest_succeeded(jobs, "benchmark")), None)
     evaluation = next(iter(_latest_succeeded(jobs, "evaluate")), None)
     datasets = [(dataset, dataset_matches(artifact, dataset))
-                for dataset in ready_datasets_of_project(artifact.model.project_id, labelled_only=True)]
+                for dataset in ready_datasets_of_project(artifact.model.project_id, labelled_only=True).filter(
+                    modality=artifact.model.modality)]
     fields = KINDS["benchmark"].serializer().fields
     made = comparison_row(artifact, None, None)
     return {
@@ -235,17 +238,18 @@ def model_compare(request: HttpRequest, model_id: int) -> HttpResponse:
     role = authorize(request.user, model.project.team_id, Action.VIEW)
     try:
         dataset_id, split, max_drop = comparison_query(request.GET)
+        metric = comparison_metric(request.GET)
     except ValidationError as error:
         form_errors(request, error)
-        dataset_id, split, max_drop = comparison_query({})
-    comparison = compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop)
+        (dataset_id, split, max_drop), metric = comparison_query({}), "accuracy"
+    comparison = compare(model, dataset_id=dataset_id, split=split, max_drop=max_drop, metric=metric)
     fields = KINDS["benchmark"].serializer().fields
     context = {
         "model": model, "project": model.project, "team": model.project.team,
         "can_write": role_allows(role, Action.WRITE),
         "comparison": comparison,
         "figures": comparison_figures(comparison),
-        "datasets": ready_datasets_of_project(model.project_id, labelled_only=True),
+        "datasets": ready_datasets_of_project(model.project_id, labelled_only=True).filter(modality=model.modality),
         "dataset_id": dataset_id, "split": split,
         "benchmark_seconds": fields["seconds"].default,
     }
@@ -298,6 +302,7 @@ def artifact_classify(request: HttpRequest, artifact_id: int) -> HttpResponse:
     except ValueError as error:
         raise Http404(str(error)) from None
     response = HttpResponse(text, content_type="text/x-python; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="classify.py"'
+    name = "classify_text.py" if artifact.model.modality == "text" else "classify.py"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -2,6 +2,7 @@
 rounded figures, read from the metrics the quantize job stored (`metrics["quantization"]`,
 fractions in 0..1; workers/pipeline/quantization.py writes them)."""
 
+METRIC_WORDS = {"accuracy": "top-1", "macro_f1": "macro-F1"}  # what accuracy control bounded
 METHODS = {
     "ptq": "Post-training quantization",
     "accuracy": "Post-training quantization with accuracy control",
@@ -48,8 +49,10 @@ def quantization_figures(metrics: dict) -> dict | None:
             {"name": name, "fp32": percent(fp32.get(key)), "int8": percent(int8.get(key)),
              "change": points(int8[key] - fp32[key]) if fp32.get(key) is not None and int8.get(key) is not None else "—",
              "trend": _trend(int8.get(key), fp32.get(key))}
-            for name, key in (("Top-1", "top1"), ("Top-5", "top5"))
+            for name, key in (("Top-1", "top1"), ("Top-5", "top5"), ("Macro-F1", "macro_f1")) if key in fp32
         ] if measured else [],
+        "unit": facts.get("unit", "images"),
+        "metric": METRIC_WORDS.get(facts.get("metric"), "top-1"),
         "fp32_top1": percent(fp32.get("top1")),
         "int8_top1": percent(int8.get("top1")),
         "change": points(-drop),
@@ -71,8 +74,9 @@ def quantization_figures(metrics: dict) -> dict | None:
             "met": bool(target.get("met")),
             "allowed": points(target.get("allowed", target.get("max_drop", 0)), signed=False),
             # max_drop is a fraction of top-1 (absolute) or a share of the FP32 top-1 (relative)
-            "asked": f"{100 * target.get('max_drop', 0):g} % of the FP32 top-1" if relative
-            else f"{100 * target.get('max_drop', 0):g} point{'s' if target.get('max_drop') != 0.01 else ''} of top-1",
+            "asked": f"{100 * target.get('max_drop', 0):g} % of the FP32 {figures['metric']}" if relative
+            else f"{100 * target.get('max_drop', 0):g} point{'s' if target.get('max_drop') != 0.01 else ''} of "
+                 f"{figures['metric']}",
             "relative": relative,
         }
     return figures

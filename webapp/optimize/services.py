@@ -4,6 +4,7 @@ what the jobs make are the registry's artifacts (registry.services.artifact_reco
 
 from django.core.exceptions import ValidationError
 
+from webapp.core.modality import Modality
 from webapp.datasets.services import dataset_require_labels
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_with_key
@@ -69,6 +70,9 @@ def artifact_quantize(*, artifact: Artifact, user, dataset, params: dict, idempo
         raise ValidationError("Only a ready artifact can be quantized.")
     if artifact.precision == "int8" or artifact.origin == Origin.QUANTIZED:
         raise ValidationError("This artifact is INT8 already; quantize the FP32 artifact it came from.")
+    if artifact.model.modality == Modality.TEXT and artifact.format != Format.OPENVINO_IR and method != "qat":
+        raise ValidationError({"params.artifact": "Vintner quantizes a text model's OpenVINO IR; convert the model "
+                                                  "first."})
     if method in QUANTIZABLE and artifact.format not in QUANTIZABLE[method]:  # another method: the params' 400
         allowed = ", ".join(Format(f).label for f in QUANTIZABLE[method])
         raise ValidationError({"params.method": f"{artifact.get_format_display()} artifacts cannot be quantized this way; "
@@ -89,6 +93,11 @@ def artifact_benchmark(*, artifact: Artifact, user, params: dict, idempotency_ke
         return repeat
     if artifact.state != "ready":
         raise ValidationError("Only a ready artifact can be benchmarked.")
+    if artifact.model.modality == Modality.TEXT and artifact.format not in (Format.OPENVINO_IR, Format.ONNX):
+        raise ValidationError({"params.artifact": "Vintner benchmarks a text model's OpenVINO IR or ONNX export; "
+                                                  "convert the model first."})
+    if artifact.model.modality == Modality.TEXT:
+        params = {**params, "torch_reference": False}  # torch eager is measured on an image batch
     # A PyTorch artifact's only measurement is torch eager: it is always its own reference.
     wanted = params.get("torch_reference", True) or artifact.format in TORCH_FORMATS
     reference = torch_ancestor(artifact) if wanted else None
@@ -137,6 +146,8 @@ def _check_fit(artifact: Artifact, dataset, method: str) -> None:
     if method in METHOD_WORDS:  # an unknown method is the params' 400
         dataset_require_labels(dataset=dataset, job=METHOD_WORDS[method])
     dataset_fits(artifact, dataset, split="val", purpose="to measure accuracy on")
+    if artifact.model.modality == Modality.TEXT:
+        return  # its rows are counted in the jail, where they are read
     train = split_counts(dataset).get("train", 0)
     if train < 10:
         raise ValidationError({"params.dataset": f"“{dataset}” has {train} training images; calibration needs at least 10."})

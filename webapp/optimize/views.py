@@ -25,7 +25,8 @@ def artifact_panels(artifact: Artifact) -> dict:
     """The artifact page's context for what this app offers (registry.views.artifact_detail)."""
     datasets = list(ready_datasets_of_project(artifact.model.project_id))
     quantization = quantization_figures(artifact.metrics)
-    fitting = [(dataset, dataset_matches(artifact, dataset)) for dataset in datasets]
+    fitting = [(dataset, dataset_matches(artifact, dataset)) for dataset in datasets
+               if dataset.modality == artifact.model.modality]
     return {
         "convertible": artifact.state == "ready" and artifact.format != "openvino_ir",
         "convert_fields": KINDS["convert"].serializer().fields,

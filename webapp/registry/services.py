@@ -25,6 +25,7 @@ from webapp.hosts.selectors import most_training_gpus
 from webapp.jobs.models import Job
 from webapp.jobs.selectors import job_with_key
 from webapp.jobs.services import job_submit, params_validate
+from webapp.optimize.deploy_text import PROGRAM_NAME, text_snippet
 from webapp.optimize.fit import modalities_fit, refuse_non_image
 from webapp.projects.models import Project
 from webapp.registry.models import Artifact, Format, Model, Origin, Scores
@@ -428,7 +429,7 @@ def artifact_metadata(artifact: Artifact) -> dict:
     model = artifact.model
     inputs = artifact.inspection.get("inputs", [])
     if model.modality == Modality.TEXT:
-        return {**_metadata_common(artifact), "modality": "text", "tokenizer": _text_feeding(artifact)}
+        return {**_metadata_common(artifact), "tokenizer": _text_feeding(artifact)}
     embedded = bool(inputs) and inputs[0].get("dtype") == "u8"
     steps = recipe.describe(model.preprocessing)
     if embedded:
@@ -441,6 +442,7 @@ def artifact_metadata(artifact: Artifact) -> dict:
 def _metadata_common(artifact: Artifact) -> dict:
     return {
         "model": artifact.model.name,
+        "modality": artifact.model.modality,
         "artifact": artifact.id,
         "format": artifact.format,
         "precision": artifact.precision,
@@ -524,10 +526,18 @@ def _bundle(artifact: Artifact) -> Iterator[bytes]:
     SHA256SUMS over all of them (`sha256sum -c SHA256SUMS` checks it), made as it is sent. What it
     needs from the database is read now: the blocks are made in whichever thread sends them."""
     metadata = json.dumps(artifact_metadata(artifact), indent=2).encode()
-    return _zipped(artifact.storage_prefix, list(artifact.files), metadata)
+    return _zipped(artifact.storage_prefix, list(artifact.files), metadata, _programs(artifact))
 
 
-def _zipped(prefix: str, entries: list[dict], metadata: bytes) -> Iterator[bytes]:
+def _programs(artifact: Artifact) -> dict[str, bytes]:
+    """A text model's IR comes with the program that runs it (classify_text.py), the tokenizer
+    files being in the zip already: unzipped, it classifies a sentence as it is."""
+    if artifact.model.modality != Modality.TEXT or artifact.format != Format.OPENVINO_IR:
+        return {}
+    return {PROGRAM_NAME: text_snippet(artifact).encode()}
+
+
+def _zipped(prefix: str, entries: list[dict], metadata: bytes, programs: dict[str, bytes] | None = None) -> Iterator[bytes]:
     sums, spout = [], _Spout()
     with zipfile.ZipFile(spout, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
         for entry in entries:
@@ -537,8 +547,9 @@ def _zipped(prefix: str, entries: list[dict], metadata: bytes) -> Iterator[bytes
                     out.write(block)
                     yield spout.take()
             sums.append(_sums_line(entry["sha256"], name))
-        bundle.writestr("metadata.json", metadata)
-        sums.append(_sums_line(hashlib.sha256(metadata).hexdigest(), "metadata.json"))
+        for name, program in {**(programs or {}), "metadata.json": metadata}.items():
+            bundle.writestr(name, program)
+            sums.append(_sums_line(hashlib.sha256(program).hexdigest(), name))
         bundle.writestr("SHA256SUMS", "\n".join(sums) + "\n")
     yield spout.take()
 

@@ -2,6 +2,7 @@
 (webapp/jobs/kinds.py declares it; workers/tasks.py registers it as `jobs.evaluate`)."""
 
 from webapp.core.files import local_tree
+from webapp.core.modality import Modality
 from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact
 from workers.kinds.staging import preprocessing_of, staged_model, staging, takes_images
@@ -22,6 +23,8 @@ def perform(run: JobRun) -> dict:
     elif not model.labels_confirmed:
         run.reporter.log(f"The model's labels were read from {model.labels_source or 'its file'} and are not confirmed "
                          "yet; classes are matched to them by name.", level="warning")
+    if model.modality == Modality.TEXT:
+        return _evaluate_text(run, artifact, dataset, labels)
     index = {name: i for i, name in enumerate(labels)}
     items = list(dataset.items.filter(split=params["split"]).order_by("index"))
     folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))
@@ -36,3 +39,19 @@ def perform(run: JobRun) -> dict:
                      f"{params['split']} images of {dataset}.")
     return {"artifact": artifact.id, "dataset": dataset.id, "dataset_name": str(dataset), "split": params["split"],
             "labels": labels, **scores}
+
+
+def _evaluate_text(run: JobRun, artifact: Artifact, dataset: Dataset, labels: list[str]) -> dict:
+    """Accuracy, macro-F1, per class and the confusion matrix of a text model on a split's rows,
+    tokenized in the jail with the artifact's own tokenizer."""
+    params = run.params
+    folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))
+    staged, model_folder = staged_model(run, artifact, input_size=0)
+    scores = run.jailed(run.step, {
+        "text": True, "model": staged, "dataset": str(folder), "split": params["split"], "labels": labels,
+        "label_index": {name: i for i, name in enumerate(labels)}, "max_length": params.get("max_length"),
+    }, reads=[model_folder, folder])
+    run.reporter.log(f"accuracy {100 * scores['accuracy']:.1f} %, macro-F1 {100 * (scores['macro_f1'] or 0):.1f} % on "
+                     f"{scores['rows']} {params['split']} rows of {dataset}.")
+    return {"artifact": artifact.id, "dataset": dataset.id, "dataset_name": str(dataset), "split": params["split"],
+            "labels": labels, "modality": "text", **scores}

@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from webapp.core.files import delete_tree, local_tree
+from webapp.core.modality import Modality
 from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact, Model, Origin
 from webapp.registry.services import artifact_record
@@ -21,17 +22,23 @@ def perform(run: JobRun) -> dict:
     model = source.model
     method = params["method"]
     folder = local_tree(dataset.storage_prefix, staging(run, "dataset"))
-    data, note = _quantize_data(dataset, model, folder, source.num_classes)
-    if note:
-        run.reporter.log(note, level="warning")
     config = {
         "method": "ptq" if method == "qat" else method, "subset_size": params["subset_size"],
         "preset": params["preset"], "fast_bias_correction": params["fast_bias_correction"],
         "model_type": params["model_type"], "max_drop": params["max_drop"] / 100, "drop_type": params["drop_type"],
-        "seed": params["seed"],
+        "seed": params["seed"], "metric": params.get("metric", "accuracy"),
         "ignored_names": [line for line in params["ignored_scope"] if not line.startswith("re:")],
         "ignored_patterns": [line[3:] for line in params["ignored_scope"] if line.startswith("re:")],
     }
+    if model.modality == Modality.TEXT:
+        labels = model.labels or list(dataset.classes)
+        staged, source_folder = staged_model(run, source, input_size=0)
+        request = {"text": True, "model": staged, "config": config, "dataset": str(folder), "labels": labels,
+                   "label_index": {name: i for i, name in enumerate(labels)}, "max_length": params.get("max_length")}
+        return _published(run, source, dataset, run.jailed(run.step, request, reads=[source_folder, folder]), "int8")
+    data, note = _quantize_data(dataset, model, folder, source.num_classes)
+    if note:
+        run.reporter.log(note, level="warning")
     embedded = source.format == "openvino_ir" and takes_images(source)
     preprocessing = preprocessing_of(source)
     staged, source_folder = staged_model(run, source, input_size=preprocessing["input_size"][0])
@@ -41,7 +48,13 @@ def perform(run: JobRun) -> dict:
         result = _quantization_aware(run, request, [source_folder, folder])
     else:
         result = run.jailed(run.step, request, reads=[source_folder, folder])
-    out = published(run, "qat/ir" if method == "qat" else "int8")
+    return _published(run, source, dataset, result, "qat/ir" if method == "qat" else "int8")
+
+
+def _published(run: JobRun, source: Artifact, dataset: Dataset, result: dict, name: str) -> dict:
+    """The INT8 IR the step made, a child of its source with accuracy before and after."""
+    params = run.params
+    out = published(run, name)
     metrics = {"quantization": {**result["quantization"], "dataset": dataset.id, "dataset_name": str(dataset),
                                 "settings": {k: v for k, v in params.items() if k not in ("artifact", "dataset")}}}
     if "training" in result:

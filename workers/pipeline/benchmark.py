@@ -49,7 +49,8 @@ NOISY_LOAD = 0.10  # as is a run while other processes used more than this share
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    shape: list[int]  # the input shape to measure at (batch 1), e.g. [1, 3, 224, 224] or [1, H, W, 3]
+    shape: list[int]  # the input shape to measure at (batch 1), e.g. [1, 3, 224, 224] or [1, H, W, 3]; a text
+    # model's [batch, tokens], every one of its inputs (input_ids, attention_mask, token_type_ids) at it
     device: str = "CPU"
     seconds: float = 10.0  # per measurement, all rounds together
     hints: tuple[str, ...] = HINTS
@@ -125,9 +126,10 @@ def benchmark(xml: Path | None, config: BenchmarkConfig, span: Span, *, torch_mo
             raise JobError(f"OpenVINO could not read the model: {one_line(error)}") from None
         span.reporter.stage("compiling")
         default = _default_precision(core, config.device)
-        plan = [(hint, 1, 0, "f32") for hint in config.hints if "f32" in config.precisions]
+        batch = config.shape[0]  # 1 for images; a text model's chosen batch
+        plan = [(hint, batch, 0, "f32") for hint in config.hints if "f32" in config.precisions]
         if "default" in config.precisions and not (plan and default == "f32"):
-            plan += [(hint, 1, 0, "") for hint in config.hints]
+            plan += [(hint, batch, 0, "") for hint in config.hints]
         plan += [("", batch, streams, "f32") for batch, streams in config.matrix]
         for hint, batch, streams, precision in plan:
             span.raise_if_cancelled()
@@ -339,23 +341,39 @@ def _spread(values: list[float]) -> float:
 
 
 def _shaped(model: ov.Model, shape: list[int], batch: int) -> ov.Model:
-    """The model at `shape` with `batch` images; a copy, the caller's model is left as it is."""
+    """The model at `shape` with `batch` images (or rows of tokens: every input of a text model, whose
+    shape is [batch, tokens]); a copy, the caller's model is left as it is."""
     model = model.clone()
     wanted = ov.PartialShape([batch, *shape[1:]])
-    if model.input(0).get_partial_shape() != wanted:
+    ports = model.inputs if len(shape) == 2 else [model.input(0)]
+    if any(port.get_partial_shape() != wanted for port in ports):
         try:
-            model.reshape({model.input(0): wanted})
+            model.reshape({port: wanted for port in ports})
         except Exception as error:
             raise JobError(f"The model cannot run at {[batch, *shape[1:]]}: {one_line(error)}") from None
     return model
 
 
+TOKEN_IDS = 32  # random token ids are drawn below this: a valid id in any vocabulary; speed does not depend on it
+
+
 def _random_inputs(compiled: ov.CompiledModel, seed: int) -> dict:
+    """Random inputs of the compiled shapes: images' pixels, or a text model's tokens (every
+    position attended, one segment)."""
     rng = np.random.default_rng(seed)
     tensors = {}
     for index, port in enumerate(compiled.inputs):
         shape = list(port.get_shape())
-        if port.get_element_type() == ov.Type.u8:
+        kind, name = port.get_element_type(), port.get_any_name() if port.get_names() else ""
+        if kind.is_integral() and kind != ov.Type.u8:
+            dtype = kind.to_dtype()
+            if "mask" in name:
+                tensors[index] = np.ones(shape, dtype)
+            elif "type" in name:
+                tensors[index] = np.zeros(shape, dtype)
+            else:
+                tensors[index] = rng.integers(0, TOKEN_IDS, shape).astype(dtype)
+        elif kind == ov.Type.u8:
             tensors[index] = rng.integers(0, 256, shape, dtype=np.uint8)
         else:
             tensors[index] = rng.standard_normal(shape).astype(port.get_element_type().to_dtype())

@@ -15,7 +15,8 @@ import openvino as ov
 from workers.pipeline.feeding import InputSpec
 from workers.pipeline.reporting import JobError, Span, one_line
 
-Runner = Callable[[np.ndarray], np.ndarray]  # batch-1 input -> scores [1, classes], [classes] or [1, classes, 1, 1]
+# batch-1 input (an image tensor, or a text model's inputs by name) -> scores [1, classes], [classes] or [1, classes, 1, 1]
+Runner = Callable[[np.ndarray | dict[str, np.ndarray]], np.ndarray]
 EXACT = {"INFERENCE_PRECISION_HINT": "f32"}  # what runs in floating point runs in FP32, not bf16
 
 
@@ -58,8 +59,8 @@ def ir_runner(model: ov.Model | Path, *, config: dict | None = None, output: int
         raise JobError(f"The model has {len(compiled.outputs)} outputs; the scores were said to be output {output}.")
     request = compiled.create_infer_request()
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        request.infer({0: batch})
+    def run(batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        request.infer(batch if isinstance(batch, dict) else {0: batch})
         return request.get_output_tensor(output).data
 
     return run
@@ -96,10 +97,11 @@ def model_runner(prepared, config, *, output: int = 0) -> Runner:
     return run
 
 
-def evaluate(run: Runner, pictures: Pictures, classes: int, span: Span) -> Scores:
-    """Score every picture; progress goes to `span`, cancel is polled every 16 images."""
+def evaluate(run: Runner, pictures: Pictures, classes: int, span: Span, *, unit: str = "image") -> Scores:
+    """Score every picture (or anything with `input(index)` and `labels`: text.measure.Sentences);
+    progress goes to `span`, cancel is polled every 16 inputs."""
     if not len(pictures):
-        raise JobError("There are no images to evaluate on.")
+        raise JobError(f"There are no {unit}s to evaluate on.")
     confusion = np.zeros((classes, classes), np.int64)
     top1 = top5 = 0
     k = min(5, classes)
@@ -109,7 +111,7 @@ def evaluate(run: Runner, pictures: Pictures, classes: int, span: Span) -> Score
             span.progress(index / len(pictures))
         scores = np.asarray(run(pictures.input(index))).reshape(-1)
         if scores.size != classes:
-            raise JobError(f"The model gives {scores.size} scores per image; the labels name {classes} classes.")
+            raise JobError(f"The model gives {scores.size} scores per {unit}; the labels name {classes} classes.")
         label = pictures.labels[index]
         best = np.argpartition(-scores, k - 1)[:k] if k < classes else np.arange(classes)
         predicted = int(np.argmax(scores))
@@ -119,3 +121,23 @@ def evaluate(run: Runner, pictures: Pictures, classes: int, span: Span) -> Score
     span.progress(1.0)
     n = len(pictures)
     return Scores(images=n, top1=top1 / n, top5=top5 / n, confusion=confusion.tolist())
+
+
+def class_report(confusion: list[list[int]], labels: Sequence[str] = ()) -> dict:
+    """Precision, recall and F1 of each class from a confusion matrix ([true][predicted]), and their
+    unweighted mean (macro-F1, every class counting the same however many rows it has). A class
+    never predicted has precision 0; one with no rows is left out of the mean."""
+    matrix = np.asarray(confusion, dtype=np.float64)
+    if matrix.size == 0:
+        return {"macro_f1": None, "per_class": []}
+    right, predicted, actual = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+    per_class, f1s = [], []
+    for i in range(len(matrix)):
+        precision = right[i] / predicted[i] if predicted[i] else 0.0
+        recall = right[i] / actual[i] if actual[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        if actual[i]:
+            f1s.append(f1)
+        per_class.append({"label": labels[i] if i < len(labels) else str(i), "precision": float(precision),
+                          "recall": float(recall), "f1": float(f1), "support": int(actual[i])})
+    return {"macro_f1": float(np.mean(f1s)) if f1s else None, "per_class": per_class}

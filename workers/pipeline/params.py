@@ -32,6 +32,7 @@ def gpu_queue(gpus: int) -> str:
 GPU_QUEUES = tuple(gpu_queue(n) for n in GPU_COUNTS if n > 1)
 AUGMENTS = ("none", "light", "standard", "strong")  # workers/pipeline/augment.py; a test holds them equal
 MATRIX_POINTS_MAX = 16
+MAX_TOKENS = 4096  # a text model's sequence length; its own maximum is checked in the jail
 SEED_MAX = 2**32 - 1  # what numpy takes as a seed (torch takes 64 bits); training.py checks the same bound
 DIMENSION = r"^(dynamic|[1-9][0-9]{0,3})$"  # a text model's batch or sequence length: dynamic, or 1 to 9999
 DIMENSION_WORDS = "Write “dynamic”, or a whole number from 1 to 9999."
@@ -151,6 +152,11 @@ class QuantizeParams:
     max_drop: float = param(1.0, min=0.01, max=50,
                             help="Accuracy control: top-1 points (absolute) or percent of FP32 top-1 (relative).")
     drop_type: str = param("absolute", choices=(("absolute", "Absolute"), ("relative", "Relative")))
+    metric: str = param("accuracy", choices=(("accuracy", "Accuracy (top-1)"), ("macro_f1", "Macro-F1")),
+                        help="Accuracy control: the score whose drop is bounded (macro-F1 weighs every class alike).")
+    max_length: int | None = param(None, min=8, max=MAX_TOKENS,
+                                   help="Text models: tokens per row (longer rows are cut). Default: the model's "
+                                        "maximum (its fixed length, where it has one).")
     epochs: int = param(3, min=1, max=1000, help="Quantization-aware training.")
     batch_size: int = param(32, min=1, max=4096)
     lr: float | None = param(None, min=1e-8, max=10, help="Default: a tenth of the architecture's training rate.")
@@ -180,12 +186,19 @@ class BenchmarkParams:
     layer_counters: bool = param(True, help="Time and precision per layer (IR).")
     torch_reference: bool = param(True, help="Also torch eager of the PyTorch source.")
     reference: int | None = ids("Set by the service: the PyTorch artifact measured beside it.", optional=True)
+    batch: int = param(1, min=1, max=256, help="Text models: rows per inference.")
+    sequence_length: int = param(128, min=1, max=MAX_TOKENS, help="Text models: tokens per row (its fixed length, "
+                                                                   "where the IR has one).")
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """Top-1, top-5 and the confusion matrix of one artifact on a dataset split."""
+    """Top-1, top-5 and the confusion matrix of one artifact on a dataset split (of a text model:
+    accuracy, macro-F1 and per class)."""
 
     artifact: int = ids()
     dataset: int = ids()
     split: str = param("val", choices=(("val", "Validation"), ("test", "Test"), ("train", "Train")))
+    max_length: int | None = param(None, min=8, max=MAX_TOKENS,
+                                   help="Text models: tokens per row (longer rows are cut). Default: the model's "
+                                        "maximum.")

@@ -113,6 +113,8 @@ def quantize(request: dict, span: Span) -> dict:
     from workers.pipeline.quantization import quantize_ir
 
     work, source = Path(request["work"]), request["model"]
+    if request.get("text"):
+        return _quantize_text(request, span)
     config, data, spec = _quantize_settings(request)
     prepared = _prepared(source)
     xml, bar = prepared.folder / prepared.primary, span
@@ -165,13 +167,16 @@ def benchmark(request: dict, span: Span) -> dict:
     if reference is not None:
         span.reporter.stage("loading torch")
         module = load_torch_module(_prepared(reference), _inspect_config(reference))
-    height, width = request["input_size"]
+    height, width = request.get("input_size") or (0, 0)
     result = measure(xml, config, span, torch_module=module, torch_shape=[1, 3, height, width]).as_dict()
     return {**result, **benchmark_summary(result)}
 
 
 def evaluate(request: dict, span: Span) -> dict:
-    """Top-1, top-5 and the confusion matrix of a model on images with known labels."""
+    """Top-1, top-5 and the confusion matrix of a model on images with known labels; of a text model
+    on rows, accuracy, macro-F1 and per class too."""
+    if request.get("text"):
+        return _evaluate_text(request, span)
     from workers.pipeline.evaluation import Pictures, model_runner
     from workers.pipeline.evaluation import evaluate as evaluate_model
     from workers.pipeline.feeding import InputSpec
@@ -232,6 +237,97 @@ def noop(request: dict, span: Span) -> dict:
 
 STEPS = {step.__name__: step for step in (probe, dataset_import, model_import, convert, quantize, qat, benchmark,
                                           evaluate, train, train_text, noop)}
+
+
+# --- text models --------------------------------------------------------------------------------
+
+def _text_rows(request: dict, split: str) -> tuple[list, list[int]]:
+    """A split's rows of the staged text dataset and the model's output index of each (by name)."""
+    from workers.pipeline.reporting import JobError
+    from workers.pipeline.text.rows import read_text_dataset
+
+    rows = read_text_dataset(Path(request["dataset"])).split(split)
+    index = request["label_index"]
+    unknown = sorted({row.label for row in rows if row.label not in index}, key=str)
+    if unknown:
+        raise JobError(f"The rows' labels {', '.join(map(str, unknown[:8]))} are not among the model's labels "
+                       f"({', '.join(list(index)[:8])}).")
+    return rows, [index[row.label] for row in rows]
+
+
+def _evaluate_text(request: dict, span: Span) -> dict:
+    from workers.pipeline.reporting import JobError
+    from workers.pipeline.text.measure import (Sentences, TextInputs, evaluate_text, model_for_inputs,
+                                               model_max_length, text_runner)
+    from workers.pipeline.text.models import load_tokenizer
+
+    model = request["model"]
+    prepared = _prepared(model)
+    span.reporter.stage("loading")
+    tokenizer = load_tokenizer(prepared.folder)
+    inputs = TextInputs.of(model_for_inputs(prepared), tokenizer, max_length=request.get("max_length"),
+                           model_max=model_max_length(prepared.folder))
+    runner = text_runner(prepared, output=model.get("output", 0))
+    rows, labels = _text_rows(request, request["split"])
+    if not rows:
+        raise JobError(f"The dataset's {request['split']} split has no rows to evaluate on.")
+    span.reporter.stage("tokenizing")
+    sentences = Sentences(rows, labels, tokenizer, inputs, span.child(0.0, 0.2))
+    if sentences.truncated:
+        span.reporter.log(f"{sentences.truncated} of {len(rows)} rows are longer than {inputs.max_length} tokens "
+                          "and were cut to it, as the model would be fed them.", level="warning")
+    span.reporter.stage("evaluating")
+    result = evaluate_text(runner, sentences, request["labels"], span.child(0.2, 1.0))
+    return {**result, "max_length": inputs.max_length, "truncated": sentences.truncated}
+
+
+def _quantize_text(request: dict, span: Span) -> dict:
+    """A text IR to INT8 on rows of a text dataset: calibration from its train split, accuracy on its
+    val split (its test split where it has no val rows)."""
+    from workers.pipeline.quantization import QuantizeConfig, QuantizeData, quantize_ir
+    from workers.pipeline.reporting import JobError
+    from workers.pipeline.text.measure import TextFeed, model_max_length
+    from workers.pipeline.text.models import load_tokenizer
+
+    work, model = Path(request["work"]), request["model"]
+    prepared = _prepared(model)
+    if prepared.format != "openvino_ir":
+        raise JobError("Vintner quantizes a text model's OpenVINO IR; convert the model first.")
+    settings = request["config"]
+    config = QuantizeConfig(**{**settings, "ignored_names": tuple(settings["ignored_names"]),
+                               "ignored_patterns": tuple(settings["ignored_patterns"])})
+    train, _ = _text_rows(request, "train")
+    validation, labels = _text_rows(request, "val")
+    if not validation:
+        validation, labels = _text_rows(request, "test")
+    data = QuantizeData(calibration=[{"text": r.text, "text_pair": r.text_pair} for r in train],
+                        validation=[{"text": r.text, "text_pair": r.text_pair} for r in validation],
+                        labels=labels, classes=len(request["labels"]), output=model.get("output", 0))
+    feed = TextFeed(load_tokenizer(prepared.folder), max_length=request.get("max_length"),
+                    model_max=model_max_length(prepared.folder))
+    result = quantize_ir(source=prepared.folder / prepared.primary, data=data, spec=None, config=config,
+                         out=work / "int8", span=span.child(0.0, 0.95), feed=feed)
+    _carry_tokenizer(prepared.folder, result.folder)
+    span.reporter.stage("publishing")
+    return {"quantization": {**result.as_dict(), "unit": "rows"}, "inspection": _ir_facts(result.folder, Span(span.reporter, 0.95, 0.99))}
+
+
+def _carry_tokenizer(source: Path, folder: Path) -> None:
+    """The tokenizer (its folder, or its files beside the model) and a tokenizer IR go with a text
+    IR's INT8 copy, in the same places."""
+    import shutil
+
+    from workers.pipeline.text.models import TOKENIZER_FILES
+
+    source = Path(source)
+    if (source / "tokenizer").is_dir() and not (source / "tokenizer").is_symlink():
+        shutil.copytree(source / "tokenizer", folder / "tokenizer", symlinks=True)
+    names = {*TOKENIZER_FILES, "tokenizer_config.json", "special_tokens_map.json", "config.json",
+             "openvino_tokenizer.xml", "openvino_tokenizer.bin"}
+    for name in sorted(names):
+        path = source / name
+        if path.is_file() and not path.is_symlink():
+            shutil.copyfile(path, folder / name)
 
 
 # --- shared pieces ------------------------------------------------------------------------------

@@ -62,7 +62,16 @@ def weights_file(folder: Path) -> Path | None:
     return next((Path(folder) / name for name in WEIGHT_FILES if (Path(folder) / name).is_file()), None)
 
 
+def tokenizer_folder(folder: Path) -> Path:
+    """Where a text artifact's tokenizer files (and config.json) lie: `tokenizer/` beside an IR or
+    ONNX model (docs/architecture.md, "A text IR artifact folder"), the folder itself for a
+    transformers folder."""
+    inside = Path(folder) / "tokenizer"
+    return inside if inside.is_dir() else Path(folder)
+
+
 def load_tokenizer(folder: Path):
+    folder = tokenizer_folder(folder)
     from transformers import AutoTokenizer
 
     if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
