@@ -156,13 +156,21 @@ def test_learns_and_reports_every_step_and_epoch(dataset, tmp_path):
     # an epoch's results are summary points, kept as they are; per-step points may be averaged
     assert reporter.summaries() == {f"epoch/{name}" for name in
                                     ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr")}
+    # where each epoch's training time went: waiting for the loader and computing, no GPU figure on CPU
+    for name in ("epoch/data_wait_s", "epoch/compute_s", "epoch/data_wait_share"):
+        assert [step for _, step in reporter.named(name)] == [1, 2, 3, 4], name
+    for entry in history:
+        assert entry["compute_s"] > 0 and entry["data_wait_s"] > 0
+        assert entry["data_wait_s"] + entry["compute_s"] <= entry["train_seconds"] * 1.01
+        assert entry["data_wait_share"] == pytest.approx(entry["data_wait_s"] / entry["train_seconds"])
+    assert not reporter.named("train/device_util") and not reporter.named("epoch/device_util")
     assert reporter.fractions == sorted(reporter.fractions) and reporter.fractions[-1] == 1.0
     assert reporter.stages[0] == "preparing" and {"training", "evaluating"} <= set(reporter.stages)
     assert reporter.polls >= steps  # cancel is polled every step
     epoch_lines = re.findall(r"^epoch \d/4: train loss [\d.]+, val loss [\d.]+, top-1 [\d.]+ %, top-5 [\d.]+ %, "
                              r"\d+ img/s, ETA \d+ (s|min)$", reporter.text(), re.M)
     assert len(epoch_lines) == 4
-    assert "training on cpu" in reporter.text()
+    assert "training on cpu" in reporter.text() and ", fp32, 0 loader processes" in reporter.text()
 
 
 def test_checkpoint_every_epoch_and_resume_continues_exactly(dataset, tmp_path):

@@ -137,7 +137,7 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     job_id = int(JOB_URL.search(page.url).group(1))
     job = Job.objects.get(id=job_id)
     assert job.kind == "train" and job.params["epochs"] == 6 and job.params["input_size"] == 16 and job.params["flip"] is False
-    for chart in ("loss", "accuracy", "lr", "throughput"):
+    for chart in ("loss", "accuracy", "lr", "throughput", "time"):
         expect(by_testid(page, f"chart-{chart}").locator("canvas")).to_be_visible()
     expect(by_testid(page, "charts-card")).to_be_hidden()  # no metric is left for the generic charts
     loss = wait_points(page, "loss", 0)
@@ -176,6 +176,9 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     assert epochs == 6  # epoch points are never averaged together, however short the epochs
     assert points(page, "accuracy") == 3 * epochs
     assert points(page, "loss") >= 2 * epochs + 1
+    assert points(page, "time") == 2 * epochs  # each epoch's wait for data and its compute
+    expect(by_testid(page, "train-data-wait")).to_have_text(re.compile(r"^\d+\.\d %$"))
+    expect(by_testid(page, "train-device-util-stat")).to_be_hidden()  # a CPU run has no GPU to be busy
     output = by_testid(page, "job-output").get_by_role("link")
     expect(output).to_have_text(f"artifact #{artifact.id}")
     assert still_running, "the run ended before the reload: the reload did not happen mid-run"
