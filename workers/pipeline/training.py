@@ -857,9 +857,10 @@ class _Run:
 
     def _cancel(self) -> None:
         result = self._result(False) if self.best_state is not None else None
-        if result is not None:  # where it stopped, to resume from (nothing is written before an epoch ends)
+        # Where it stopped, to resume from: once an epoch has ended, and unless the last one is here.
+        if result is not None and self.checkpointed_step != self.step:
             self._write_checkpoint(in_epoch=self.in_epoch)
-            self.writer.wait()
+        self.writer.wait()
         if result is not None:
             self.reporter.log(f"cancelled; the best epoch so far ({self.best_epoch}) is in {result.weights.name}",
                               level="warning")
