@@ -101,6 +101,13 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     expect(by_testid(page, "train-pretrained-note")).to_be_hidden()
     form.get_by_label("Architecture").select_option("small_cnn")
     expect(form.locator("[name=input_size]")).to_have_attribute("placeholder", "default 32")
+    # The batch suggestion follows the architecture; this fleet's train worker has no GPU.
+    expect(by_testid(page, "train-batch-sentence")).to_have_text(
+        "No train worker has a GPU, so this trains on CPU: a batch of 32 keeps each step short; "
+        "the learning rate stays at 0.003.")
+    by_testid(page, "train-batch-use").click()
+    expect(form.get_by_label("Batch size", exact=True)).to_have_value("32")
+    expect(form.get_by_label("Learning rate")).to_have_value("0.003")
     expect(form.locator("[name=lr]")).to_have_attribute("placeholder", "default 0.003")
     expect(form.locator("[name=momentum]")).to_be_hidden()  # AdamW: no momentum
     form.get_by_label("Optimizer").select_option("sgd")

@@ -39,8 +39,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
 from workers.pipeline import devices
+from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
 from workers.pipeline.augment import AUGMENTS, EpochSampler, ImageDataset, read_index, train_transform, val_transform
 from workers.pipeline.checkpoints import CheckpointDue, CheckpointWriter, atomic_save
 from workers.pipeline.params import GPU_COUNTS, SEED_MAX
