@@ -59,6 +59,8 @@ def test_the_train_form_suggests_a_batch_for_the_smallest_train_gpu(alice, team_
     host("gpu-big@a", ["train"], [{"name": "NVIDIA H200", "memory_bytes": 141 * GIB}])
     host("gpu-small@b", ["train"], [{"name": "NVIDIA L4", "memory_bytes": 24 * GIB}])
     host("optimizer@c", ["optimize"], [{"name": "Tiny GPU", "memory_bytes": 2 * GIB}])  # takes no train jobs
+    gone = host("gone@d", ["train"], [{"name": "Old GPU", "memory_bytes": 4 * GIB}])
+    WorkerHost.objects.filter(id=gone.id).update(stopped_at=timezone.now())  # offline: takes nothing
     page = client.get(f"/projects/{project.id}/train/?architecture=resnet50&input_size=160").content.decode()
     expected = suggest("resnet50", 160, "adamw", 24 * GIB, "NVIDIA L4 (gpu-small@b)")
     assert expected.sentence in page
