@@ -666,7 +666,7 @@ class _Run:
                 timer.collect()  # the losses' read waited for the device: its step timings are in
                 pending, window_began, window_images = [], now, 0
             if self.keeps_checkpoints and self.due.mid_epoch() and position < self.steps_per_epoch:  # the epoch's end has its own
-                timer.collect()
+                # (compute_s as of the last report: reading the newest steps' times would wait for them)
                 self._write_checkpoint(in_epoch={"position": position, "loss_sum": loss_sum, "correct": correct,
                                                  "seen": seen, "data_wait_s": timer.data_wait_s,
                                                  "compute_s": timer.compute_s})
