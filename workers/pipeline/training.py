@@ -613,6 +613,8 @@ class _Run:
         # A run resumed mid-epoch goes on after the batches its checkpoint had done, with the
         # epoch's sums as they were: the sampler's order depends only on (seed, epoch).
         resumed, self.in_epoch = self.in_epoch, None
+        if resumed is not None and resumed.get("epoch", self.epoch) != self.epoch:
+            resumed = None  # the last epoch's end (a rank other than 0 goes on without the loop clearing it)
         position = resumed["position"] if resumed else 0
         if resumed and not self.keeps_checkpoints:  # the checkpoint's sums are rank 0's shard's, counted there
             resumed = {**resumed, "loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.int64), "seen": 0}
@@ -634,8 +636,7 @@ class _Run:
             except StopIteration:
                 break
             timer.fetched()
-            self.in_epoch = {"position": position, "loss_sum": loss_sum, "correct": correct, "seen": seen,
-                             "data_wait_s": timer.data_wait_s, "compute_s": timer.compute_s}
+            self.in_epoch = self._where_in_epoch(position, loss_sum, correct, seen, timer)
             if reporter.cancelled():
                 self._cancel()
             timer.step_began()
@@ -665,11 +666,10 @@ class _Run:
                 self._report_steps(pending, window_images / (now - window_began))
                 timer.collect()  # the losses' read waited for the device: its step timings are in
                 pending, window_began, window_images = [], now, 0
-            if self.keeps_checkpoints and self.due.mid_epoch() and position < self.steps_per_epoch:  # the epoch's end has its own
-                # (compute_s as of the last report: reading the newest steps' times would wait for them)
-                self._write_checkpoint(in_epoch={"position": position, "loss_sum": loss_sum, "correct": correct,
-                                                 "seen": seen, "data_wait_s": timer.data_wait_s,
-                                                 "compute_s": timer.compute_s})
+            if self.keeps_checkpoints and self.due.mid_epoch() and position < self.steps_per_epoch:  # not the last:
+                # the epoch's end has its own; compute_s is as of the last report (reading the newest
+                # steps' times would wait for them)
+                self._write_checkpoint(in_epoch=self._where_in_epoch(position, loss_sum, correct, seen, timer))
         if pending:
             self._report_steps(pending, window_images / max(time.perf_counter() - window_began, 1e-9))
         if self.group is not None:  # every rank's shard: the epoch's figures are the whole epoch's
@@ -680,10 +680,15 @@ class _Run:
                            "lower the learning rate (lr) and start again.")
         stats = {"train_loss": train_loss, "train_top1": correct.item() / max(seen, 1), "train_images": seen}
         # Validation may be cancelled too: then this epoch's training is what a checkpoint keeps.
-        self.in_epoch = {"position": position, "loss_sum": loss_sum, "correct": correct, "seen": seen,
-                         "data_wait_s": timer.data_wait_s, "compute_s": timer.compute_s}
+        self.in_epoch = self._where_in_epoch(position, loss_sum, correct, seen, timer)
         self.timer = timer
         return stats
+
+    def _where_in_epoch(self, position: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
+                        timer: TimeSplit) -> dict:
+        """The epoch under way, as a checkpoint keeps it: the batches done and the sums so far."""
+        return {"epoch": self.epoch, "position": position, "loss_sum": loss_sum, "correct": correct, "seen": seen,
+                "data_wait_s": timer.data_wait_s, "compute_s": timer.compute_s}
 
     def _report_steps(self, pending: list[tuple[int, torch.Tensor, float]], images_per_second: float) -> None:
         """The steps since the last report, each with its own step number: one transfer from the
