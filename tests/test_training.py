@@ -155,7 +155,8 @@ def test_learns_and_reports_every_step_and_epoch(dataset, tmp_path):
     assert [value for value, _ in reporter.named("epoch/val_top1")] == [entry["val_top1"] for entry in history]
     # an epoch's results are summary points, kept as they are; per-step points may be averaged
     assert reporter.summaries() == {f"epoch/{name}" for name in
-                                    ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr")}
+                                    ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr",
+                                     "data_wait_s", "compute_s", "data_wait_share")}
     # where each epoch's training time went: waiting for the loader and computing, no GPU figure on CPU
     for name in ("epoch/data_wait_s", "epoch/compute_s", "epoch/data_wait_share"):
         assert [step for _, step in reporter.named(name)] == [1, 2, 3, 4], name

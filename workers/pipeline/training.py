@@ -767,7 +767,7 @@ class _Run:
         # where the epoch's training time went (workers.pipeline.timing)
         for name in ("data_wait_s", "compute_s", "data_wait_share", "device_util"):
             if name in entry:
-                reporter.metric(f"epoch/{name}", entry[name], step=epoch)
+                reporter.metric(f"epoch/{name}", entry[name], step=epoch, summary=True)  # one point an epoch
         reporter.log(f"epoch {epoch}/{self.config.epochs}: train loss {entry['train_loss']:.2f}, "
                      f"val loss {entry['val_loss']:.2f}, top-1 {100 * entry['val_top1']:.1f} %, "
                      f"top-5 {100 * entry['val_top5']:.1f} %, {entry['img_per_s']:.0f} img/s, "
