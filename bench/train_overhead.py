@@ -12,8 +12,9 @@ every epoch:
            ToDtype+Normalize in the workers, plain AdamW, loss.item() per step, a val pass.
   vintner  workers.pipeline.training.train() reporting through the real
            workers.progress.JobReporter to a running job row in a private stack (SQLite, Redis,
-           events batched every 0.1 s), writing a checkpoint after every epoch that the caller
-           copies into the stack's data folder (and records on the job row).
+           events batched every 0.1 s), writing a checkpoint after every epoch (checkpoint_minutes=0;
+           in the background) that the caller copies into the stack's data folder (and records on
+           the job row).
   --isolate adds train() with a reporter that does nothing: the pipeline without the database.
 
 Epoch 1 of each run is warm-up (worker start, allocator, first-call costs) and not counted:
@@ -177,7 +178,7 @@ def run_vintner(stack: Stack, dataset: Path, epochs: int, seed: int, job: tuple[
         sizes.append(path.stat().st_size)
 
     config = TrainConfig(architecture=MODEL, epochs=epochs, batch_size=BATCH, input_size=SIZE, workers=WORKERS,
-                         augment="standard", pretrained=False, amp=False, seed=seed)
+                         augment="standard", pretrained=False, amp=False, seed=seed, checkpoint_minutes=0)
     import threading
 
     thread = getattr(reporter, "_thread", None)

@@ -199,7 +199,8 @@ def journey(hosts: "Hosts", tmp_path: Path) -> dict:
     # training: its worker is killed after an epoch's checkpoint; another GPU host goes on from it
     job = cli(home, "jobs", "submit", "train", "--project", hosts.project, "--dataset", dataset, "--no-follow", "--json",
               "-p", "model_name=colours", "-p", "architecture=small_cnn", "-p", "input_size=16", "-p", "batch_size=8",
-              "-p", "workers=0", "-p", "lr=0.01", "-p", "augment=none", "-p", "epochs=4")["id"]
+              "-p", "workers=0", "-p", "lr=0.01", "-p", "augment=none", "-p", "epochs=4",
+              "-p", "checkpoint_minutes=0")["id"]  # a checkpoint after every epoch
     job_where(hosts, job, "checkpoint IS NOT NULL")
     train.stop(signal.SIGKILL)
     train = hosts.worker("train-b", "train")

@@ -102,7 +102,7 @@ def test_from_scratch_resumes_from_a_checkpoint_exactly(dataset, tmp_path):
 
     reporter = RecordingReporter()
     whole = train_text(config, dataset, tmp_path / "whole", reporter, save_checkpoint=keep)
-    assert [s["epoch"] for s in saved] == [1, 2, 3] and set(saved[-1]) == {"epoch", "best_epoch", "best_top1"}
+    assert [s["epoch"] for s in saved] == [1, 2, 3] and set(saved[-1]) == {"epoch", "step", "best_epoch", "best_top1"}
     assert whole.start == "built-in" and "vocabulary of" in reporter.text()
 
     reporter = RecordingReporter()

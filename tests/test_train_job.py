@@ -15,7 +15,8 @@ from webapp.registry import services as registry
 from webapp.registry.models import Artifact
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-TINY = {"architecture": "small_cnn", "input_size": 16, "batch_size": 8, "workers": 0, "lr": 0.01, "augment": "none"}
+TINY = {"architecture": "small_cnn", "input_size": 16, "batch_size": 8, "workers": 0, "lr": 0.01, "augment": "none",
+        "checkpoint_minutes": 0}
 
 
 def colours_dataset(alice, project, tmp_path):

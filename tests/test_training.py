@@ -32,8 +32,8 @@ from workers.pipeline.training import (
 
 CLASSES = ["a_red", "b_green", "c_blue"]
 TRAIN, VAL = 30, 9  # images per class
-SMALL = TrainConfig(architecture="small_cnn", epochs=4, batch_size=16, input_size=16, workers=0)
-TIMING = {"img_per_s", "train_seconds", "val_seconds", "seconds"}  # history fields that vary run to run
+SMALL = TrainConfig(architecture="small_cnn", epochs=4, batch_size=16, input_size=16, workers=0, checkpoint_minutes=0)
+TIMING = {"img_per_s", "train_seconds", "val_seconds", "seconds", "data_wait_s", "compute_s", "data_wait_share"}  # history fields that vary run to run
 
 
 class RecordingReporter(FakeReporter):
@@ -155,14 +155,23 @@ def test_learns_and_reports_every_step_and_epoch(dataset, tmp_path):
     assert [value for value, _ in reporter.named("epoch/val_top1")] == [entry["val_top1"] for entry in history]
     # an epoch's results are summary points, kept as they are; per-step points may be averaged
     assert reporter.summaries() == {f"epoch/{name}" for name in
-                                    ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr")}
+                                    ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr",
+                                     "data_wait_s", "compute_s", "data_wait_share")}
+    # where each epoch's training time went: waiting for the loader and computing, no GPU figure on CPU
+    for name in ("epoch/data_wait_s", "epoch/compute_s", "epoch/data_wait_share"):
+        assert [step for _, step in reporter.named(name)] == [1, 2, 3, 4], name
+    for entry in history:
+        assert entry["compute_s"] > 0 and entry["data_wait_s"] > 0
+        assert entry["data_wait_s"] + entry["compute_s"] <= entry["train_seconds"] * 1.01
+        assert entry["data_wait_share"] == pytest.approx(entry["data_wait_s"] / entry["train_seconds"])
+    assert not reporter.named("train/device_util") and not reporter.named("epoch/device_util")
     assert reporter.fractions == sorted(reporter.fractions) and reporter.fractions[-1] == 1.0
     assert reporter.stages[0] == "preparing" and {"training", "evaluating"} <= set(reporter.stages)
     assert reporter.polls >= steps  # cancel is polled every step
     epoch_lines = re.findall(r"^epoch \d/4: train loss [\d.]+, val loss [\d.]+, top-1 [\d.]+ %, top-5 [\d.]+ %, "
                              r"\d+ img/s, ETA \d+ (s|min)$", reporter.text(), re.M)
     assert len(epoch_lines) == 4
-    assert "training on cpu" in reporter.text()
+    assert "training on cpu" in reporter.text() and ", fp32, 0 loader processes" in reporter.text()
 
 
 def test_checkpoint_every_epoch_and_resume_continues_exactly(dataset, tmp_path):
@@ -177,7 +186,7 @@ def test_checkpoint_every_epoch_and_resume_continues_exactly(dataset, tmp_path):
 
     whole = train(config, dataset, tmp_path / "whole", RecordingReporter(), save_checkpoint=keep)
     assert [s["epoch"] for s in saved] == [1, 2, 3, 4]
-    assert set(saved[-1]) == {"epoch", "best_epoch", "best_top1"}
+    assert set(saved[-1]) == {"epoch", "step", "best_epoch", "best_top1"}
     assert saved[-1]["best_epoch"] == whole.best_epoch and saved[-1]["best_top1"] == whole.final["val_top1"]
 
     reporter = RecordingReporter()
@@ -198,6 +207,27 @@ def test_checkpoint_every_epoch_and_resume_continues_exactly(dataset, tmp_path):
     # a finished run's checkpoint resumes to the same result without training again
     done = train(config, dataset, tmp_path / "done", RecordingReporter(), resume=tmp_path / "epoch4.pth")
     assert done.history == whole.history and done.best_epoch == whole.best_epoch
+
+
+def test_a_checkpoint_mid_epoch_resumes_to_the_same_weights(dataset, tmp_path):
+    config = replace(SMALL, epochs=2, checkpoint_minutes=1e-9)  # due after every step
+    saved: list[dict] = []
+
+    def keep(path: Path, summary: dict) -> None:
+        saved.append(summary)
+        shutil.copy(path, tmp_path / f"step{summary['step']}.pth")
+
+    whole = train(config, dataset, tmp_path / "whole", RecordingReporter(), save_checkpoint=keep)
+    assert [s["step"] for s in saved] == list(range(1, 13))  # 6 steps an epoch: each step once, in order
+    assert [s["epoch"] for s in saved[:7]] == [0] * 5 + [1, 1]
+
+    reporter = RecordingReporter()  # epoch 2, three of its six batches done
+    resumed = train(config, dataset, tmp_path / "resumed", reporter, resume=tmp_path / "step9.pth")
+    assert "resuming in epoch 2 after step 9 (3 of its 6 steps done)" in reporter.text()
+    assert [step for _, step in reporter.named("train/loss")] == [10, 11, 12]  # the skipped batches are not redone
+    assert _close(without_timing(resumed.history), without_timing(whole.history))  # the epoch's sums carried over
+    a, b = (torch.load(r.weights, weights_only=True) for r in (whole, resumed))
+    assert all(torch.allclose(a[key].float(), b[key].float(), atol=1e-6) for key in a)
 
 
 def _close(left: list[dict], right: list[dict]) -> bool:

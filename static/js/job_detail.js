@@ -1,6 +1,7 @@
-// A training run's view on its job page: the strip (epoch k/N, best val top-1, ETA, device) and
-// four charts sharing an x axis in epochs: loss (per-step train loss, thin, with the per-epoch
-// train and val losses), accuracy in %, learning rate and throughput. Step metrics are placed
+// A training run's view on its job page: the strip (epoch k/N, best val top-1, ETA, device, the
+// share of the last epoch spent waiting for data, the GPU's busy share) and five charts sharing an
+// x axis in epochs: loss (per-step train loss, thin, with the per-epoch train and val losses),
+// accuracy in %, learning rate, throughput, and each epoch's data wait against compute. Step metrics are placed
 // at step / steps per epoch; the run's log says how many steps an epoch has ("… N epochs of S
 // steps"), else it is derived from the last step seen when an epoch's metrics arrive.
 // The charts are rebuilt from every point kept, so a replay after a reload draws them whole.
@@ -34,7 +35,14 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
       { name: "train/img_per_s", label: "images/s", stroke: "#15803d", width: 1.5, perStep: true },
       { name: "train/rows_per_s", label: "rows/s", stroke: "#0ea5e9", width: 1.5, perStep: true }, // text runs
     ] },
+    { id: "time", range: fromZero, format: plain(1), series: [
+      { name: "epoch/data_wait_s", label: "waiting for data", stroke: "#f59e0b", width: 2, points: true },
+      { name: "epoch/compute_s", label: "computing", stroke: "#15803d", width: 2, points: true },
+    ] },
   ];
+  // Shown in the strip, not charted: the last epoch's share of waiting, the GPU's busy share.
+  const STRIP = new Set(["epoch/data_wait_share", "epoch/device_util", "train/device_util"]);
+  const STARVED = 0.5; // workers/pipeline/timing.py STARVED_SHARE: past it, the page says what to do
   const IGNORED = new Set(["epoch/lr", "epoch/epoch"]); // the lr chart has it per step already
   const groupOf = new Map();
   for (const group of GROUPS) for (const s of group.series) groupOf.set(s.name, group);
@@ -42,6 +50,7 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
   const points = new Map(); // metric name -> Map(step or epoch -> value); a resumed run overwrites
   let stepsPerEpoch = null, derivedSteps = null, lastStep = 0;
   let epoch = 0, best = null, eta = null, device = null, finished = false, stoppedEarly = false;
+  let waiting = null, busy = null; // {value, epoch} of the latest epoch's data wait share; the GPU's busy share
   const dirty = new Set();
   let stripDirty = true;
 
@@ -111,6 +120,12 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
       const { name, value } = data;
       const step = data.step ?? 0;
       if (name === "time/eta_s") { eta = value; stripDirty = true; return true; }
+      if (STRIP.has(name)) {
+        if (name === "epoch/data_wait_share" && (!waiting || step >= waiting.epoch)) waiting = { value, epoch: step };
+        if (name === "train/device_util") busy = value;
+        stripDirty = true;
+        return true;
+      }
       if (IGNORED.has(name)) return true;
       if (name.startsWith("epoch/") && step > epoch) {
         epoch = step;
@@ -167,6 +182,18 @@ window.Vintner.trainingView = function ({ epochs = null, terminal = [] } = {}) {
       $("train-eta").textContent = left;
       $("job-eta").textContent = left;
       if (device) $("train-device").textContent = device;
+      $("train-data-wait").textContent = waiting ? percent(waiting.value * 100) : "—";
+      if (busy != null) {
+        $("train-device-util-stat").hidden = false;
+        $("train-device-util").textContent = percent(busy * 100);
+      }
+      const hint = $("train-hint");
+      hint.hidden = !(waiting && waiting.value >= STARVED);
+      if (!hint.hidden) {
+        const who = device && device.startsWith("cuda") ? "The GPU" : "Training";
+        hint.textContent = `${who} waited for images ${Math.round(waiting.value * 100)} % of epoch ${waiting.epoch}: ` +
+          "more loader processes (the workers setting, up to one per core) or the decoded-image cache would feed it faster.";
+      }
     },
   };
 };

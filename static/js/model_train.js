@@ -108,6 +108,7 @@
     showApplicable();
     showModality();
     showDefaults();
+    showBatchFit();
   }
 
   // A state_dict is weights of one architecture: training must build that one.
@@ -138,6 +139,52 @@
     }
     if (first) first.focus({ preventScroll: false });
   }
+
+  // The largest batch that fits the smallest GPU of the train workers, redone as the architecture,
+  // optimizer or input size change: workers/pipeline/batchsize.py's estimate (the server renders
+  // the first one with it; this is the same arithmetic on the numbers it gives).
+  const fit = JSON.parse(document.getElementById("train-batch-fit").textContent);
+  const useBatch = form.querySelector("[data-testid=train-batch-use]");
+  function showBatchFit() {
+    const arch = architecture.value, opt = optimizer.value === "sgd" ? "sgd" : "adamw";
+    const values = defaultsFor(arch, opt), base = values.batch_size, baseLr = values.lr;
+    const typed = Number(field("input_size").value);
+    const size = Number.isInteger(typed) && typed >= 8 && typed <= 1024 ? typed : values.input_size;
+    const sentence = form.querySelector("[data-testid=train-batch-sentence]");
+    const numbers = fit.architectures[arch];
+    if (!numbers || !base || !baseLr || !size) return;
+    let batch, lr = baseLr;
+    if (!fit.gpu) {
+      batch = Math.min(fit.constants.cpu, base);
+      sentence.textContent = `No train worker has a GPU, so this trains on CPU: a batch of ${batch} keeps each step short; the learning rate stays at ${number(lr)}.`;
+    } else {
+      const gib = `${Math.round(fit.gpu.memory / 2 ** 30)} GiB`;
+      const room = fit.gpu.memory * fit.constants.share - fit.constants.overhead - numbers.fixed[opt];
+      const fits = room > 0 ? Math.floor(room / (numbers.per_pixel * size * size)) : 0;
+      batch = Math.min(fit.constants.max, fits >= 8 ? Math.floor(fits / 8) * 8 : fits);
+      if (batch < 1) {
+        batch = 1;
+        sentence.textContent = `${arch} at ${size} px hardly fits the ${gib} of ${fit.gpu.name}: try a smaller input size.`;
+      } else {
+        const rule = opt === "sgd" ? "linear" : "square root";
+        lr = Math.min(10, opt === "sgd" ? baseLr * batch / base : baseLr * Math.sqrt(batch / base));
+        const capped = batch === fit.constants.max ? " (the largest batch setting)" : "";
+        const warmup = batch >= 4 * base ? " Warm up for an epoch or two at a batch this much larger." : "";
+        sentence.textContent = `About ${batch} images of ${size} px${capped} fit the ${gib} of ${fit.gpu.name} with ${arch} ` +
+          "in mixed precision (an estimate with headroom, from the activations each image keeps, the weights, gradients " +
+          `and optimizer state). With it, lr ${Number(lr.toPrecision(3))}: the ${rule} rule from ${number(baseLr)} at batch ${base}.${warmup}`;
+      }
+    }
+    lr = Number(lr.toPrecision(3));
+    useBatch.dataset.batch = String(batch);
+    useBatch.dataset.lr = String(lr);
+    useBatch.textContent = `Use batch ${batch}, lr ${number(lr)}`;
+  }
+  useBatch.addEventListener("click", () => {
+    field("batch_size").value = useBatch.dataset.batch;
+    field("lr").value = useBatch.dataset.lr;
+  });
+  field("input_size").addEventListener("input", showBatchFit); // the selects refresh() it
 
   const pretrainedBox = field("pretrained");
   const remember = () => { pretrainedBox.dataset.wasChecked = pretrainedBox.checked ? "1" : "0"; };

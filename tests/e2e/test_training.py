@@ -101,6 +101,13 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     expect(by_testid(page, "train-pretrained-note")).to_be_hidden()
     form.get_by_label("Architecture").select_option("small_cnn")
     expect(form.locator("[name=input_size]")).to_have_attribute("placeholder", "default 32")
+    # The batch suggestion follows the architecture; this fleet's train worker has no GPU.
+    expect(by_testid(page, "train-batch-sentence")).to_have_text(
+        "No train worker has a GPU, so this trains on CPU: a batch of 32 keeps each step short; "
+        "the learning rate stays at 0.003.")
+    by_testid(page, "train-batch-use").click()
+    expect(form.get_by_label("Batch size", exact=True)).to_have_value("32")
+    expect(form.get_by_label("Learning rate")).to_have_value("0.003")
     expect(form.locator("[name=lr]")).to_have_attribute("placeholder", "default 0.003")
     expect(form.locator("[name=momentum]")).to_be_hidden()  # AdamW: no momentum
     form.get_by_label("Optimizer").select_option("sgd")
@@ -137,7 +144,7 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     job_id = int(JOB_URL.search(page.url).group(1))
     job = Job.objects.get(id=job_id)
     assert job.kind == "train" and job.params["epochs"] == 6 and job.params["input_size"] == 16 and job.params["flip"] is False
-    for chart in ("loss", "accuracy", "lr", "throughput"):
+    for chart in ("loss", "accuracy", "lr", "throughput", "time"):
         expect(by_testid(page, f"chart-{chart}").locator("canvas")).to_be_visible()
     expect(by_testid(page, "charts-card")).to_be_hidden()  # no metric is left for the generic charts
     loss = wait_points(page, "loss", 0)
@@ -176,6 +183,9 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     assert epochs == 6  # epoch points are never averaged together, however short the epochs
     assert points(page, "accuracy") == 3 * epochs
     assert points(page, "loss") >= 2 * epochs + 1
+    assert points(page, "time") == 2 * epochs  # each epoch's wait for data and its compute
+    expect(by_testid(page, "train-data-wait")).to_have_text(re.compile(r"^\d+\.\d %$"))
+    expect(by_testid(page, "train-device-util-stat")).to_be_hidden()  # a CPU run has no GPU to be busy
     output = by_testid(page, "job-output").get_by_role("link")
     expect(output).to_have_text(f"artifact #{artifact.id}")
     assert still_running, "the run ended before the reload: the reload did not happen mid-run"

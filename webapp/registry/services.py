@@ -174,7 +174,8 @@ def model_train(*, project: Project, user, dataset, params: dict, init: Artifact
 
 # Settings only image training reads (workers/pipeline/training.py), at their defaults.
 IMAGE_ONLY = {"optimizer": "adamw", "momentum": 0.9, "schedule": "cosine", "step_size": 10, "gamma": 0.1,
-              "augment": "standard", "flip": False, "input_size": None, "workers": 2, "gpus": 1}
+              "augment": "standard", "flip": False, "input_size": None, "workers": None, "checkpoint_minutes": 5,
+              "gpus": 1}
 
 
 def _text_train_params(params: dict, init: Artifact | None) -> dict:

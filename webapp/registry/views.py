@@ -9,7 +9,7 @@ from webapp.access import Action, authorize, role_allows
 from webapp.datasets.selectors import chosen_dataset, ready_datasets_of_project
 from webapp.core.throttles import throttled_page
 from webapp.jobs.kinds import KINDS, submission_key
-from webapp.hosts.selectors import most_training_gpus
+from webapp.hosts.selectors import most_training_gpus, smallest_train_gpu
 from webapp.jobs.selectors import runs_series
 from workers.pipeline.architectures import PRETRAINED, TRAINABLE, defaults_for
 from webapp.projects.selectors import project_for_user
@@ -23,6 +23,7 @@ from webapp.registry.selectors import (
     artifact_for_user, artifacts_of_model, chosen_init_artifact, lineage, model_for_user, training_runs_of_model,
 )
 from webapp.uploads.models import Upload
+from workers.pipeline import batchsize
 from workers.pipeline import preprocessing as recipe
 from workers.pipeline.architectures import ARCHITECTURES
 from workers.pipeline.text.configs import DEFAULT_WEIGHT_DECAY, FINE_TUNE_LR, SCRATCH_LR, TEXT_ARCHITECTURES
@@ -97,8 +98,27 @@ def model_train(request: HttpRequest, project_id: int) -> HttpResponse:
         "pretrained_architectures": PRETRAINED,
         "most_gpus": most_training_gpus(),
         "selected": request.POST if request.method == "POST" else request.GET,
+        **_batch_fit(request.POST if request.method == "POST" else request.GET),
     }
     return render(request, "registry/model_train.html", context)
+
+
+def _batch_fit(selected) -> dict:
+    """The batch suggestion for the form's architecture, input size and optimizer on the smallest
+    GPU of the train workers, and what the page's script needs to redo it as they change."""
+    gpu = smallest_train_gpu()
+    architecture = selected.get("architecture") if selected.get("architecture") in TRAINABLE else "resnet18"
+    optimizer = "sgd" if selected.get("optimizer") == "sgd" else "adamw"
+    size = selected.get("input_size", "")
+    size = int(size) if size.isdigit() and 8 <= int(size) <= 1024 else defaults_for(architecture)["input_size"]
+    memory, name = (gpu["memory_bytes"], f"{gpu['name']} ({gpu['host']})") if gpu else (None, "")
+    fit = {"gpu": gpu and {"memory": memory, "name": name},
+           "constants": {"share": batchsize.MEMORY_SHARE, "overhead": batchsize.OVERHEAD_BYTES,
+                         "max": batchsize.MAX_BATCH, "cpu": batchsize.CPU_BATCH},
+           "architectures": {arch: {"per_pixel": batchsize.per_image_bytes(arch, 1),
+                                    "fixed": {opt: batchsize.fixed_bytes(arch, opt) for opt in ("adamw", "sgd")}}
+                             for arch in TRAINABLE}}
+    return {"batch_suggestion": batchsize.suggest(architecture, size, optimizer, memory, name), "batch_fit": fit}
 
 
 @login_required

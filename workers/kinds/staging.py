@@ -19,24 +19,26 @@ from workers.runner import JobRun
 
 def epoch_checkpoints(run: JobRun) -> tuple:
     """A training loop's checkpoints in storage under jobs/<id>/: the file to resume from (a lost
-    worker's last epoch), and the callback that stores each epoch's as the jailed step hands it over."""
+    worker's last checkpoint), and the callback that stores each as the jailed step hands it over."""
     checkpoints = f"jobs/{run.job.id}"
     resume = local_file(run.checkpoint["key"], staging(run, "resume")) if run.checkpoint else None
+    kept: list[str] = []
 
     def save_checkpoint(path: Path, summary: dict) -> None:
-        # One file per epoch: a resumed run starts from the epoch the job row names, whose metrics
-        # were written before it, never from a newer file whose epoch the events lack.
-        epoch = summary.get("epoch")
-        if type(epoch) is not int or epoch < 1:
-            raise ValueError("a checkpoint's epoch must be a whole number from 1")
-        store_copy(path, f"{checkpoints}/checkpoint-{epoch}.pth")
+        # One file per checkpoint (named by its step): a resumed run starts from the one the job row
+        # names, whose metrics were written before it, never from a newer file whose steps the events lack.
+        step = summary.get("step")
+        if type(step) is not int or step < 1:
+            raise ValueError("a checkpoint's step must be a whole number from 1")
+        key = f"{checkpoints}/checkpoint-{step}.pth"
+        store_copy(path, key)
         path.unlink()
-        run.reporter.checkpoint({**summary, "key": f"{checkpoints}/checkpoint-{epoch}.pth"})
-        if epoch > 3:  # the row has moved past it long since
-            delete_file(f"{checkpoints}/checkpoint-{epoch - 3}.pth")
+        run.reporter.checkpoint({**summary, "key": key})
+        kept.append(key)
+        while len(kept) > 3:  # the row has moved past it long since
+            delete_file(kept.pop(0))
 
     return resume, save_checkpoint
-
 
 
 def staging(run: JobRun, name: str = "") -> Path:

@@ -16,14 +16,15 @@ from workers.runner import JobRun
 # The job's parameters that are training settings (the rest name the data and the outcome).
 TRAIN_SETTINGS = ("architecture", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
                   "warmup_epochs", "step_size", "gamma", "label_smoothing", "augment", "flip", "input_size", "seed",
-                  "early_stopping_patience", "amp", "workers", "gpus", "pretrained")
+                  "early_stopping_patience", "amp", "workers", "checkpoint_minutes", "gpus", "pretrained")
 # Those text training takes (workers/pipeline/text/training.py); `pretrained` is its `weights`.
 TEXT_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "max_length", "seed",
                  "early_stopping_patience", "amp")
 
 
 def perform(run: JobRun) -> dict:
-    """Train an image or text classifier on a dataset; checkpoints every epoch; the best epoch becomes an artifact."""
+    """Train an image or text classifier on a dataset; checkpoints every few minutes (text: every epoch); the best
+    epoch becomes an artifact."""
     params = run.params
     dataset = Dataset.objects.get(id=params["dataset"])
     init = Artifact.objects.select_related("model").get(id=params["init_artifact"]) if params.get("init_artifact") else None

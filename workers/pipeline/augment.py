@@ -137,14 +137,16 @@ class EpochSampler(Sampler):
     In a distributed training (workers/pipeline/distributed.py) each rank takes every world-th
     item of that one order, starting at its rank, so the ranks share out the epoch; the order is
     first padded with its own start to a multiple of world (as torch's DistributedSampler does),
-    since every rank must take as many steps. `shard` is (rank, world); None: the process group's."""
+    since every rank must take as many steps. `shard` is (rank, world); None: the process group's.
+    `start`: the first items of this rank's share are skipped (a run resumed mid-epoch has trained
+    on them)."""
 
     def __init__(self, size: int, seed: int, shard: tuple[int, int] | None = None) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+        self.size, self.seed, self.epoch, self.start = size, seed, 0, 0
         self.rank, self.world = shard if shard is not None else _process_group_shard()
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return -(-self.size // self.world)
@@ -154,7 +156,7 @@ class EpochSampler(Sampler):
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(base)).tolist()
         keyed = [(index, (base + position * 7_919 + 1) % 2**62) for position, index in enumerate(order)]
         keyed += keyed[:len(self) * self.world - self.size]
-        yield from keyed[self.rank::self.world]
+        yield from keyed[self.rank::self.world][self.start:]
 
 
 def _process_group_shard() -> tuple[int, int]:

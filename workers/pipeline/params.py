@@ -123,8 +123,11 @@ class TrainParams:
     input_size: int | None = param(None, min=8, max=1024)
     seed: int = param(0, min=0, max=SEED_MAX)
     early_stopping_patience: int = param(0, min=0, help="0: off.")
-    amp: bool = param(True, help="Mixed precision, on CUDA workers.")
-    workers: int = param(2, min=0, max=64, help="Data-loader processes.")
+    amp: bool = param(True, help="Mixed precision on CUDA workers: bf16 where the GPU has it, else fp16.")
+    workers: int | None = param(None, min=0, max=64, help="Data-loader processes; empty: one per core of the "
+                                                           "worker but one, at most 8.")
+    checkpoint_minutes: float = param(5, min=0, max=1440, help="Images: a checkpoint this often while training, "
+                                                                 "even mid-epoch; 0: after every epoch.")
     gpus: int = param(1, choices=GPU_COUNTS, help="Images: GPUs of one host that train together "
                                                   "(DistributedDataParallel); batch_size is per GPU.")
     pretrained: bool = param(True, help="Images: torchvision weights, when the worker's cache has them. Text: the "
@@ -162,7 +165,8 @@ class QuantizeParams:
     lr: float | None = param(None, min=1e-8, max=10, help="Default: a tenth of the architecture's training rate.")
     augment: str = param("light", choices=AUGMENTS)
     flip: bool = param(False, help="Random horizontal flips: right for most photos, wrong for digits and text.")
-    workers: int = param(2, min=0, max=64, help="Data-loader processes.")
+    workers: int | None = param(None, min=0, max=64, help="Data-loader processes; empty: one per core of the "
+                                                           "worker but one, at most 8.")
     seed: int = param(0, min=0, max=SEED_MAX)
 
 

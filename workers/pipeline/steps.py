@@ -384,13 +384,13 @@ def _resume(request: dict) -> Path | None:
 
 
 def _checkpoint_saver(request: dict, span: Span):
-    """Hand each epoch's checkpoint to the worker, which keeps it in storage for a resumed attempt.
-    A link under a new name: the loop replaces its checkpoint file each epoch, never rewrites it."""
+    """Hand each checkpoint to the worker, which keeps it in storage for a resumed attempt. A link
+    under a new name (its step's): the loop replaces its checkpoint file each time, never rewrites it."""
     work = Path(request["work"])
     (work / "checkpoints").mkdir(exist_ok=True)
 
     def save(path: Path, summary: dict) -> None:
-        name = f"checkpoints/epoch-{summary['epoch']}.pth"
+        name = f"checkpoints/step-{summary['step']}.pth"
         os.link(path, work / name)
         span.reporter.checkpoint_file(name, summary)
 

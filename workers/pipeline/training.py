@@ -2,17 +2,24 @@
 
     result = train(TrainConfig(architecture="resnet18", epochs=10), dataset, out, reporter)
 
-`out` receives `weights.pth` (the best epoch's state_dict) and, after every epoch,
-`checkpoint.pth`, everything needed to go on from there (`resume=`); a successful run removes
-the checkpoint, a cancelled or failed one leaves it. The best epoch is the one with the highest
+`out` receives `weights.pth` (the best epoch's state_dict) and `checkpoint.pth`, everything
+needed to go on from where it was written (`resume=`), even mid-epoch: every checkpoint_minutes
+of training (checked after every step; 0: after every epoch instead), at an epoch's end when one
+is due, after the last epoch, and on cancel once an epoch has finished. They are written in the
+background (workers.pipeline.checkpoints) while training goes on. A successful run removes the
+checkpoint, a cancelled or failed one leaves it. The best epoch is the one with the highest
 val top-1 (ties: the lower val loss); early stopping counts epochs without a higher val top-1.
 
 Reporting is built for a reporter that aggregates and writes in batches
 (workers.progress.JobReporter), and nothing in a step waits for the accelerator: every step
 polls cancelled(); the steps' losses stay on the device and are read in one transfer once a
 second, then every step's train/loss and train/lr are reported with its own step number, along
-with images/s, ETA and progress (steps done / total steps), all at once, so the reporter has
-about one batch a second to write. Per epoch: epoch/* metrics, a log line, a checkpoint.
+with images/s, ETA, the GPU's busy share (train/device_util, CUDA with NVML only) and progress
+(steps done / total steps), all at once, so the reporter has about one batch a second to write.
+Per epoch: epoch/* metrics (where time went among them: workers.pipeline.timing), a log line.
+
+How the device is used (precision, TF32, cuDNN autotuning, loader processes...) is decided in
+workers.pipeline.devices and said in the run's first log line.
 
 Accuracies (top-1, top-5) are fractions in 0..1 everywhere except the log lines (percent).
 """
@@ -23,7 +30,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -32,10 +39,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from workers.pipeline import devices
 from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
 from workers.pipeline.augment import AUGMENTS, EpochSampler, ImageDataset, read_index, train_transform, val_transform
+from workers.pipeline.checkpoints import CheckpointDue, CheckpointWriter, atomic_save
 from workers.pipeline.params import GPU_COUNTS, SEED_MAX
 from workers.pipeline.reporting import Cancelled, JobError, Reporter
+from workers.pipeline.timing import TimeSplit, data_wait_hint
 
 ARCHS: tuple[str, ...] = TRAINABLE  # torchvision's ARCHITECTURES and small_cnn
 OPTIMIZERS = ("adamw", "sgd")
@@ -64,8 +74,9 @@ class TrainConfig:
     input_size: int | None = None  # None: 224, small_cnn 32
     seed: int = 0
     early_stopping_patience: int = 0  # epochs without a better val top-1; 0: off
-    amp: bool = True  # mixed precision (fp16 + GradScaler), on CUDA only
-    workers: int = 2  # DataLoader processes; 0 loads in the training process
+    amp: bool = True  # mixed precision on CUDA only: bf16 where the GPU has it, else fp16 + GradScaler
+    workers: int | None = None  # DataLoader processes; 0 loads in the training process; None: from the cores
+    checkpoint_minutes: float = 5.0  # a checkpoint this often during training; 0: after every epoch
     gpus: int = 1  # devices that train together, a process each (distributed.py); CPU processes without CUDA
     pretrained: bool = True  # torchvision's ImageNet weights, if in the local torch hub cache
     mean: tuple = (0.485, 0.456, 0.406)
@@ -123,8 +134,10 @@ def validate(config: TrainConfig, *, classes: int, grayscale: bool = False) -> N
         raise bad("seed", f"it must be from 0 to {SEED_MAX}")
     if number("early_stopping_patience", integer=True) < 0:
         raise bad("early_stopping_patience", "it must be 0 (off) or more")
-    if not 0 <= number("workers", integer=True) <= 64:
-        raise bad("workers", "it must be between 0 and 64")
+    if config.workers is not None and not 0 <= number("workers", integer=True) <= 64:
+        raise bad("workers", "it must be between 0 and 64 (or unset to use the host's cores)")
+    if not 0 <= number("checkpoint_minutes") <= 1440:
+        raise bad("checkpoint_minutes", "it must be between 0 (after every epoch) and 1440")
     if number("gpus", integer=True) not in GPU_COUNTS:
         raise bad("gpus", f"it must be one of {', '.join(map(str, GPU_COUNTS))}")
     for name in ("amp", "pretrained", "flip"):
@@ -401,12 +414,6 @@ def _plain(value: object) -> object:
     return value
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    partial = path.with_name(path.name + ".partial")
-    torch.save(obj, partial)
-    os.replace(partial, path)
-
-
 # --- training -----------------------------------------------------------------------------------
 
 def train(config: TrainConfig, dataset: Path, out: Path, reporter: Reporter, *,
@@ -441,7 +448,7 @@ def train_on(config: TrainConfig, data, out: Path, reporter: Reporter, where: to
     several, which returns None unless it is rank 0."""
     run = _Run(config, data, out, reporter, where, save_checkpoint)
     run.group = group
-    with _cpu_threads(where, config.workers):
+    with _cpu_threads(where, run.settings.workers):
         try:
             run.prepare(init, resume)
             if group is not None:
@@ -458,7 +465,9 @@ class _Run:
         self.save_checkpoint = save_checkpoint
         self.classes = len(data.classes)
         self.cuda = device.type == "cuda"
-        self.amp = self.cuda and config.amp
+        self.settings = devices.decide(devices.capabilities(device), amp=config.amp, workers=config.workers)
+        self.writer = CheckpointWriter(out / "checkpoint.pth", save_checkpoint)
+        self.in_epoch: dict | None = None  # the epoch under way: batches done and its sums (for a checkpoint)
         self.loaders: list[DataLoader] = []
         # progress through training; restored on resume
         self.epoch = 0  # finished epochs
@@ -473,7 +482,8 @@ class _Run:
 
     # --- setting up ---------------------------------------------------------------------------
     def prepare(self, init: nn.Module | None, resume: Path | None) -> None:
-        config, reporter = self.config, self.reporter
+        config, reporter, settings = self.config, self.reporter, self.settings
+        devices.apply(settings)
         _seed_everything(config.seed)
         if init is not None:
             model = _fit_init(init, self.classes, config.input_size, reporter)
@@ -482,7 +492,7 @@ class _Run:
             model = build_model(config.architecture, self.classes)
             if config.pretrained and config.architecture != "small_cnn":
                 self.pretrained = _load_pretrained(model, config.architecture, reporter)
-        self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
 
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
@@ -490,12 +500,12 @@ class _Run:
         groups = [{"params": params, "weight_decay": wd}
                   for params, wd in ((decay, config.weight_decay), (no_decay, 0.0)) if params]
         # fused on CUDA: one kernel per step, and it takes GradScaler's inf check without a sync
-        fused = True if self.cuda else None
+        fused = True if settings.fused_optimizer else None
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, fused=fused)
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=fused)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=settings.grad_scaler)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         scale = torch.tensor(config.std, device=self.device).view(1, 3, 1, 1) * 255
         self.norm = (torch.tensor(config.mean, device=self.device).view(1, 3, 1, 1) * 255, scale)
@@ -503,11 +513,10 @@ class _Run:
         self._make_loaders()
         if self.cuda:
             name = torch.cuda.get_device_name(self.device)
-            reporter.log(f"training on {self.device} ({name}){', mixed precision (fp16)' if self.amp else ''}")
+            reporter.log(f"training on {self.device} ({name}), {settings.describe()}")
         else:
             threads = torch.get_num_threads()
-            reporter.log(f"training on cpu ({threads} thread{'s' if threads > 1 else ''}, "
-                         f"{self.config.workers} loader processes)")
+            reporter.log(f"training on cpu ({threads} thread{'s' if threads > 1 else ''}), {settings.describe()}")
         reporter.log(
             f"{self.classes} classes, {len(self.data.train)} train / {len(self.data.val)} val images; "
             f"{config.architecture} at {config.input_size} px, batch {config.batch_size}, {config.optimizer} "
@@ -517,8 +526,8 @@ class _Run:
             self._restore(Path(resume))
 
     def _make_loaders(self) -> None:
-        config, workers = self.config, self.config.workers
-        common = {"num_workers": workers, "pin_memory": self.cuda, "persistent_workers": workers > 0,
+        config, workers = self.config, self.settings.workers
+        common = {"num_workers": workers, "pin_memory": self.settings.pin_memory, "persistent_workers": workers > 0,
                   "generator": torch.Generator().manual_seed(config.seed)}
         batch = min(config.batch_size, len(self.data.train))
         self.sampler = EpochSampler(len(self.data.train), config.seed)
@@ -535,11 +544,21 @@ class _Run:
     def close(self) -> None:
         for loader in self.loaders:
             _shutdown(loader)
+        try:
+            self.writer.wait()  # a failed run's last checkpoint still lands; its own error is the run's
+        except Exception:  # noqa: BLE001
+            pass
+
+    @property
+    def keeps_checkpoints(self) -> bool:
+        """Rank 0 (or a run of one process) writes the checkpoints; other ranks only train."""
+        return self.group is None or self.group.rank == 0
 
     # --- the loop -------------------------------------------------------------------------------
     def loop(self) -> TrainResult | None:
         config, reporter = self.config, self.reporter
         self.started, self.started_step = time.perf_counter(), self.step
+        self.due, self.checkpointed_step = CheckpointDue(config.checkpoint_minutes), self.step
         if self.group is not None and self.group.rank > 0:
             return self.group.follow(self)  # its shard of each epoch; rank 0 validates and keeps
         stopped_early = False
@@ -551,16 +570,23 @@ class _Run:
             train_stats = self._train_epoch()
             val_began = time.perf_counter()
             val_stats, confusion = self._validate()
-            self.epoch += 1
+            self.epoch, self.in_epoch = self.epoch + 1, None
             entry = {"epoch": self.epoch, **train_stats, **val_stats,
                      "lr": self.optimizer.param_groups[0]["lr"],
                      "img_per_s": train_stats["train_images"] / max(val_began - epoch_began, 1e-9),
                      "train_seconds": val_began - epoch_began, "val_seconds": time.perf_counter() - val_began}
             entry["seconds"] = time.perf_counter() - epoch_began
+            entry.update(self.timer.figures(entry["train_seconds"]))
+            if self.utilisation:
+                entry["device_util"] = sum(self.utilisation) / len(self.utilisation)
             self.history.append(entry)
             self._keep_best(entry, confusion)
             self._report_epoch(entry)
+            if self.due.at_epoch_end():
+                self._write_checkpoint()
+        if self.checkpointed_step != self.step:  # the end: the run can be resumed to its result
             self._write_checkpoint()
+        self.writer.wait()
         if stopped_early:
             reporter.log(f"stopping early after epoch {self.epoch}: val top-1 has not risen for "
                          f"{self.since_improvement} epochs (best {100 * self.best_key[0]:.1f} % at epoch "
@@ -584,16 +610,36 @@ class _Run:
         config, reporter, device = self.config, self.reporter, self.device
         reporter.stage("training")
         self.model.train()
-        self.sampler.set_epoch(self.epoch)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
+        # A run resumed mid-epoch goes on after the batches its checkpoint had done, with the
+        # epoch's sums as they were: the sampler's order depends only on (seed, epoch).
+        resumed, self.in_epoch = self.in_epoch, None
+        if resumed is not None and resumed.get("epoch", self.epoch) != self.epoch:
+            resumed = None  # the last epoch's end (a rank other than 0 goes on without the loop clearing it)
+        position = resumed["position"] if resumed else 0
+        if resumed and not self.keeps_checkpoints:  # the checkpoint's sums are rank 0's shard's, counted there
+            resumed = {**resumed, "loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.int64), "seen": 0}
+        self.sampler.set_epoch(self.epoch, start=position * self.train_loader.batch_size)
+        autocast = self.settings.autocast()
+        loss_sum = resumed["loss_sum"].to(device) if resumed else torch.zeros((), device=device)
+        correct = resumed["correct"].to(device) if resumed else torch.zeros((), dtype=torch.int64, device=device)
+        seen = resumed["seen"] if resumed else 0
+        timer = TimeSplit(device, data_wait_s=resumed["data_wait_s"] if resumed else 0.0,
+                          compute_s=resumed["compute_s"] if resumed else 0.0)
+        self.utilisation: list[float] = []
         pending: list[tuple[int, torch.Tensor, float]] = []  # (step, loss on the device, lr), not yet reported
         window_began, window_images = time.perf_counter(), 0
-        for images, labels in self.train_loader:
+        batches = iter(self.train_loader)
+        while True:
+            timer.waiting()
+            try:
+                images, labels = next(batches)
+            except StopIteration:
+                break
+            timer.fetched()
+            self.in_epoch = self._where_in_epoch(position, loss_sum, correct, seen, timer)
             if reporter.cancelled():
                 self._cancel()
+            timer.step_began()
             factor = _lr_factor(config, self.step, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr * factor
@@ -606,17 +652,24 @@ class _Run:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
+            position += 1
             n = y.shape[0]
             seen += n
             window_images += n
             loss = loss.detach()
             loss_sum += loss * n
             correct += (logits.detach().argmax(1) == y).sum()
+            timer.step_ended()
             pending.append((self.step, loss, config.lr * factor))
             now = time.perf_counter()
             if now - window_began >= REPORT_SECONDS:
                 self._report_steps(pending, window_images / (now - window_began))
+                timer.collect()  # the losses' read waited for the device: its step timings are in
                 pending, window_began, window_images = [], now, 0
+            if self.keeps_checkpoints and self.due.mid_epoch() and position < self.steps_per_epoch:  # not the last:
+                # the epoch's end has its own; compute_s is as of the last report (reading the newest
+                # steps' times would wait for them)
+                self._write_checkpoint(in_epoch=self._where_in_epoch(position, loss_sum, correct, seen, timer))
         if pending:
             self._report_steps(pending, window_images / max(time.perf_counter() - window_began, 1e-9))
         if self.group is not None:  # every rank's shard: the epoch's figures are the whole epoch's
@@ -625,7 +678,17 @@ class _Run:
         if not math.isfinite(train_loss):
             raise JobError(f"Training diverged in epoch {self.epoch + 1} (the loss is {train_loss}); "
                            "lower the learning rate (lr) and start again.")
-        return {"train_loss": train_loss, "train_top1": correct.item() / max(seen, 1), "train_images": seen}
+        stats = {"train_loss": train_loss, "train_top1": correct.item() / max(seen, 1), "train_images": seen}
+        # Validation may be cancelled too: then this epoch's training is what a checkpoint keeps.
+        self.in_epoch = self._where_in_epoch(position, loss_sum, correct, seen, timer)
+        self.timer = timer
+        return stats
+
+    def _where_in_epoch(self, position: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int,
+                        timer: TimeSplit) -> dict:
+        """The epoch under way, as a checkpoint keeps it: the batches done and the sums so far."""
+        return {"epoch": self.epoch, "position": position, "loss_sum": loss_sum, "correct": correct, "seen": seen,
+                "data_wait_s": timer.data_wait_s, "compute_s": timer.compute_s}
 
     def _report_steps(self, pending: list[tuple[int, torch.Tensor, float]], images_per_second: float) -> None:
         """The steps since the last report, each with its own step number: one transfer from the
@@ -639,6 +702,10 @@ class _Run:
         step = pending[-1][0]
         ranks = self.group.world if self.group is not None else 1  # each rank trains as fast as rank 0
         self.reporter.metric("train/img_per_s", images_per_second * ranks, step=step)
+        busy = devices.utilisation(self.device)
+        if busy is not None:
+            self.utilisation.append(busy)
+            self.reporter.metric("train/device_util", busy, step=step)
         self.reporter.metric("time/eta_s", self._eta(), step=step)
         self.reporter.progress(step / self.total_steps)
 
@@ -653,7 +720,7 @@ class _Run:
         reporter, device, classes = self.reporter, self.device, self.classes
         reporter.stage("evaluating")
         self.model.eval()
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        autocast = self.settings.autocast()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         top1 = torch.zeros((), dtype=torch.int64, device=device)
         top5 = torch.zeros((), dtype=torch.int64, device=device)
@@ -697,15 +764,23 @@ class _Run:
         eta = seconds_per_epoch * (self.config.epochs - epoch)
         reporter.metric("time/eta_s", eta, step=self.step)
         reporter.progress(self.step / self.total_steps)
+        # where the epoch's training time went (workers.pipeline.timing)
+        for name in ("data_wait_s", "compute_s", "data_wait_share", "device_util"):
+            if name in entry:
+                reporter.metric(f"epoch/{name}", entry[name], step=epoch, summary=True)  # one point an epoch
         reporter.log(f"epoch {epoch}/{self.config.epochs}: train loss {entry['train_loss']:.2f}, "
                      f"val loss {entry['val_loss']:.2f}, top-1 {100 * entry['val_top1']:.1f} %, "
                      f"top-5 {100 * entry['val_top5']:.1f} %, {entry['img_per_s']:.0f} img/s, "
                      f"ETA {_duration(eta)}")
+        hint = data_wait_hint(entry.get("data_wait_share", 0.0), cuda=self.cuda, workers=self.settings.workers)
+        if hint:
+            reporter.log(f"epoch {epoch}: {hint}")
 
     # --- checkpoints --------------------------------------------------------------------------
-    def _write_checkpoint(self) -> None:
-        model_state = self.model.state_dict()
-        best_is_current = self.best_epoch == self.epoch  # then it is the model itself: stored once
+    def _write_checkpoint(self, in_epoch: dict | None = None) -> None:
+        """Everything needed to go on from here, copied off the device now and written in the
+        background; `in_epoch`: mid-epoch, the batches done and the epoch's sums."""
+        best_is_current = self.best_epoch == self.epoch and in_epoch is None  # then it is the model itself: stored once
         state = {
             "format": CHECKPOINT_FORMAT,
             "architecture": self.config.architecture,
@@ -714,7 +789,8 @@ class _Run:
             "epoch": self.epoch,
             "step": self.step,
             "steps_per_epoch": self.steps_per_epoch,
-            "model": model_state,
+            "in_epoch": in_epoch,
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "history": self.history,
@@ -727,11 +803,10 @@ class _Run:
             "pretrained": self.pretrained,
             "rng": _rng_state(),
         }
-        path = self.out / "checkpoint.pth"
-        _atomic_save(state, path)
-        if self.save_checkpoint is not None:
-            self.save_checkpoint(path, {"epoch": self.epoch, "best_epoch": self.best_epoch,
-                                        "best_top1": self.best_key[0]})
+        summary = {"epoch": self.epoch, "step": self.step, "best_epoch": self.best_epoch, "best_top1": self.best_key[0]}
+        self.writer.write(state, summary, self.device)
+        self.due.written()
+        self.checkpointed_step = self.step
 
     def _restore(self, path: Path) -> None:
         try:
@@ -757,19 +832,24 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
+        self.in_epoch = state.get("in_epoch")  # mid-epoch: where in the epoch, and its sums so far
         self.best_epoch, self.best_confusion = state["best_epoch"], state["best_confusion"]
         self.best_key = (state["best_top1"], -state["best_loss"])
         self.best_state = state["best_state"] if state["best_state"] is not None else _cpu_copy(state["model"])
         self.since_improvement, self.pretrained = state["since_improvement"], state["pretrained"]
         _set_rng_state(state["rng"])
         self.resumed_epochs = self.epoch
-        self.reporter.log(f"resuming after epoch {self.epoch}")
+        if self.in_epoch:
+            self.reporter.log(f"resuming in epoch {self.epoch + 1} after step {self.step} "
+                              f"({self.in_epoch['position']} of its {self.steps_per_epoch} steps done)")
+        else:
+            self.reporter.log(f"resuming after epoch {self.epoch}")
         self.reporter.progress(min(1.0, self.step / self.total_steps))
 
     # --- results ------------------------------------------------------------------------------
     def _result(self, stopped_early: bool) -> TrainResult:
         weights = self.out / "weights.pth"
-        _atomic_save(self.best_state, weights)
+        atomic_save(self.best_state, weights)
         final = next(entry for entry in self.history if entry["epoch"] == self.best_epoch)
         return TrainResult(
             weights=weights, architecture=self.config.architecture, num_classes=self.classes,
@@ -782,6 +862,10 @@ class _Run:
 
     def _cancel(self) -> None:
         result = self._result(False) if self.best_state is not None else None
+        # Where it stopped, to resume from: once an epoch has ended, and unless the last one is here.
+        if result is not None and self.checkpointed_step != self.step:
+            self._write_checkpoint(in_epoch=self.in_epoch)
+        self.writer.wait()
         if result is not None:
             self.reporter.log(f"cancelled; the best epoch so far ({self.best_epoch}) is in {result.weights.name}",
                               level="warning")

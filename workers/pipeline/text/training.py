@@ -39,9 +39,9 @@ from workers.pipeline.text.configs import (
 )
 from workers.pipeline.text.models import labels_of, load_classifier, read_config
 from workers.pipeline.text.rows import TextData, TextRow, read_text_dataset
+from workers.pipeline.checkpoints import atomic_save
 from workers.pipeline.training import (
-    REPORT_SECONDS, _atomic_save, _cpu_copy, _cpu_threads, _duration, _plain, _rng_state, _seed_everything,
-    _set_rng_state,
+    REPORT_SECONDS, _cpu_copy, _cpu_threads, _duration, _plain, _rng_state, _seed_everything, _set_rng_state,
 )
 
 CHECKPOINT_FORMAT = 1
@@ -555,9 +555,9 @@ class _Run:
             "since_improvement": self.since_improvement, "rng": _rng_state(),
         }
         path = self.out / "checkpoint.pth"
-        _atomic_save(state, path)
+        atomic_save(state, path)
         if self.save_checkpoint is not None:
-            self.save_checkpoint(path, {"epoch": self.epoch, "best_epoch": self.best_epoch,
+            self.save_checkpoint(path, {"epoch": self.epoch, "step": self.step, "best_epoch": self.best_epoch,
                                         "best_top1": self.best_key[0]})
 
     @staticmethod
