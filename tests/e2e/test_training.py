@@ -12,7 +12,6 @@ Screenshots go to the test's tmp_path; with VINTNER_SCREENSHOTS=1 to docs/screen
 
 import io
 import re
-import time
 
 import numpy as np
 import pytest
@@ -78,7 +77,6 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
 ):
     base, project = live_server_url, make_project(team_a, "Colour sorter")
     dataset = import_dataset(page, base, alice, project, tmp_path)
-    started = time.monotonic()
 
     # The form, reached from the project page, or from the dataset's page with the dataset chosen.
     sign_in(page, base, "alice")
@@ -203,7 +201,6 @@ def test_alice_trains_a_small_cnn_and_watches_its_curves_live(
     expect(by_testid(page, "runs-chart-val-top1")).to_have_attribute("data-points", str(epochs))
     expect(by_testid(page, "runs-chart-val-top1")).to_contain_text(f"#{job_id} · succeeded")
     shot(page, screenshots, "train-compare")
-    assert time.monotonic() - started < 90
 
 
 def max_val_top1(job: Job) -> float:
