@@ -31,7 +31,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,16 +86,22 @@ class ImageCache:
     built_seconds: float  # 0 when the entry was there already
 
 
-def check(folder: Path, *, identity: str, size: int, classes: list[str], counts: dict[str, int]) -> bool:
+def check(folder: Path, *, identity: str, size: int, classes: list[str] | None = None,
+          counts: dict[str, int] | None = None) -> bool:
     """Whether `folder` (entry/data) is a whole entry for this dataset and size: its manifest
-    says so and every shard has the bytes it must have."""
+    says so (and names these classes and counts, where given) and every shard has the bytes it
+    must have. Reads no image: the worker asks it too."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-        if (manifest.get("format"), manifest.get("identity"), manifest.get("size"), manifest.get("classes")) \
-                != (FORMAT, identity, size, list(classes)):
+        if (manifest.get("format"), manifest.get("identity"), manifest.get("size")) != (FORMAT, identity, size):
             return False
-        for split, count in counts.items():
-            if manifest["splits"][split]["count"] != count:
+        if classes is not None and manifest.get("classes") != list(classes):
+            return False
+        saved = {split: manifest["splits"][split]["count"] for split in SPLITS}
+        if counts is not None and saved != counts:
+            return False
+        for split, count in saved.items():
+            if type(count) is not int or count < 0:
                 return False
             if (folder / f"{split}.u8").stat().st_size != count * 3 * size * size \
                     or (folder / f"{split}.labels").stat().st_size != count * 8:
@@ -120,7 +127,9 @@ def open_cache(entry: Path, data, *, identity: str, size: int, reporter: Reporte
     built = False
     if not check(folder, identity=identity, size=size, classes=data.classes, counts=counts):
         entry.mkdir(parents=True, exist_ok=True)
-        with open(entry / "lock", "a+b") as lock:
+        if not (entry / "lock").exists():  # the worker makes it for the jobs it runs
+            (entry / "lock").touch()
+        with open(entry / "lock", "rb") as lock:  # read-only: jobs of other users share it
             if not _try_lock(lock):
                 reporter.log("Waiting for another job on this worker that is decoding the same images…")
                 fcntl.flock(lock, fcntl.LOCK_EX)
@@ -225,3 +234,54 @@ class Batches(Dataset):
             self._images = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
         indexes = torch.tensor([key[0] if isinstance(key, tuple) else key for key in keys], dtype=torch.int64)
         return torch.from_numpy(self._images[indexes.numpy()]), self.labels[indexes]
+
+
+# --- the worker's side (trusted: it never decodes, it only checks, locks and evicts) ------------
+#
+#   root/<name>/        an entry (the only thing of the cache a job's jail sees)
+#   root/<name>.inuse   held shared by every job that uses the entry; eviction needs it exclusively
+
+@contextmanager
+def entry_in_use(root: Path, name: str) -> Iterator[Path]:
+    """The entry root/<name>, made if missing, kept from eviction while the block runs. Leftovers
+    of killed builds (tmp-*) and damaged entries put aside (trash-*) go first, if no job uses it."""
+    root.mkdir(parents=True, exist_ok=True)
+    entry = root / name
+    entry.mkdir(exist_ok=True)
+    (entry / "lock").touch()
+    with open(root / f"{name}.inuse", "a+b") as in_use:
+        if _try_lock(in_use):
+            for path in [*entry.glob("tmp-*"), *entry.glob("trash-*")]:
+                shutil.rmtree(path, ignore_errors=True)
+        fcntl.flock(in_use, fcntl.LOCK_SH)  # from exclusive, or waiting out an eviction's check
+        os.utime(root / f"{name}.inuse")  # last use, for least-recently-used eviction
+        yield entry
+
+
+def evict(root: Path, cap_bytes: int) -> list[str]:
+    """Remove the least recently used entries no job is using until the cache holds at most
+    `cap_bytes`; the names removed."""
+    if not root.is_dir():
+        return []
+    entries = sorted((path for path in root.iterdir() if path.is_dir()),
+                     key=lambda path: _last_use(root, path.name))
+    sizes = {path.name: entry_bytes(path) for path in entries}
+    total, removed = sum(sizes.values()), []
+    for path in entries:
+        if total <= cap_bytes:
+            break
+        with open(root / f"{path.name}.inuse", "a+b") as in_use:
+            if not _try_lock(in_use):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            (root / f"{path.name}.inuse").unlink(missing_ok=True)
+        total -= sizes[path.name]
+        removed.append(path.name)
+    return removed
+
+
+def _last_use(root: Path, name: str) -> float:
+    try:
+        return (root / f"{name}.inuse").stat().st_mtime
+    except OSError:
+        return 0.0
