@@ -12,7 +12,8 @@ Per configuration, in one run and in alternating rounds (the order swapped every
             img/s: each run's median over epochs 2..N of the train loop's img/s (epoch 1 warms up;
             validation and checkpoints are not training).
   ceiling   the same model, batch, precision and optimizer step (AdamW with the pipeline's
-            parameter groups, channels_last, fused and fp16 autocast with a grad scaler on CUDA) on
+            parameter groups, and on CUDA the device settings train() picks: channels_last, fused,
+            bf16 autocast, or fp16 with a grad scaler, TF32, cuDNN autotuning) on
             one synthetic batch already on the device: what the device does when data costs nothing.
 
 Configurations: small_cnn at 32 px and resnet18 at 112 px on the CPU (batch 32, the training
@@ -33,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from _harness import cpu_seconds, machine_busy_seconds, spread
@@ -92,26 +92,28 @@ def run_ceiling(config, device: str, seconds: float) -> float:
     `seconds` after 3 warm-up steps."""
     import torch
 
+    from workers.pipeline import devices
     from workers.pipeline.training import _resolve, build_model
 
     config = _resolve(config)
     where = torch.device(device)
     cuda = where.type == "cuda"
-    amp = cuda and config.amp
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    settings = devices.decide(devices.capabilities(where), amp=config.amp, workers=0)  # as train() decides
+    devices.apply(settings)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = build_model(config.architecture, len(CLASSES)).to(where, memory_format=memory_format).train()
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
-                                  fused=True if cuda else None)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+                                  fused=True if settings.fused_optimizer else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=settings.grad_scaler)
     criterion = torch.nn.CrossEntropyLoss()
     generator = torch.Generator(device=where).manual_seed(0)
     x = torch.randn(config.batch_size, 3, config.input_size, config.input_size, device=where, generator=generator)
     x = x.contiguous(memory_format=memory_format)
     y = torch.randint(0, len(CLASSES), (config.batch_size,), device=where, generator=generator)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
+    autocast = settings.autocast()
     losses = []
 
     def step() -> None:
