@@ -576,8 +576,9 @@ class _Run:
 
     def _make_loaders(self) -> None:
         config, workers = self.config, self.settings.workers
+        # its own generator: an iterator's base seed is not drawn from the global one (dropout's)
         common = {"batch_size": None, "num_workers": workers, "pin_memory": self.settings.pin_memory,
-                  "persistent_workers": workers > 0}
+                  "persistent_workers": workers > 0, "generator": torch.Generator().manual_seed(config.seed)}
         self.batch = batch = min(config.batch_size, len(self.data.train))
         self.sampler = EpochSampler(len(self.data.train), config.seed)
         # A last batch of one image would break BatchNorm; drop it only then.
