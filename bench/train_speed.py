@@ -142,14 +142,15 @@ def run_ceiling(config, device: str, seconds: float) -> float:
 
 def measure(name: str, config, *, per_class: int, device: str, rounds: int, ceiling_seconds: float,
             work: Path) -> dict:
-    from workers.pipeline import imagecache
+    from workers.pipeline import devices, imagecache
     from workers.pipeline.augment import read_index
 
     dataset = make_dataset(work / name / "dataset", per_class, side=round(config.input_size * 1.25))
     entry = work / name / "cache"
     began = time.perf_counter()
     imagecache.open_cache(entry, read_index(dataset), identity="bench", size=imagecache.cache_size(config.input_size),
-                          reporter=NullReporter(), workers=config.workers)
+                          reporter=NullReporter(),
+                          workers=devices.auto_workers(devices.host_cores()) if config.workers is None else config.workers)
     build_s = time.perf_counter() - began
     runs: dict[str, list[float]] = {"pipeline": [], "ceiling": []}
     for round_ in range(rounds):
