@@ -153,6 +153,19 @@ def test_it_binds_nothing_of_the_data_folder_but_the_attempts_own(attempt):
     assert sorted(writable) == [str(attempt / "jail" / "tmp"), str(attempt / "jail" / "work")]
 
 
+def test_a_cache_entry_it_builds_is_the_only_other_folder_it_can_write(attempt):
+    cache = attempt.parents[2] / "cache" / "images"
+    (cache / "dataset-3-256px-ab").mkdir(parents=True)
+    (cache / "dataset-9-256px-cd").mkdir()  # another team's images
+    command = jail_command(Jail(uid=UID), work=attempt / "jail" / "work", tmp=attempt / "jail" / "tmp",
+                           reads=[attempt / "inputs" / "model"], writes=[cache / "dataset-3-256px-ab"])
+    writable = [command[i + 1] for i, arg in enumerate(command) if arg == "--bind"]
+    assert sorted(writable) == sorted([str(attempt / "jail" / "tmp"), str(attempt / "jail" / "work"),
+                                       str(cache / "dataset-3-256px-ab")])
+    sources = [command[i + 1] for i, arg in enumerate(command) if arg in ("--bind", "--ro-bind")]
+    assert not any(Path(source) in (cache, cache / "dataset-9-256px-cd") for source in sources)
+
+
 # --- what it can read --------------------------------------------------------------------------
 
 def test_it_reads_nothing_of_the_data_folder_or_the_project_beyond_its_code(planted, tmp_path):

@@ -2,6 +2,7 @@
 artifact that converts; a killed worker's run resumes from its checkpoint; cancel is quick."""
 
 import pytest
+from django.conf import settings
 from django.core.files.storage import default_storage
 
 from tests.archive_builders import colour_classes, make_zip
@@ -49,6 +50,13 @@ def test_a_run_learns_and_its_best_epoch_becomes_an_artifact_that_converts(worke
     assert artifact.model.labels == ["blue", "green", "red"] and artifact.model.preprocessing["input_size"] == [16, 16]
     assert len(artifact.metrics["training"]["confusion"]) == 3
     assert not default_storage.exists(f"jobs/{job.id}")  # no checkpoints left
+    # the images were decoded once into this host's cache (18 px squares for 16 px inputs), and a
+    # later job on the same dataset version reads them from there (bound read-only)
+    assert any(e.data["message"].startswith("Decoding 72 images for the cache") for e in events(job.id, "log"))
+    assert list(settings.IMAGE_CACHE_DIR.glob(f"dataset-{dataset.id}-18px-*/data/manifest.json"))
+    again = wait_done(start_training(alice, project, dataset, epochs=1).id, timeout=120)
+    assert again.state == JobState.SUCCEEDED, again.error_detail
+    assert not any("Decoding" in e.data["message"] for e in events(again.id, "log"))
     client = signed_in(alice)
     response = client.post(f"/api/v1/artifacts/{artifact.id}/convert/", {}, content_type="application/json")
     converted = wait_done(response.json()["id"], timeout=120)

@@ -415,22 +415,3 @@ def test_the_training_estimate_is_torchvisions_backbone(architecture):
     head = [module for module in net.modules() if hasattr(module, "out_features")][-1]
     backbone = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in head.parameters())
     assert BACKBONE_PARAMETERS[architecture] == backbone
-
-
-@pytest.mark.parametrize("preset", ["none", "light", "standard", "strong"])
-def test_no_preset_flips_unless_flips_are_asked_for(preset):
-    from torchvision.transforms import v2
-
-    from workers.pipeline.augment import train_transform
-
-    image = Image.fromarray(np.tile(np.arange(32, dtype=np.uint8)[None, :, None] * 8, (32, 1, 3)))  # dark left, light right
-
-    def mirrored(flip: bool) -> int:
-        transform = train_transform(preset, 32, (0.5, 0.5, 0.5), flip=flip)
-        assert any(isinstance(step, v2.RandomHorizontalFlip) for step in getattr(transform, "transforms", [])) == flip
-        torch.manual_seed(0)
-        outcomes = [transform(image).float().mean(0) for _ in range(12)]
-        return sum(int(o[:, : o.shape[1] // 2].mean() > o[:, o.shape[1] // 2:].mean()) for o in outcomes)
-
-    assert mirrored(False) == 0  # the light side stays on the right, whatever else the preset does
-    assert mirrored(True) > 0

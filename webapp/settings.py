@@ -380,5 +380,9 @@ JAIL_UID = env_int("JAIL_UID", 61000)  # a root worker's jobs run as JAIL_UID + 
 JAIL_MEMORY_GB = float(env_str("JAIL_MEMORY_GB", "0")) or round(0.75 * _psutil.virtual_memory().total / 2**30, 1)
 JAIL_MAX_PROCESSES = env_int("JAIL_MAX_PROCESSES", 1024)  # processes and threads of one job
 JAIL_MAX_FILE_GB = float(env_str("JAIL_MAX_FILE_GB", "64"))
+# Training's decoded-image cache (workers/pipeline/imagecache.py): on the worker's local disk, one
+# entry per dataset version and training size, least recently used entries evicted past the cap.
+IMAGE_CACHE_DIR = Path(env_str("VINTNER_IMAGE_CACHE_DIR", str(DATA_DIR / "cache" / "images")))
+IMAGE_CACHE_GB = float(env_str("VINTNER_IMAGE_CACHE_GB", "50"))
 # torchvision's pretrained weights, if an administrator put them here (README), read-only in jails
 TORCH_HOME = Path(env_str("TORCH_HOME", str(Path(env_str("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "torch")))

@@ -98,10 +98,11 @@ def jail_problem() -> str:
 
 
 def run_jailed(step: str, request: dict, *, jail: Jail, folder: Path, reads: list[Path], reporter: Reporter,
-               on_checkpoint=None, on_checkpoint_file=None) -> dict:
+               on_checkpoint=None, on_checkpoint_file=None, writes: list[Path] = ()) -> dict:
     """Run `step` (a name in workers.pipeline.steps.STEPS) on `request` in a jail. `folder` is the
     attempt's own: the child writes in `folder/work` and keeps /tmp in `folder/tmp`. `reads` are
-    the only other paths it sees, read-only. A step that resumes says where it got to through
+    the only other paths it sees, read-only; `writes` (folders the worker made for this job alone,
+    such as the image-cache entry it builds) it sees read-write. A step that resumes says where it got to through
     `on_checkpoint(state)` (JSON), or hands over files through `on_checkpoint_file(path, state)`
     (a copy the child cannot change); without them it may not. The step's result, or its error."""
     if jail.mode == "bwrap" and jail_problem():
@@ -118,7 +119,7 @@ def run_jailed(step: str, request: dict, *, jail: Jail, folder: Path, reads: lis
     if jail.mode != "bwrap":
         reporter.log("This worker runs jobs without a jail (VINTNER_JAIL=off): the job's code can reach "
                      "everything the worker can.", level="warning")
-    command = jail_command(jail, work=work, tmp=tmp, reads=[*reads, *jail.readable])
+    command = jail_command(jail, work=work, tmp=tmp, reads=[*reads, *jail.readable], writes=list(writes))
     read_end, write_end = os.pipe()
     log_path = folder / "child.log"
     with open(log_path, "wb") as log:
@@ -154,7 +155,7 @@ def _readable_by_others(paths: list[Path]) -> None:
             os.chmod(path, stat.S_IMODE(wanted))
 
 
-def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> list[str]:
+def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path], writes: list[Path] = ()) -> list[str]:
     """The child's command line: bubblewrap's namespaces and mounts, then the entry point."""
     # The interpreter's folder as the jail binds it (resolved: a venv reached through a symlinked
     # path is bound at its real place), its own name kept so that the venv's pyvenv.cfg still applies.
@@ -170,7 +171,7 @@ def jail_command(jail: Jail, *, work: Path, tmp: Path, reads: list[Path]) -> lis
     binds += [*(["--size", str(jail.limits.memory_bytes)] if jail.limits.memory_bytes else []),
               "--perms", "1777", "--tmpfs", "/dev/shm"]
     binds += _tree_binds([ROOT / "workers", *[Path(p) for p in reads if Path(p).exists()]], "--ro-bind")
-    binds += _tree_binds([work], "--bind")
+    binds += _tree_binds([work, *writes], "--bind")
     binds += [arg for name in GPU_DEVICES + _gpu_numbers() for arg in ("--dev-bind-try", f"/dev/{name}", f"/dev/{name}")]
     if _gpu_numbers():
         binds += ["--ro-bind-try", "/sys", "/sys"]  # the CUDA driver reads the devices' PCI facts

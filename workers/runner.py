@@ -66,14 +66,14 @@ class JobRun:
         return self.scratch / "jail" / "tmp"
 
     def jailed(self, step: str, request: dict, *, reads: list[Path], environment: dict | None = None,
-               **checkpoints) -> dict:
-        """Run pipeline step `step` in the jail; it sees `reads` (read-only) and its work folder.
+               writes: list[Path] = (), **checkpoints) -> dict:
+        """Run pipeline step `step` in the jail; it sees `reads` (read-only), `writes` and its work folder.
         `checkpoints`: run_jailed's on_checkpoint or on_checkpoint_file, for a step that resumes."""
         jail = self.jail
         if environment:
             jail = replace(jail, environment=(*jail.environment, *environment.items()))
         return run_jailed(step, {**request, "work": str(self.work)}, jail=jail, folder=self.scratch / "jail",
-                          reads=reads, reporter=self.reporter, **checkpoints)
+                          reads=reads, writes=writes, reporter=self.reporter, **checkpoints)
 
 
 JAIL_USERS = 1000  # a root worker's jobs run as JAIL_UID + (job number mod this)

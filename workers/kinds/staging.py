@@ -1,11 +1,15 @@
 """What the kinds share on the worker: folders to stage inputs in, an artifact staged for the
-jail, a training loop's checkpoints in storage, and a published folder checked to hold plain files."""
+jail, a training loop's checkpoints in storage, the decoded-image cache entry of a dataset, and a
+published folder checked to hold plain files."""
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -13,6 +17,7 @@ from django.conf import settings
 from webapp.core.files import delete_file, local_file, local_tree, store_copy
 from webapp.registry.models import Artifact
 from workers.jail import checked_tree
+from workers.pipeline import imagecache
 from workers.pipeline import preprocessing as recipe
 from workers.runner import JobRun
 
@@ -39,6 +44,38 @@ def epoch_checkpoints(run: JobRun) -> tuple:
             delete_file(kept.pop(0))
 
     return resume, save_checkpoint
+
+
+
+@contextmanager
+def image_cache(run: JobRun, dataset, folder: Path, input_size: int) -> Iterator[tuple[dict, dict]]:
+    """The dataset version's decoded-image cache entry at this training size, on this host's disk
+    (a cache, never the truth: on S3 set-ups too): what the train step is told of it, and how the
+    jail sees it, {"reads": [...]} or {"writes": [...]}. Only this entry is bound, never the
+    cache's root (other teams' images): read-only when whole, read-write while the step builds it.
+    The entry is kept from eviction while the block runs; least recently used entries past
+    IMAGE_CACHE_GB go before and after."""
+    root, cap = Path(settings.IMAGE_CACHE_DIR), int(settings.IMAGE_CACHE_GB * 2**30)
+    index = hashlib.sha256((folder / "index.json").read_bytes()).hexdigest()
+    identity = f"dataset {dataset.id} version {dataset.version} archive {dataset.archive_sha256} index {index}"
+    size = imagecache.cache_size(input_size)
+    name = f"dataset-{dataset.id}-{size}px-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    imagecache.evict(root, cap)
+    try:
+        with imagecache.entry_in_use(root, name) as entry:
+            request = {"entry": str(entry), "identity": identity}
+            if imagecache.check(entry / "data", identity=identity, size=size):
+                yield request, {"reads": [entry / "data"]}
+            else:
+                if os.geteuid() == 0:  # the job's own user builds it (another job's may finish it)
+                    os.chmod(entry, 0o777)
+                try:
+                    yield request, {"writes": [entry]}
+                finally:
+                    if os.geteuid() == 0:
+                        os.chmod(entry, 0o755)
+    finally:
+        imagecache.evict(root, cap)
 
 
 def staging(run: JobRun, name: str = "") -> Path:

@@ -7,7 +7,8 @@ from webapp.datasets.models import Dataset
 from webapp.registry.models import Artifact, Format, Model, Origin
 from webapp.registry.services import artifact_record
 from workers.jail import StepCancelled, checked_tree
-from workers.kinds.staging import epoch_checkpoints, published, staged_model, staging
+from workers.kinds.staging import epoch_checkpoints, image_cache, published, staged_model, staging
+from workers.pipeline.architectures import defaults_for
 from workers.pipeline.preprocessing import default_preprocessing
 from workers.pipeline.reporting import JobError
 from workers.runner import JobRun
@@ -41,8 +42,11 @@ def perform(run: JobRun) -> dict:
     if resume:
         request["resume"] = str(resume)
         reads.append(resume)
+    size = params.get("input_size") or defaults_for(params["architecture"], params.get("optimizer") or "adamw")["input_size"]
     try:
-        result = run.jailed(run.step, request, reads=reads, on_checkpoint_file=save_checkpoint)
+        with image_cache(run, dataset, folder, size) as (request["cache"], binds):
+            result = run.jailed(run.step, request, reads=reads + binds.get("reads", []), writes=binds.get("writes", []),
+                                on_checkpoint_file=save_checkpoint)
     except StepCancelled as cancelled:
         if params["keep_best_on_cancel"] and cancelled.result is not None:
             _publish_trained(run, params, dataset, init, cancelled.result)
@@ -60,7 +64,8 @@ def _publish_trained(run: JobRun, params: dict, dataset, init, result: dict) -> 
         project=run.job.project, name=params["model_name"].strip(), defaults={"created_by": run.job.created_by})[0]
     size, classes = int(result["input_size"]), [str(name) for name in result["classes"]]
     model.labels = classes
-    # training validates with the default sizing rule (augment.val_transform), in RGB 0-1 NCHW
+    # training validates with the default sizing rule (augment.val_transform; the image cache and
+    # device_augment reproduce it), in RGB 0-1 NCHW
     model.preprocessing = {**default_preprocessing(), "input_size": [size, size],
                            "mean": [float(v) for v in result["mean"]], "std": [float(v) for v in result["std"]]}
     model.save(update_fields=["labels", "preprocessing", "updated_at"])

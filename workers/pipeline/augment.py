@@ -1,12 +1,10 @@
-"""Images of a published dataset folder as training batches: the augmentation presets and the
-dataset the training DataLoaders read. No Django, no Celery.
+"""A published dataset folder for training: its train and val splits (`read_index`), the
+augmentation presets' names, the order of training items per epoch (`EpochSampler`), and the
+validation sizing rule (`val_transform`). No Django, no Celery.
 
-Workers hand out uint8 CHW tensors; normalisation happens on the batch, on the training device
-(a quarter of the bytes to move, and no float work in the loader processes).
-
-Determinism: a training item arrives as (index, seed) from `EpochSampler`, and its random
-augmentation is drawn from that seed alone. Which process decodes it, how many workers there
-are, and whether the run was resumed from a checkpoint do not change what the model sees.
+Training reads decoded images from the image cache (workers/pipeline/imagecache.py) and augments
+them on the device (workers/pipeline/device_augment.py); `val_transform` stays the rule that the
+cache's centre square and validation's centre crop reproduce (the deployed preprocessing).
 """
 
 import json
@@ -15,41 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Sampler
 from torchvision.transforms import v2
 
 from workers.pipeline.architectures import VAL_CROP
-from workers.pipeline.data import open_image
 from workers.pipeline.reporting import JobError
 
 AUGMENTS = ("none", "light", "standard", "strong")
 GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N", "La"}
-
-
-def train_transform(preset: str, size: int, mean: Sequence[float], *, flip: bool = False) -> v2.Transform:
-    """PIL RGB image -> uint8 [3, size, size] tensor, with the preset's random augmentation.
-    No preset flips: a mirrored digit or letter is another one (or none), so horizontal flips
-    are a choice of their own (`flip`), right for most photographs."""
-    if preset not in AUGMENTS:
-        raise JobError(f"augment is “{preset}”; it is one of {', '.join(AUGMENTS)}.")
-    if preset == "none" and not flip:
-        return val_transform(size)
-    smallest = {"light": 0.6, "standard": 0.35, "strong": 0.08}  # RandomResizedCrop's smallest share
-    if preset == "none":
-        ops = [v2.Resize(round(size / VAL_CROP), antialias=True), v2.CenterCrop(size)]
-    else:
-        ops = [v2.RandomResizedCrop(size, scale=(smallest[preset], 1.0), antialias=True)]
-    if flip:
-        ops.append(v2.RandomHorizontalFlip())
-    if preset == "standard":
-        ops.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
-    elif preset == "strong":
-        ops.append(v2.RandAugment(num_ops=2, magnitude=9))
-    ops.append(v2.PILToTensor())
-    if preset == "strong":
-        # Erased pixels take the mean colour: zero once normalised, as erasing after Normalize gives.
-        ops.append(v2.RandomErasing(p=0.25, value=[round(255 * m) for m in mean]))
-    return v2.Compose(ops)
 
 
 def val_transform(size: int | tuple[int, int]) -> v2.Transform:
@@ -105,34 +76,9 @@ def read_index(dataset: Path) -> IndexedDataset:
     return IndexedDataset(classes, train, val, grayscale=bool(modes) and modes <= GRAY_MODES)
 
 
-class ImageDataset(Dataset):
-    """Items of one split. Training keys are (index, seed) pairs; validation keys are indexes."""
-
-    def __init__(self, split: Split, transform: v2.Transform) -> None:
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        image = open_image(self.split.files[index])
-        if seed is None:
-            return self.transform(image), self.split.labels[index]
-        generator = torch.default_generator  # what the transforms draw from (torch.manual_seed costs 70 µs)
-        if get_worker_info() is not None:  # a loader process: its random state is its own
-            generator.manual_seed(seed)
-            return self.transform(image), self.split.labels[index]
-        saved = generator.get_state()  # the training process: leave its random state as it was
-        try:
-            generator.manual_seed(seed)
-            return self.transform(image), self.split.labels[index]
-        finally:
-            generator.set_state(saved)
-
-
 class EpochSampler(Sampler):
     """A shuffled order per epoch, with a seed per item; both depend only on (seed, epoch).
+    Training batches it and reads indexes (augmentation draws per step, device_augment.py).
 
     In a distributed training (workers/pipeline/distributed.py) each rank takes every world-th
     item of that one order, starting at its rank, so the ranks share out the epoch; the order is

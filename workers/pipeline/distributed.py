@@ -126,7 +126,7 @@ class _Relayed(_Quiet):
 
 
 def train_distributed(config, data, out: Path, reporter: Reporter, *, init: nn.Module | None = None,
-                      resume: Path | None = None, save_checkpoint=None, device: str | None = None):
+                      resume: Path | None = None, save_checkpoint=None, device: str | None = None, images=None):
     """`training.train` with `config.gpus` processes, one per CUDA GPU (cuda:0…n-1 of those this
     worker sees) or, without CUDA, per share of the CPU. Its result is rank 0's."""
     world = config.gpus
@@ -146,7 +146,8 @@ def train_distributed(config, data, out: Path, reporter: Reporter, *, init: nn.M
     channel, cancel, acks = context.Queue(), context.Event(), context.Queue()
     folder = Path(tempfile.mkdtemp(prefix="ddp-"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    job = {"config": config, "data": data, "out": out, "resume": resume, "init": _portable(init),
+    # images: the decoded-image cache (imagecache.ImageCache), built once here; each rank maps its files
+    job = {"config": config, "data": data, "out": out, "resume": resume, "init": _portable(init), "images": images,
            "saves": save_checkpoint is not None, "cuda": cuda, "threads": max(1, cores // world)}
     ranks = [context.Process(target=_rank_main, name=f"rank-{rank}",
                              args=(rank, world, str(folder / "store"), job, channel, cancel, acks))
@@ -237,7 +238,8 @@ def _rank_main(rank: int, world: int, store: str, job: dict, channel, cancel, ac
         lead = rank == 0
         reporter = _Relayed(channel, cancel) if lead else _Quiet()
         save = _checkpoint_relay(channel, acks) if lead and job["saves"] else None
-        result = train_on(job["config"], job["data"], job["out"], reporter, device, init=_module(job["init"]),
+        result = train_on(job["config"], job["data"], job["out"], reporter, device, job["images"],
+                          init=_module(job["init"]),
                           resume=job["resume"], save_checkpoint=save, group=Group(rank, world, device))
         if lead:
             channel.put(("result", result))

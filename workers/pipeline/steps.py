@@ -203,8 +203,10 @@ def train(request: dict, span: Span) -> dict:
     module = load_torch_module(_prepared(init), _inspect_config(init)) if init else None
     work = Path(request["work"])
     try:
+        cache = request.get("cache") or {}
         result = train_model(TrainConfig(**request["config"]), Path(request["dataset"]), work / "out", span.reporter,
-                             init=module, resume=_resume(request), save_checkpoint=_checkpoint_saver(request, span))
+                             init=module, resume=_resume(request), save_checkpoint=_checkpoint_saver(request, span),
+                             cache=Path(cache["entry"]) if cache else None, cache_identity=cache.get("identity"))
     except TrainingCancelled as cancelled:
         cancelled.kept = _trained(cancelled.result) if cancelled.result is not None else None
         raise

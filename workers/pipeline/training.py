@@ -28,21 +28,23 @@ import copy
 import math
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
-from workers.pipeline import devices
+from workers.pipeline import devices, imagecache
 from workers.pipeline.architectures import MIN_INPUT_SIZE, TRAINABLE, defaults_for
-from workers.pipeline.augment import AUGMENTS, EpochSampler, ImageDataset, read_index, train_transform, val_transform
+from workers.pipeline.augment import AUGMENTS, EpochSampler, read_index
 from workers.pipeline.checkpoints import CheckpointDue, CheckpointWriter, atomic_save
+from workers.pipeline.device_augment import DeviceAugment
 from workers.pipeline.params import GPU_COUNTS, SEED_MAX
 from workers.pipeline.reporting import Cancelled, JobError, Reporter
 from workers.pipeline.timing import TimeSplit, data_wait_hint
@@ -420,33 +422,42 @@ def train(config: TrainConfig, dataset: Path, out: Path, reporter: Reporter, *,
           init: nn.Module | None = None,
           resume: Path | None = None,
           save_checkpoint: Callable[[Path, dict], None] | None = None,
-          device: str | None = None) -> TrainResult:
+          device: str | None = None,
+          cache: Path | None = None, cache_identity: str | None = None) -> TrainResult:
     """Train on `dataset`'s train split, validate on its val split after every epoch, and write
     the best epoch's weights to out/weights.pth; with config.gpus > 1 on that many devices of
-    this host at once (workers/pipeline/distributed.py). See the module docstring for the rest."""
+    this host at once (workers/pipeline/distributed.py). See the module docstring for the rest.
+
+    `cache`: the image-cache entry to read (and build first if it is not whole) for this dataset
+    and size, `cache_identity` the dataset version's identity it must carry; without one the run
+    decodes into a private entry in the temporary folder, removed at the end."""
     reporter.stage("preparing")
     data = read_index(Path(dataset))
     validate(config, classes=len(data.classes), grayscale=data.grayscale)
     config = _resolve(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if config.gpus > 1:  # a process per device, this one their supervisor
-        from workers.pipeline.distributed import train_distributed
+    with tempfile.TemporaryDirectory(prefix="image-cache-") if cache is None else nullcontext(cache) as entry:
+        images, reporter = _cached_images(config, data, Path(entry), cache_identity or imagecache.identity_of(dataset),
+                                          reporter)
+        if config.gpus > 1:  # a process per device, this one their supervisor
+            from workers.pipeline.distributed import train_distributed
 
-        return train_distributed(config, data, out, reporter, init=init, resume=resume,
-                                 save_checkpoint=save_checkpoint, device=device)
-    where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise JobError(f"Training was asked to run on {device}, but this worker has no usable CUDA GPU.")
-    return train_on(config, data, out, reporter, where, init=init, resume=resume, save_checkpoint=save_checkpoint)
+            return train_distributed(config, data, out, reporter, init=init, resume=resume,
+                                     save_checkpoint=save_checkpoint, device=device, images=images)
+        where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if where.type == "cuda" and not torch.cuda.is_available():
+            raise JobError(f"Training was asked to run on {device}, but this worker has no usable CUDA GPU.")
+        return train_on(config, data, out, reporter, where, images, init=init, resume=resume,
+                        save_checkpoint=save_checkpoint)
 
 
-def train_on(config: TrainConfig, data, out: Path, reporter: Reporter, where: torch.device, *,
-             init: nn.Module | None = None, resume: Path | None = None,
+def train_on(config: TrainConfig, data, out: Path, reporter: Reporter, where: torch.device,
+             images: imagecache.ImageCache, *, init: nn.Module | None = None, resume: Path | None = None,
              save_checkpoint: Callable[[Path, dict], None] | None = None, group=None) -> TrainResult | None:
     """One process's training on one device; with a `group` (distributed.Group) one rank of
     several, which returns None unless it is rank 0."""
-    run = _Run(config, data, out, reporter, where, save_checkpoint)
+    run = _Run(config, data, out, reporter, where, save_checkpoint, images)
     run.group = group
     with _cpu_threads(where, run.settings.workers):
         try:
@@ -458,14 +469,52 @@ def train_on(config: TrainConfig, data, out: Path, reporter: Reporter, where: to
             run.close()
 
 
+def _cached_images(config: TrainConfig, data, entry: Path, identity: str,
+                   reporter: Reporter) -> tuple[imagecache.ImageCache, Reporter]:
+    """The dataset's decoded images, and the reporter to train with: when decoding took long
+    enough to show on the bar (over REPORT_SECONDS), it filled the bar's first 1 / (epochs + 1)
+    and training fills the rest."""
+    share = 1 / (config.epochs + 1)
+    shown = []
+
+    def on_progress(fraction: float) -> None:
+        shown.append(fraction)
+        reporter.progress(share * fraction)
+
+    try:
+        images = imagecache.open_cache(entry, data, identity=identity, size=imagecache.cache_size(config.input_size),
+                                       reporter=reporter, on_progress=on_progress,
+                                       workers=devices.auto_workers(devices.host_cores()) if config.workers is None else config.workers)
+    except Cancelled:
+        raise TrainingCancelled(None) from None
+    return images, (_AfterDecoding(reporter, share) if shown else reporter)
+
+
+class _AfterDecoding:
+    """A reporter whose bar starts where decoding left it."""
+
+    def __init__(self, reporter: Reporter, start: float) -> None:
+        self._reporter, self._start = reporter, start
+
+    def progress(self, fraction: float) -> None:
+        self._reporter.progress(self._start + (1 - self._start) * fraction)
+
+    def __getattr__(self, name: str):
+        return getattr(self._reporter, name)
+
+
 class _Run:
     def __init__(self, config: TrainConfig, data, out: Path, reporter: Reporter, device: torch.device,
-                 save_checkpoint: Callable[[Path, dict], None] | None) -> None:
+                 save_checkpoint: Callable[[Path, dict], None] | None, images: imagecache.ImageCache) -> None:
         self.config, self.data, self.out, self.reporter, self.device = config, data, out, reporter, device
-        self.save_checkpoint = save_checkpoint
+        self.save_checkpoint, self.images = save_checkpoint, images
         self.classes = len(data.classes)
         self.cuda = device.type == "cuda"
         self.settings = devices.decide(devices.capabilities(device), amp=config.amp, workers=config.workers)
+        if not self.cuda:
+            # Batches are slices of the image cache's memory map: on CPU the training process reads
+            # them itself, cheaper than a core taken from the steps (on CUDA processes fill pinned memory).
+            self.settings = replace(self.settings, workers=0, workers_chosen=False)
         self.writer = CheckpointWriter(out / "checkpoint.pth", save_checkpoint)
         self.in_epoch: dict | None = None  # the epoch under way: batches done and its sums (for a checkpoint)
         self.loaders: list[DataLoader] = []
@@ -507,8 +556,8 @@ class _Run:
             self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=fused)
         self.scaler = torch.amp.GradScaler("cuda", enabled=settings.grad_scaler)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        scale = torch.tensor(config.std, device=self.device).view(1, 3, 1, 1) * 255
-        self.norm = (torch.tensor(config.mean, device=self.device).view(1, 3, 1, 1) * 255, scale)
+        self.augment = DeviceAugment(config.augment, config.input_size, config.mean, config.std, flip=config.flip,
+                                     seed=config.seed, device=self.device, rank=self.group.rank if self.group else 0)
 
         self._make_loaders()
         if self.cuda:
@@ -527,16 +576,16 @@ class _Run:
 
     def _make_loaders(self) -> None:
         config, workers = self.config, self.settings.workers
-        common = {"num_workers": workers, "pin_memory": self.settings.pin_memory, "persistent_workers": workers > 0,
-                  "generator": torch.Generator().manual_seed(config.seed)}
-        batch = min(config.batch_size, len(self.data.train))
+        # its own generator: an iterator's base seed is not drawn from the global one (dropout's)
+        common = {"batch_size": None, "num_workers": workers, "pin_memory": self.settings.pin_memory,
+                  "persistent_workers": workers > 0, "generator": torch.Generator().manual_seed(config.seed)}
+        self.batch = batch = min(config.batch_size, len(self.data.train))
         self.sampler = EpochSampler(len(self.data.train), config.seed)
-        train_set = ImageDataset(self.data.train, train_transform(config.augment, config.input_size, config.mean, flip=config.flip))
         # A last batch of one image would break BatchNorm; drop it only then.
-        self.train_loader = DataLoader(train_set, batch_size=batch, sampler=self.sampler,
-                                       drop_last=len(self.data.train) % batch == 1, **common)
-        self.val_loader = DataLoader(ImageDataset(self.data.val, val_transform(config.input_size)),
-                                     batch_size=config.batch_size, shuffle=False, **common)
+        batches = BatchSampler(self.sampler, batch, drop_last=len(self.data.train) % batch == 1)
+        self.train_loader = DataLoader(imagecache.Batches(self.images.train), sampler=batches, **common)
+        val_batches = BatchSampler(range(len(self.data.val)), config.batch_size, drop_last=False)
+        self.val_loader = DataLoader(imagecache.Batches(self.images.val), sampler=val_batches, **common)
         self.loaders = [self.train_loader, self.val_loader]
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = config.epochs * self.steps_per_epoch
@@ -600,10 +649,11 @@ class _Run:
         return result
 
     def _inputs(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of cached uint8 squares on the device, augmented (training) or centre-cropped,
+        normalised; a training batch's draws are its step's (resume sees the same images)."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        mean, std = self.norm
-        x = (images.float() - mean) / std
+        x = self.augment.train(images, self.step) if self.model.training else self.augment.val(images)
         return x.contiguous(memory_format=self.memory_format), labels
 
     def _train_epoch(self) -> dict:
@@ -618,7 +668,7 @@ class _Run:
         position = resumed["position"] if resumed else 0
         if resumed and not self.keeps_checkpoints:  # the checkpoint's sums are rank 0's shard's, counted there
             resumed = {**resumed, "loss_sum": torch.zeros(()), "correct": torch.zeros((), dtype=torch.int64), "seen": 0}
-        self.sampler.set_epoch(self.epoch, start=position * self.train_loader.batch_size)
+        self.sampler.set_epoch(self.epoch, start=position * self.batch)
         autocast = self.settings.autocast()
         loss_sum = resumed["loss_sum"].to(device) if resumed else torch.zeros((), device=device)
         correct = resumed["correct"].to(device) if resumed else torch.zeros((), dtype=torch.int64, device=device)
