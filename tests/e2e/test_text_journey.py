@@ -8,6 +8,8 @@ Screenshots (text-*) go to the test's tmp_path; with VINTNER_SCREENSHOTS=1 to do
 """
 
 import re
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -27,6 +29,7 @@ JOB_URL = re.compile(r"/jobs/(\d+)/$")
 DATASET_URL = re.compile(r"/datasets/(\d+)/$")
 ARTIFACT_URL = re.compile(r"/artifacts/(\d+)/$")
 ARTIFACT_LINK = re.compile(r"^artifact #(\d+)$")
+PERCENT = re.compile(r"^\d+(\.\d+)? %$")
 
 
 def model_zip(tmp_path: Path) -> Path:
@@ -120,5 +123,87 @@ def test_alice_fine_tunes_converts_and_deploys_a_text_classifier(live_server_url
     expect(by_testid(page, "equivalence-verdict")).to_contain_text("Matches its source")
     shot(page, screenshots, "text-convert-report")
     assert {"model.xml", "tokenizer/tokenizer.json"} <= {entry["name"] for entry in Artifact.objects.get(id=fp32).files}
+
+    # INT8, post-training on a few rows of the train split: accuracy and macro-F1 before and after.
+    form = by_testid(page, "quantize-form")
+    expect(by_testid(page, "quantize-dataset")).to_have_value(str(dataset_id))
+    expect(by_testid(page, "quantize-model-type")).to_have_value("transformer")
+    by_testid(page, "quantize-method-ptq").check()
+    by_testid(page, "quantize-subset-size").fill("16")
+    by_testid(page, "quantize-submit").click()
+    page.wait_for_url(JOB_URL)
+    succeeded(page, 240_000)
+    int8 = artifact_link(page)
+    page.goto(f"{base}/artifacts/{int8}/")
+    expect(by_testid(page, "artifact-precision")).to_have_text("int8")
+    table = by_testid(page, "quantization-accuracy")
+    expect(table).to_contain_text("rows")
+    expect(table.locator("tbody tr")).not_to_have_count(0)
+    for row in table.locator("tbody tr").all():
+        expect(row.locator("[data-field=fp32]")).to_have_text(PERCENT)
+        expect(row.locator("[data-field=int8]")).to_have_text(PERCENT)
+    shot(page, screenshots, "text-quantized")
+
+    # Evaluating the INT8 IR on the validation rows: accuracy, macro-F1, per class.
+    by_testid(page, "evaluate-dataset").select_option(str(dataset_id))
+    by_testid(page, "evaluate-submit").click()
+    page.wait_for_url(JOB_URL)
+    succeeded(page)
+    page.goto(f"{base}/artifacts/{int8}/")
+    by_testid(page, "performance-button").click()
+    expect(by_testid(page, "eval-top1")).to_have_text(PERCENT)
+    expect(by_testid(page, "eval-macro-f1")).to_have_text(re.compile(r"\d"))
+    for topic in TOPICS:
+        expect(by_testid(page, "per-class")).to_contain_text(topic)
+
+    # Benchmarks of both IRs at 1 × 32 tokens, the least time a measurement may take.
+    for artifact in (int8, fp32):
+        page.goto(f"{base}/artifacts/{artifact}/")
+        by_testid(page, "benchmark-batch").fill("1")
+        by_testid(page, "benchmark-sequence-length").fill("32")
+        by_testid(page, "benchmark-seconds").fill("1")
+        by_testid(page, "benchmark-hint-throughput").uncheck()
+        by_testid(page, "benchmark-layers").uncheck()
+        if by_testid(page, "benchmark-torch").is_enabled():
+            by_testid(page, "benchmark-torch").uncheck()
+        by_testid(page, "benchmark-submit").click()
+        page.wait_for_url(JOB_URL)
+        succeeded(page, 240_000)
+
+    # The comparison: both IRs with their latency, one best-for-latency pick within the drop allowed.
+    model_id = Artifact.objects.get(id=int8).model_id
+    page.goto(f"{base}/models/{model_id}/")
+    by_testid(page, "compare-variants").click()
+    page.wait_for_url(f"**/models/{model_id}/compare/")
+    by_testid(page, "compare-metric").select_option("macro_f1")
+    by_testid(page, "compare-max-drop").fill("50")  # a few dozen validation rows: the figures are coarse
+    by_testid(page, "compare-apply").click()
+    page.wait_for_url(re.compile(r"max_drop=50"))
+    for artifact in (fp32, int8):
+        row = page.locator(f"[data-testid=compare-row][data-artifact='{artifact}']")
+        expect(row.locator("[data-field=latency]")).to_have_text(re.compile(r"^[\d.,]+ ms$"))
+    expect(by_testid(page, "best-latency-badge")).to_have_count(1)
+    shot(page, screenshots, "text-compare")
+
+    # Deploying the INT8 IR: the zip, and its classify_text.py run on a sentence.
+    page.goto(f"{base}/artifacts/{int8}/")
+    by_testid(page, "deploy-link").click()
+    page.wait_for_url(f"**/artifacts/{int8}/deploy/")
+    expect(by_testid(page, "install-line")).to_contain_text("tokenizers==")
+    expect(by_testid(page, "run-line")).to_contain_text("python classify_text.py")
+    shot(page, screenshots, "text-deploy")
+    with page.expect_download() as info:
+        by_testid(page, "deploy-download").click()
+    zipped = tmp_path / info.value.suggested_filename
+    info.value.save_as(zipped)
+    folder = tmp_path / "deploy"
+    zipfile.ZipFile(zipped).extractall(folder)
+    assert (folder / "classify_text.py").read_text() == by_testid(page, "snippet").text_content()
+    printed = subprocess.run([sys.executable, "classify_text.py", "the striker scored a late goal for the team"],
+                             cwd=folder, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert re.fullmatch(r"(food|sport|weather)\t[01]\.\d{3}", lines[0]), printed.stdout
+    assert sorted(line.split("\t")[0] for line in lines) == TOPICS, printed.stdout
 
     print(f"text journey took {time.monotonic() - started:.0f} s")
