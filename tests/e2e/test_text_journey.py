@@ -63,13 +63,13 @@ def test_alice_fine_tunes_converts_and_deploys_a_text_classifier(live_server_url
 
     # The dataset: a CSV of sentences, uploaded through the page and imported by the worker.
     page.goto(f"{base}/projects/{project.id}/datasets/new/")
-    page.get_by_label("Archive or row file").set_input_files(write_rows(tmp_path / "topics.csv", topic_rows(96)))
+    page.get_by_label("Archive or row file").set_input_files(write_rows(tmp_path / "topics.csv", topic_rows(120)))
     expect(page.get_by_label("Name")).to_have_value("topics")
     page.get_by_role("button", name="Upload and import").click()
     page.wait_for_url(DATASET_URL)
     dataset_id = int(DATASET_URL.search(page.url).group(1))
     expect(by_testid(page, "dataset-state")).to_have_text("ready", timeout=90_000)
-    expect(by_testid(page, "dataset-stored")).to_contain_text("96 rows · 3 classes")
+    expect(by_testid(page, "dataset-stored")).to_contain_text("120 rows · 3 classes")
 
     # The model: a Hugging Face folder as a zip, inspected by the worker.
     page.goto(f"{base}/projects/{project.id}/")
@@ -120,6 +120,8 @@ def test_alice_fine_tunes_converts_and_deploys_a_text_classifier(live_server_url
     fp32 = artifact_link(page)
     page.goto(f"{base}/artifacts/{fp32}/")
     expect(by_testid(page, "artifact-format")).to_have_text("OpenVINO IR")
+    expect(by_testid(page, "text-model-facts")).to_contain_text("BertTokenizer")  # its tokenizer, no image preprocessing
+    expect(page.get_by_role("heading", name="Preprocessing")).to_have_count(0)
     expect(by_testid(page, "equivalence-verdict")).to_contain_text("Matches its source")
     shot(page, screenshots, "text-convert-report")
     assert {"model.xml", "tokenizer/tokenizer.json"} <= {entry["name"] for entry in Artifact.objects.get(id=fp32).files}
@@ -129,7 +131,7 @@ def test_alice_fine_tunes_converts_and_deploys_a_text_classifier(live_server_url
     expect(by_testid(page, "quantize-dataset")).to_have_value(str(dataset_id))
     expect(by_testid(page, "quantize-model-type")).to_have_value("transformer")
     by_testid(page, "quantize-method-ptq").check()
-    by_testid(page, "quantize-subset-size").fill("16")
+    form.get_by_label("Calibration rows").fill("16")
     by_testid(page, "quantize-submit").click()
     page.wait_for_url(JOB_URL)
     succeeded(page, 240_000)
