@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.access import Action, authorize, role_allows
+from webapp.core.modality import Modality
 from webapp.core.numbers import whole_number
 from webapp.core.throttles import throttled_page
 from webapp.datasets.models import Dataset
@@ -271,12 +272,16 @@ def artifact_deploy(request: HttpRequest, artifact_id: int) -> HttpResponse:
     text = snippet(artifact) if deployable else ""
     labels = artifact.model.labels or [str(index) for index in range(artifact.num_classes or 0)]
     embedded = (artifact.inspection.get("inputs") or [{}])[0].get("dtype") == "u8"
+    text_model = artifact.model.modality == Modality.TEXT
     context = {
         **_page(artifact, request),
         "name": variant_name(artifact),
         "deployable": deployable,
         "snippet": text,
         "openvino": version("openvino"),
+        "text": text_model,
+        "tokenizers": version("tokenizers") if text_model else "",
+        "program": "classify_text.py" if text_model else "classify.py",
         "zip_name": f"{registry.download_stem(artifact)}.zip",  # what artifact_download names it
         "unzip": f"unzip {shlex.quote(registry.download_stem(artifact) + '.zip')} -d {shlex.quote(registry.download_stem(artifact))} "
                  f"&& cd {shlex.quote(registry.download_stem(artifact))}",

@@ -230,6 +230,7 @@ def artifact_detail(request: HttpRequest, artifact_id: int) -> HttpResponse:
         "inspection": artifact.inspection,
         "lineage": services.artifact_lineage(artifact),
         "recipe": recipe.describe(artifact.model.preprocessing),
+        "text": _text_facts(artifact.model, [artifact]),  # a text model's card instead of image preprocessing
         "can_write": role_allows(role, Action.WRITE),
         **artifact_panels(artifact),  # convert, quantize and measure (webapp.optimize)
     }
