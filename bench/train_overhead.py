@@ -133,26 +133,17 @@ def run_bare(dataset: Path, epochs: int, lr: float, weight_decay: float, seed: i
 
 
 # --- Vintner -------------------------------------------------------------------------------------
-class NullReporter:
+def silent_reporter():
     """Says nothing anywhere: train() alone, without the reporter and its database."""
+    from workers.pipeline.reporting import SilentReporter
 
-    def log(self, message: str, *, level: str = "info") -> None: ...
+    class Silent(SilentReporter):  # with the start/close a JobReporter has
+        def start(self):
+            return self
 
-    def progress(self, fraction: float) -> None: ...
+        def close(self) -> None: ...
 
-    def stage(self, name: str) -> None: ...
-
-    def metric(self, name: str, value: float, *, step: int | None = None, summary: bool = False) -> None: ...
-
-    def checkpoint(self, state: dict) -> None: ...
-
-    def cancelled(self) -> bool:
-        return False
-
-    def start(self) -> "NullReporter":
-        return self
-
-    def close(self) -> None: ...
+    return Silent()
 
 
 def run_vintner(stack: Stack, dataset: Path, epochs: int, seed: int, job: tuple[int, str] | None) -> dict:
@@ -165,7 +156,7 @@ def run_vintner(stack: Stack, dataset: Path, epochs: int, seed: int, job: tuple[
     stored.mkdir(parents=True, exist_ok=True)
     out = stack.data_dir / "scratch" / f"job-{job_id}-{time.monotonic_ns()}"
     ends, cpus, store_s, sizes = [], [], [], []
-    reporter = JobReporter(job_id, owner).start() if job else NullReporter()
+    reporter = JobReporter(job_id, owner).start() if job else silent_reporter()
 
     def keep(path: Path, summary: dict) -> None:
         """What a caller does: store the file, note it on the job row (through the reporter)."""

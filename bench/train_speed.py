@@ -41,23 +41,6 @@ from _harness import cpu_seconds, machine_busy_seconds, spread
 CLASSES = ("red", "green", "blue")
 
 
-class NullReporter:
-    """Says nothing anywhere: train() alone."""
-
-    def log(self, message: str, *, level: str = "info") -> None: ...
-
-    def progress(self, fraction: float) -> None: ...
-
-    def stage(self, name: str) -> None: ...
-
-    def metric(self, name: str, value: float, *, step: int | None = None, summary: bool = False) -> None: ...
-
-    def checkpoint(self, state: dict) -> None: ...
-
-    def cancelled(self) -> bool:
-        return False
-
-
 def make_dataset(root: Path, per_class: int, side: int, seed: int = 0) -> Path:
     """3 classes told apart by their dominant colour under noise, JPEG files a little larger than
     the input (side x 4/3 side), as a published dataset folder."""
@@ -81,9 +64,10 @@ def make_dataset(root: Path, per_class: int, side: int, seed: int = 0) -> Path:
 
 
 def run_pipeline(config, dataset: Path, entry: Path, out: Path, device: str) -> float:
+    from workers.pipeline.reporting import SilentReporter
     from workers.pipeline.training import train
 
-    result = train(config, dataset, out, NullReporter(), device=device, cache=entry, cache_identity="bench")
+    result = train(config, dataset, out, SilentReporter(), device=device, cache=entry, cache_identity="bench")
     return statistics.median(epoch["img_per_s"] for epoch in result.history[1:])
 
 
@@ -144,12 +128,13 @@ def measure(name: str, config, *, per_class: int, device: str, rounds: int, ceil
             work: Path) -> dict:
     from workers.pipeline import devices, imagecache
     from workers.pipeline.augment import read_index
+    from workers.pipeline.reporting import SilentReporter
 
     dataset = make_dataset(work / name / "dataset", per_class, side=round(config.input_size * 1.25))
     entry = work / name / "cache"
     began = time.perf_counter()
     imagecache.open_cache(entry, read_index(dataset), identity="bench", size=imagecache.cache_size(config.input_size),
-                          reporter=NullReporter(),
+                          reporter=SilentReporter(),
                           workers=devices.auto_workers(devices.host_cores()) if config.workers is None else config.workers)
     build_s = time.perf_counter() - began
     runs: dict[str, list[float]] = {"pipeline": [], "ceiling": []}

@@ -37,7 +37,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from workers.pipeline.reporting import JobError, Reporter, one_line, whole_text
+from workers.pipeline.reporting import JobError, Reporter, SilentReporter, one_line, whole_text
 
 # A rank waits in the next step's all-reduce while rank 0 validates and writes a checkpoint.
 WAIT = timedelta(hours=2)
@@ -86,24 +86,7 @@ class _Shared(DistributedDataParallel):
         return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-class _Quiet:
-    """The reporter of ranks other than 0: they say nothing and are stopped from outside."""
-
-    def log(self, message: str, *, level: str = "info") -> None: ...
-
-    def progress(self, fraction: float) -> None: ...
-
-    def stage(self, name: str) -> None: ...
-
-    def metric(self, name: str, value: float, *, step: int | None = None, summary: bool = False) -> None: ...
-
-    def checkpoint(self, state: dict) -> None: ...
-
-    def cancelled(self) -> bool:
-        return False
-
-
-class _Relayed(_Quiet):
+class _Relayed(SilentReporter):
     """Rank 0's reporter: every call goes to the supervisor, which makes it on the real one."""
 
     def __init__(self, channel, cancel) -> None:
@@ -236,7 +219,7 @@ def _rank_main(rank: int, world: int, store: str, job: dict, channel, cancel, ac
         dist.init_process_group("nccl" if job["cuda"] else "gloo", store=dist.FileStore(store, world),
                                 rank=rank, world_size=world, timeout=WAIT)
         lead = rank == 0
-        reporter = _Relayed(channel, cancel) if lead else _Quiet()
+        reporter = _Relayed(channel, cancel) if lead else SilentReporter()
         save = _checkpoint_relay(channel, acks) if lead and job["saves"] else None
         result = train_on(job["config"], job["data"], job["out"], reporter, device, job["images"],
                           init=_module(job["init"]),

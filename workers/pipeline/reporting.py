@@ -50,6 +50,24 @@ class Reporter(Protocol):
     def cancelled(self) -> bool: ...
 
 
+class SilentReporter:
+    """A Reporter that says nothing and is never cancelled: a DDP rank other than 0 (stopped from
+    outside), a benchmark's train() without the job machinery."""
+
+    def log(self, message: str, *, level: str = "info") -> None: ...
+
+    def progress(self, fraction: float) -> None: ...
+
+    def stage(self, name: str) -> None: ...
+
+    def metric(self, name: str, value: float, *, step: int | None = None, summary: bool = False) -> None: ...
+
+    def checkpoint(self, state: dict) -> None: ...
+
+    def cancelled(self) -> bool:
+        return False
+
+
 class Span:
     """Progress of a child step, mapped into [start, end] of its parent's bar."""
 
