@@ -37,7 +37,7 @@ run: $(VENV)/.runtime $(VENDOR)/.installed
 # Two test processes (pytest-xdist), each with its own Redis, data folder, database and workers: most
 # of a test's time is spent waiting on jobs, servers and the browser, so two share the cores well.
 # A test file stays in one process, so its module-scoped worker is started once.
-TEST_PROCESSES ?= 3
+TEST_PROCESSES ?= 2
 test: $(VENV)/.dev $(VENDOR)/.installed
 	scripts/ensure-system-packages chromium postgresql
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)

@@ -153,7 +153,7 @@ def test_it_cancels_a_running_probe_from_its_page(live_server_url, worker_host, 
     sign_in(page, live_server_url, "alice")
     job_id = run_probe_from_project_page(page, live_server_url, project, rounds=300, seconds=0.2)
     expect(by_testid(page, "job-state")).to_have_text("running", timeout=30_000)
-    expect(by_testid(page, "log")).to_contain_text("Round 1/300")
+    expect(by_testid(page, "log")).to_contain_text("Round 1/300", timeout=30_000)  # the jailed step starts first
 
     clicked = time.monotonic()
     by_testid(page, "cancel-form").get_by_role("button", name="Cancel").click()
