@@ -91,3 +91,23 @@ def checked(config: ConvertConfig) -> ConvertConfig:
     if config.preprocessing is not None and not isinstance(config.preprocessing, Mapping):
         raise JobError("Preprocessing must be a mapping with layout, color, mean, std and input_size.")
     return ConvertConfig(**{**asdict(config), "input_size": (int(size[0]), int(size[1]))})
+
+
+class StagedSteps:
+    """A conversion's bar: each stage a fixed point of it (`stages`), progress that never goes back,
+    warnings kept for the report and logged. Needs `span`, `reporter`, `fraction` and `warnings`."""
+
+    stages: dict[str, float]
+
+    def stage(self, name: str) -> None:
+        self.span.raise_if_cancelled()
+        self.reporter.stage(name)
+        self.progress(self.stages[name])
+
+    def progress(self, fraction: float) -> None:
+        self.fraction = max(self.fraction, fraction)
+        self.span.progress(self.fraction)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.reporter.log(message, level="warning")

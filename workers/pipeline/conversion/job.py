@@ -13,7 +13,7 @@ import numpy as np
 import openvino as ov
 import torch
 
-from workers.pipeline.conversion.config import DEFAULT_TOLERANCE, ConversionResult, ConvertConfig, Equivalence, checked
+from workers.pipeline.conversion.config import StagedSteps, DEFAULT_TOLERANCE, ConversionResult, ConvertConfig, Equivalence, checked
 from workers.pipeline.conversion.equivalence import (
     Case,
     check_cases,
@@ -57,7 +57,9 @@ def convert(prepared: Prepared, source_config: InspectConfig, config: ConvertCon
     return job.run(images)
 
 
-class _Job:
+class _Job(StagedSteps):
+    stages = STAGES
+
     def __init__(self, prepared: Prepared, source_config: InspectConfig, config: ConvertConfig, out: Path,
                  span: Span) -> None:
         self.prepared, self.source_config, self.config, self.out, self.span = prepared, source_config, config, out, span
@@ -81,19 +83,6 @@ class _Job:
         """Wait for the source's run on the check's inputs; its errors are for verify() to report."""
         if self.pending is not None:
             concurrent.futures.wait([self.pending])
-
-    def stage(self, name: str) -> None:
-        self.span.raise_if_cancelled()
-        self.reporter.stage(name)
-        self.progress(STAGES[name])
-
-    def progress(self, fraction: float) -> None:
-        self.fraction = max(self.fraction, fraction)
-        self.span.progress(self.fraction)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        self.reporter.log(message, level="warning")
 
     def run(self, images: list[Path] | None) -> ConversionResult:
         config = self.config

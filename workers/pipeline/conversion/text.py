@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from workers.pipeline.conversion.config import DEFAULT_TOLERANCE, PRECISIONS, ROUTES, ConversionResult, Equivalence
+from workers.pipeline.conversion.config import StagedSteps, DEFAULT_TOLERANCE, PRECISIONS, ROUTES, ConversionResult, Equivalence
 from workers.pipeline.conversion.equivalence import Diffs, read_ir, summary
 from workers.pipeline.formats.common import Prepared, one_line
 from workers.pipeline.formats.openvino_ir import port_info
@@ -76,7 +76,9 @@ def _check(config: TextConvertConfig) -> None:
         raise JobError(f"The tolerance must be a positive number; got {config.tolerance!r}.")
 
 
-class _TextJob:
+class _TextJob(StagedSteps):
+    stages = STAGES
+
     def __init__(self, prepared: Prepared, config: TextConvertConfig, out: Path, span: Span) -> None:
         self.prepared, self.config, self.out, self.span = prepared, config, out, span
         self.reporter = span.reporter
@@ -87,19 +89,6 @@ class _TextJob:
         self.session = None  # onnxruntime's (ONNX source)
         self.names: list[str] = []
         self.tokenizer_source = prepared.folder if prepared.format == "transformers" else prepared.folder / TOKENIZER_FOLDER
-
-    def stage(self, name: str) -> None:
-        self.span.raise_if_cancelled()
-        self.reporter.stage(name)
-        self.progress(STAGES[name])
-
-    def progress(self, fraction: float) -> None:
-        self.fraction = max(self.fraction, fraction)
-        self.span.progress(self.fraction)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        self.reporter.log(message, level="warning")
 
     def run(self, rows: list[tuple[str, str | None]] | None) -> ConversionResult:
         config = self.config
