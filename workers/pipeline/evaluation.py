@@ -66,6 +66,16 @@ def ir_runner(model: ov.Model | Path, *, config: dict | None = None, output: int
     return run
 
 
+def stored_model_runner(path: Path, *, output: int = 0) -> Runner:
+    """`ir_runner` of an uploaded or made IR/ONNX file, a failure to load it said in words."""
+    try:
+        return ir_runner(path, output=output)
+    except JobError:
+        raise
+    except Exception as error:
+        raise JobError(f"OpenVINO could not load the model: {one_line(error)}") from None
+
+
 def model_runner(prepared, config, *, output: int = 0) -> Runner:
     """A runner for any artifact: an IR or ONNX file through OpenVINO, a PyTorch one through torch
     (`formats.load_torch_module`: weights_only loads; TorchScript and .pt2 are code, as uploaded)."""
@@ -73,12 +83,7 @@ def model_runner(prepared, config, *, output: int = 0) -> Runner:
 
     path = prepared.folder / prepared.primary
     if prepared.format in ("openvino_ir", "onnx"):
-        try:
-            return ir_runner(path, output=output)
-        except JobError:
-            raise
-        except Exception as error:
-            raise JobError(f"OpenVINO could not load the model: {one_line(error)}") from None
+        return stored_model_runner(path, output=output)
     import torch
 
     module = load_torch_module(prepared, config)  # in eval mode already (an exported program has no other)

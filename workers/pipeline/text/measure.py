@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from workers.pipeline.evaluation import class_report, evaluate, ir_runner
+from workers.pipeline.evaluation import class_report, evaluate, stored_model_runner
 from workers.pipeline.reporting import JobError, Span, one_line
 from workers.pipeline.text.rows import TextRow
 
@@ -103,12 +103,7 @@ def text_runner(prepared, *, output: int = 0):
     floating point), a transformers folder through torch (loaded as data, in the jail)."""
     path = Path(prepared.folder) / prepared.primary
     if prepared.format in ("openvino_ir", "onnx"):
-        try:
-            return ir_runner(path, output=output)
-        except JobError:
-            raise
-        except Exception as error:
-            raise JobError(f"OpenVINO could not load the model: {one_line(error)}") from None
+        return stored_model_runner(path, output=output)
     if prepared.format != "transformers":
         raise JobError(f"A text model in the {prepared.format} format cannot be evaluated; use its transformers "
                        "folder, ONNX export or OpenVINO IR.")
