@@ -43,17 +43,26 @@ def perform(run: JobRun) -> dict:
         request["resume"] = str(resume)
         reads.append(resume)
     size = params.get("input_size") or defaults_for(params["architecture"], params.get("optimizer") or "adamw")["input_size"]
-    try:
+    def train():
         with image_cache(run, dataset, folder, size) as (request["cache"], binds):
-            result = run.jailed(run.step, request, reads=reads + binds.get("reads", []), writes=binds.get("writes", []),
-                                on_checkpoint_file=save_checkpoint)
+            return run.jailed(run.step, request, reads=reads + binds.get("reads", []), writes=binds.get("writes", []),
+                              on_checkpoint_file=save_checkpoint)
+
+    return _trained(run, train, lambda result: _publish_trained(run, params, dataset, init, result))
+
+
+def _trained(run: JobRun, train, publish) -> dict:
+    """Run the training step and publish its best epoch; a cancelled run keeps its best finished
+    epoch where the job asked to. Either way its checkpoints go."""
+    try:
+        result = train()
     except StepCancelled as cancelled:
-        if params["keep_best_on_cancel"] and cancelled.result is not None:
-            _publish_trained(run, params, dataset, init, cancelled.result)
+        if run.params["keep_best_on_cancel"] and cancelled.result is not None:
+            publish(cancelled.result)
             run.reporter.log(f"Kept the best epoch ({cancelled.result['best_epoch']}) as an artifact.")
         delete_tree(f"jobs/{run.job.id}")
         raise
-    artifact = _publish_trained(run, params, dataset, init, result)
+    artifact = publish(result)
     delete_tree(f"jobs/{run.job.id}")
     return {"artifact": artifact.id, "best_epoch": result["best_epoch"], "device": result["device"], **result["final"]}
 
@@ -99,17 +108,8 @@ def _perform_text(run: JobRun, params: dict, dataset, init) -> dict:
     if resume:
         request["resume"] = str(resume)
         reads.append(resume)
-    try:
-        result = run.jailed("train_text", request, reads=reads, on_checkpoint_file=save_checkpoint)
-    except StepCancelled as cancelled:
-        if params["keep_best_on_cancel"] and cancelled.result is not None:
-            _publish_text(run, params, dataset, init, cancelled.result)
-            run.reporter.log(f"Kept the best epoch ({cancelled.result['best_epoch']}) as an artifact.")
-        delete_tree(f"jobs/{run.job.id}")
-        raise
-    artifact = _publish_text(run, params, dataset, init, result)
-    delete_tree(f"jobs/{run.job.id}")
-    return {"artifact": artifact.id, "best_epoch": result["best_epoch"], "device": result["device"], **result["final"]}
+    return _trained(run, lambda: run.jailed("train_text", request, reads=reads, on_checkpoint_file=save_checkpoint),
+                    lambda result: _publish_text(run, params, dataset, init, result))
 
 
 def _publish_text(run: JobRun, params: dict, dataset, init, result: dict) -> Artifact:
