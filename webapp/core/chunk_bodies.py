@@ -21,13 +21,27 @@ _tus_chunk: ContextVar[bool] = ContextVar("tus_chunk", default=False)
 
 
 class MessageBody(io.RawIOBase):
-    """The bytes of ASGI body messages as one readable stream, without joining them."""
+    """The bytes of ASGI body messages as one readable stream, without joining them. `read` hands
+    out the messages themselves (at most `size` bytes, never more than one message), so the view
+    writes and hashes the bytes daphne made instead of copies of them."""
 
     def __init__(self, parts: list[bytes]) -> None:
         self._parts = deque(memoryview(part) for part in parts if part)
 
     def readable(self) -> bool:
         return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        if not self._parts or not size:
+            return b""
+        head = self._parts[0]
+        if len(head) <= size:
+            self._parts.popleft()
+            return head.obj if len(head) == len(head.obj) else head.tobytes()
+        self._parts[0] = head[size:]
+        return head[:size].tobytes()
 
     def readinto(self, buffer) -> int:
         if not self._parts:
@@ -60,4 +74,4 @@ class ChunkASGIHandler(ASGIHandler):
                 raise RequestAborted()
             parts.append(message.get("body", b""))
             if not message.get("more_body", False):
-                return io.BufferedReader(MessageBody(parts), buffer_size=2**20)
+                return MessageBody(parts)

@@ -8,6 +8,7 @@ a process that did not see the earlier chunks (a restart) hashes the part file o
 
 import fcntl
 import hashlib
+import queue
 import threading
 from collections import OrderedDict
 from datetime import timedelta
@@ -94,6 +95,40 @@ class _Hashers:
 _hashers = _Hashers()
 
 
+def _write_hashing(body: BinaryIO, length: int, part: BinaryIO, hasher) -> int:
+    """Copy up to `length` bytes of `body` to `part` while a second thread hashes them, a batch of
+    blocks behind. Writing and hashing both release the GIL, so on two cores the hash (as costly as
+    the write) is hidden behind it."""
+    batches: queue.SimpleQueue = queue.SimpleQueue()
+    hashing = threading.Thread(target=_hash_batches, args=(batches, hasher), name="upload-hash")
+    hashing.start()
+    written, batch, batched = 0, [], 0
+    try:
+        while written < length:
+            block = body.read(min(COPY_CHUNK, length - written))
+            if not block:
+                break
+            part.write(block)
+            batch.append(block)
+            written += len(block)
+            batched += len(block)
+            if batched >= COPY_CHUNK:
+                batches.put(batch)
+                batch, batched = [], 0
+        part.flush()
+    finally:
+        batches.put(batch)
+        batches.put(None)  # the hash is whole once the thread ends
+        hashing.join()
+    return written
+
+
+def _hash_batches(batches: queue.SimpleQueue, hasher) -> None:
+    while (batch := batches.get()) is not None:
+        for block in batch:
+            hasher.update(block)
+
+
 def upload_append(*, upload: Upload, offset: int, body: BinaryIO, length: int) -> Upload:
     """Append `length` bytes from `body` at `offset`; finish the upload when the last byte is in."""
     if length > settings.UPLOAD_CHUNK_MAX_BYTES:
@@ -119,15 +154,7 @@ def upload_append(*, upload: Upload, offset: int, body: BinaryIO, length: int) -
         hasher = _hashers.take(upload, part)
         part.truncate(upload.offset)
         part.seek(upload.offset)
-        written = 0
-        while written < length:
-            block = body.read(min(COPY_CHUNK, length - written))
-            if not block:
-                break
-            part.write(block)
-            hasher.update(block)
-            written += len(block)
-        part.flush()
+        written = _write_hashing(body, length, part, hasher)
         upload.offset += written
         Upload.objects.filter(id=upload.id).update(offset=upload.offset, expires_at=_expiry())
     if upload.offset < upload.length:
