@@ -191,8 +191,9 @@ def main() -> None:
                     "sha256_ok": state.get("sha256") == local_sha256 and state.get("offset") == size}
 
         def reference_round() -> float:
-            reference_file.unlink(missing_ok=True)
-            return size / MiB / reference_upload(f"http://127.0.0.1:{bare_port}/", archive, chunk)
+            mb_per_s = size / MiB / reference_upload(f"http://127.0.0.1:{bare_port}/", archive, chunk)
+            reference_file.unlink()  # at the end of its round, like the Vintner upload's DELETE: each
+            return mb_per_s          # round starts with the memory the last one freed, whichever it was
 
         # Alternating rounds, the order swapped every other one; the figures are their medians.
         vintner, reference = [], []
