@@ -72,8 +72,35 @@ class PostgresServer:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+# Run as `sh -c HOST_DISK sh ROOT DATA COMMAND...` in a new mount namespace: the tier's folder
+# becomes an empty tmpfs holding only DATA (bound back from where it was), then COMMAND runs.
+HOST_DISK = """
+set -e
+root=$1 data=$2
+shift 2
+keep=$(mktemp -d -p /tmp)  # not under TMPDIR: that is in the data folder
+mount --bind "$data" "$keep"
+mount -t tmpfs -o mode=755 vintner-host "$root"
+mkdir -p "$data"
+mount --move "$keep" "$data"
+rmdir "$keep"
+exec "$@"
+"""
+
+
+def own_disk(root: Path, data: Path) -> list[str]:
+    """The command prefix that gives a host a disk of its own: in its mount namespace the tier's
+    folder holds its data folder and nothing else, so another host's files, the database's and the
+    bucket's cannot be read by path, as on separate machines. It needs root (as the tier's Postgres
+    does); elsewhere the hosts share the folder and shared_paths() is the only check."""
+    if os.geteuid() != 0:
+        return []
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", HOST_DISK, "sh", str(root), str(data)]
+
+
 class Hosts:
-    """The shared services, and hosts (web, workers) started with their own data folders."""
+    """The shared services, and hosts (web, workers) started each with a data folder that only it
+    can see (own_disk)."""
 
     def __init__(self, root: Path, log_dir: Path) -> None:
         self.root, self.log_dir = root, log_dir
@@ -88,13 +115,18 @@ class Hosts:
         data.mkdir(parents=True, exist_ok=True)
         self.data_dirs.append(data)
         env = {key: value for key, value in os.environ.items() if key not in ("VINTNER_DATA_DIR", "MEDIA_ROOT")}
+        (data / "tmp").mkdir(exist_ok=True)
         env.update(self.s3.env(), DJANGO_SETTINGS_MODULE="webapp.settings", DATABASE_URL=self.postgres.url,
-                   REDIS_URL=self.redis.url, VINTNER_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+                   REDIS_URL=self.redis.url, VINTNER_DATA_DIR=str(data), PYTHONUNBUFFERED="1",
+                   TMPDIR=str(data / "tmp"))  # scratch on the host's own disk too
         return env
 
+    def own_disk(self, host: str) -> list[str]:
+        return own_disk(self.root, self.root / host)
+
     def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], env=self.env("admin"), capture_output=True,
-                              text=True, cwd=Path(__file__).resolve().parent.parent)
+        done = subprocess.run([*self.own_disk("admin"), sys.executable, "manage.py", *args], env=self.env("admin"),
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
         if done.returncode:
             raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
         return done.stdout
@@ -107,11 +139,12 @@ class Hosts:
         return self
 
     def web(self) -> str:
-        self.daphne, url = start_daphne(self.env("web"), self.log_dir)
+        self.daphne, url = start_daphne(self.env("web"), self.log_dir, prefix=self.own_disk("web"))
         return url
 
     def worker(self, host: str, queue: str, concurrency: int = 1) -> ServiceProcess:
-        args = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue, "-c", str(concurrency),
+        args = [*self.own_disk(host), sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue,
+                "-c", str(concurrency),
                 "--hostname", f"{host}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
         worker = ServiceProcess(f"worker-{host}-{self.redis.port}", args, self.env(host), self.log_dir)
         wait_for(lambda: worker.alive() and "ready." in worker.log(), timeout=120, what=f"worker {host} to start",

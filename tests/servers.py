@@ -100,9 +100,9 @@ class ServiceProcess:
         self._log.close()
 
 
-def start_daphne(env: dict[str, str], log_dir: Path) -> tuple[ServiceProcess, str]:
+def start_daphne(env: dict[str, str], log_dir: Path, prefix: list[str] = ()) -> tuple[ServiceProcess, str]:
     port = free_port()
-    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"]
+    args = [*prefix, sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"]
     server = ServiceProcess(f"daphne-{port}", args, env, log_dir)
     wait_listening(server, port)
     return server, f"http://127.0.0.1:{port}"
