@@ -100,6 +100,10 @@ def test_an_ir_pair_downloads_as_a_zip_that_loads_and_verifies(worker_host, alic
     for line in bundle.read("SHA256SUMS").decode().splitlines():
         digest, name = line.split("  ")
         assert hashlib.sha256(bundle.read(name)).hexdigest() == digest, name
+    # weights as they are (deflate would cap the download at one core's ~40 MB/s), the text deflated
+    assert bundle.getinfo("model.bin").compress_type == zipfile.ZIP_STORED
+    assert bundle.getinfo("model.xml").compress_type == zipfile.ZIP_DEFLATED
+    assert bundle.getinfo("model.xml").compress_size < bundle.getinfo("model.xml").file_size / 2
     bundle.extractall(tmp_path / "download")
     model = ov.Core().read_model(tmp_path / "download" / "model.xml")
     assert list(model.input(0).get_partial_shape().to_shape()) == [1, 3, 32, 32]
