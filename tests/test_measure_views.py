@@ -524,3 +524,16 @@ def test_anonymous_visitors_are_sent_to_sign_in(client, model, int8):
                 f"/artifacts/{int8.id}/classify.py"):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
+
+
+def test_a_text_models_throughput_is_counted_in_rows_not_images(alice, model, trained, fp32, int8):
+    model.modality = "text"
+    model.save(update_fields=["modality"])
+    benchmark(fp32, latency=2.0, fps=500, torch=(3.0, 330), reference=trained)
+    benchmark(int8, latency=0.8, fps=1500, torch=(3.0, 330), reference=trained)
+    pages = [text(signed_in(alice).get(f"/artifacts/{int8.id}/performance/")), text(compare_page(alice, model, max_drop="5")[0]),
+             text(signed_in(alice).get(f"/artifacts/{int8.id}/"))]
+    assert "4.5× the throughput of torch eager on this host (1,500 against 330 rows/s)." in pages[0]
+    assert f"For the highest throughput: INT8 IR #{int8.id} — 1,500 rows/s" in pages[1]
+    assert "1,500 rows/s" in pages[2]
+    assert not any("images/s" in page for page in pages)

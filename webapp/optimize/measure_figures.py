@@ -7,6 +7,7 @@ Rounding keeps three significant figures (0.812 ms, 12.3 ms, 153 ms): enough to 
 apart, no more digits than a one-host measurement deserves.
 """
 
+from webapp.core.modality import rate_unit
 from webapp.optimize.comparison import Comparison, Row
 from webapp.registry.models import TORCH_FORMATS, Artifact, Format
 from webapp.optimize.quantization import percent
@@ -110,7 +111,7 @@ def benchmark_figures(result: dict, artifact: Artifact) -> dict:
     if torch:
         rows.append({**_measurement_row(torch, model), "torch": True})
     headline = {"latency": result.get("latency_ms"), "fps": result.get("fps")}
-    for row in rows:  # the figures the comparison takes: p50 under the latency hint, images/s under the throughput hint
+    for row in rows:  # the figures the comparison takes: p50 under the latency hint, throughput under its hint
         row["headline_latency"] = row["hint"] == "latency" or (not result.get("measurements") and row["torch"])
         row["headline_fps"] = row["hint"] == "throughput" or (not result.get("measurements") and row["torch"])
     layers = [{**layer, "ms_text": ms(layer.get("ms")), "share_text": share(layer.get("share")),
@@ -126,7 +127,7 @@ def benchmark_figures(result: dict, artifact: Artifact) -> dict:
         "rows": rows,
         "latency": ms(headline["latency"]),
         "fps": fps(headline["fps"]),
-        "speedups": speedup_words(result) if reference and reference != artifact.id else [],
+        "speedups": speedup_words(result, rate_unit(artifact.model.modality)) if reference and reference != artifact.id else [],
         "speedup": times(result.get("speedup_latency")) if reference and reference != artifact.id
         and result.get("speedup_latency") else None,
         "reference": reference if reference != artifact.id else None,
@@ -194,7 +195,7 @@ def layer_profile_words(profile: dict, layers: list[dict], latency: float | None
     }
 
 
-def speedup_words(result: dict) -> list[str]:
+def speedup_words(result: dict, unit: str) -> list[str]:
     """Sentences on the speedups over torch eager measured in the same job (so on the same host)."""
     words = []
     latency, throughput = result.get("speedup_latency"), result.get("speedup_throughput")
@@ -207,7 +208,7 @@ def speedup_words(result: dict) -> list[str]:
                          f"({ms(result.get('latency_ms'))} ms against {ms(result.get('torch_latency_ms'))} ms, p50).")
     if throughput:
         words.append(f"{times(throughput)} the throughput of torch eager on this host "
-                     f"({fps(result.get('fps'))} against {fps(result.get('torch_fps'))} images/s).")
+                     f"({fps(result.get('fps'))} against {fps(result.get('torch_fps'))} {unit}).")
     return words
 
 
@@ -275,7 +276,7 @@ def evaluation_figures(result: dict) -> dict:
 # --- the comparison ------------------------------------------------------------------------------
 
 
-def comparison_figures(comparison: Comparison) -> dict:
+def comparison_figures(comparison: Comparison, unit: str) -> dict:
     """The comparison page: each variant's row in words, bars scaled to the slowest (latency) and
     the fastest (throughput), which to pick for each goal and the faster variants passed over."""
     rows = comparison.rows
@@ -307,17 +308,17 @@ def comparison_figures(comparison: Comparison) -> dict:
         "drop_points": f"{round(100 * comparison.max_drop, 2):g}",
         "unmeasured": sum(1 for r in shown if not r["measured"]),
         "picks": [
-            _pick("latency", comparison.best_latency, rows, best_top1, comparison.max_drop),
-            _pick("throughput", comparison.best_throughput, rows, best_top1, comparison.max_drop),
+            _pick("latency", comparison.best_latency, rows, best_top1, comparison.max_drop, unit),
+            _pick("throughput", comparison.best_throughput, rows, best_top1, comparison.max_drop, unit),
         ],
     }
 
 
-def _pick(goal: str, best: Row | None, rows: list[Row], best_top1: float | None, max_drop: float) -> dict:
+def _pick(goal: str, best: Row | None, rows: list[Row], best_top1: float | None, max_drop: float, unit: str) -> dict:
     """Which variant to take for a goal, in a sentence, and the faster ones left out (and why)."""
     figure = (lambda row: row.latency_ms) if goal == "latency" else (lambda row: row.fps)
     faster = (lambda a, b: a < b) if goal == "latency" else (lambda a, b: a > b)
-    said = (lambda row: f"{ms(row.latency_ms)} ms p50") if goal == "latency" else (lambda row: f"{fps(row.fps)} images/s")
+    said = (lambda row: f"{ms(row.latency_ms)} ms p50") if goal == "latency" else (lambda row: f"{fps(row.fps)} {unit}")
     title = "For the lowest latency" if goal == "latency" else "For the highest throughput"
     drop = points_words(max_drop)
     if best is None:

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.access import Action, authorize, role_allows
-from webapp.core.modality import Modality
+from webapp.core.modality import Modality, rate_unit
 from webapp.core.numbers import whole_number
 from webapp.core.throttles import throttled_page
 from webapp.datasets.models import Dataset
@@ -249,7 +249,7 @@ def model_compare(request: HttpRequest, model_id: int) -> HttpResponse:
         "model": model, "project": model.project, "team": model.project.team,
         "can_write": role_allows(role, Action.WRITE),
         "comparison": comparison,
-        "figures": comparison_figures(comparison),
+        "figures": comparison_figures(comparison, rate_unit(model.modality)),
         "datasets": ready_datasets_of_project(model.project_id, labelled_only=True).filter(modality=model.modality),
         "dataset_id": dataset_id, "split": split,
         "benchmark_seconds": fields["seconds"].default,
