@@ -143,21 +143,23 @@ def main() -> None:
             print("rows naming a host's local path:", shared)
             result.update(orphans=len(mismatches), shared_paths=len(shared))
 
-        path = root / "big.bin"
+        admin = root / "admin"  # the files the admin host's commands read and write: its own disk (own_disk)
+        admin.mkdir(exist_ok=True)
+        path = admin / "big.bin"
         big_file(path, size)
         ours, reference = [], []
         for _ in range(args.rounds):  # alternating, medians compared
             ours.append(size / 2**20 / shell(hosts, UPLOAD.format(path=str(path), key="bench/big.bin"))["seconds"])
             reference.append(size / 2**20 / shell(hosts, REFERENCE_UPLOAD.format(path=str(path), key="bench/ref.bin"))["seconds"])
         print(f"upload MB/s: vintner {ours}, boto3 upload_file {reference}")
-        scratch = root / "scratch"
+        scratch = admin / "scratch"
         scratch.mkdir()
         staged = shell(hosts, STAGE.format(key="bench/big.bin", scratch=str(scratch)))
         assert (scratch / "big.bin").stat().st_size == size
         shutil.rmtree(scratch)
         # An IR (a small .xml, the 2 GB .bin): the web host streams it as a zip made as it is sent.
         # A single-file artifact would go to the client as a presigned link instead.
-        xml = root / "model.xml"
+        xml = admin / "model.xml"
         xml.write_text("<net/>")
         made = shell(hosts, ARTIFACT.format(project=hosts.project, size=size, xml_size=xml.stat().st_size))
         shell(hosts, UPLOAD.format(path=str(xml), key=f"artifacts/{made['artifact']}/model.xml"))
