@@ -156,3 +156,5 @@ def test_benchmark_text_ir_at_batch_by_tokens(ir):
     assert result["shape"] == [2, 24] and latency["batch"] == 2 and latency["precision"] == "f32"
     assert latency["iterations"] > 0 and latency["latency_ms"]["p50"] > 0 and len(latency["rounds"]) == 3
     assert result["layers"]
+    said = [line for _, line in reporter.logs if line.startswith(latency["label"])]
+    assert said and " rows/s, " in said[0] and "images" not in said[0]  # the log counts rows, not images

@@ -74,7 +74,7 @@ class Measurement:
     threads: int = 0  # inference threads (OpenVINO's for the compiled model; torch's)
     iterations: int = 0  # all rounds
     seconds: float = 0.0  # all rounds
-    fps: float = 0.0  # images per second: the median of the rounds'
+    fps: float = 0.0  # images (text: rows) per second: the median of the rounds'
     latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p90, p99, mean, min, max: medians of the rounds'
     rounds: list[dict] = field(default_factory=list)  # per round: fps, p50, iterations, seconds
     spread: dict[str, float] = field(default_factory=dict)  # fps, p50: (max − min) / median over the rounds
@@ -148,8 +148,9 @@ def benchmark(xml: Path | None, config: BenchmarkConfig, span: Span, *, torch_mo
             run.round(config.seconds / rounds, span.child(step / shares, (step + 1) / shares))
     load = watch.done()
     measurements = [run.finish() for run in runs]
+    unit = "rows/s" if len(config.shape) == 2 else "images/s"  # a text model's shape is [batch, tokens]
     for measurement in measurements:
-        span.reporter.log(_said(measurement))
+        span.reporter.log(_said(measurement, unit))
     layers, types, profile = [], [], {}
     if profiled:
         span.reporter.stage("profiling layers")
@@ -517,11 +518,11 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
             "max": float(values.max())}
 
 
-def _said(measurement: Measurement) -> str:
+def _said(measurement: Measurement, unit: str) -> str:
     latency = measurement.latency_ms
-    return (f"{measurement.label}: {measurement.fps:.1f} images/s, latency p50 {latency.get('p50', 0):.2f} ms, "
+    return (f"{measurement.label}: {measurement.fps:.1f} {unit}, latency p50 {latency.get('p50', 0):.2f} ms, "
             f"p90 {latency.get('p90', 0):.2f} ms, p99 {latency.get('p99', 0):.2f} ms, medians of "
-            f"{len(measurement.rounds)} rounds (spread {measurement.spread.get('fps', 0):.0%} images/s, "
+            f"{len(measurement.rounds)} rounds (spread {measurement.spread.get('fps', 0):.0%} {unit}, "
             f"{measurement.spread.get('p50', 0):.0%} p50; {measurement.iterations} inferences, "
             f"{measurement.requests} request{'s' if measurement.requests > 1 else ''}, "
             f"{measurement.threads} threads).")
