@@ -1,6 +1,7 @@
 """What the browser tests share: signing in, finding elements, screenshots, the REST calls they
 make through daphne, and recording what a live panel showed."""
 
+import re
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -25,6 +26,53 @@ def sign_in(page: Page, base: str, username: str, password: str = PASSWORD) -> N
 
 def by_testid(page: Page, testid: str):
     return page.locator(f"[data-testid={testid}]")
+
+
+ARTIFACT_LINK = re.compile(r"^artifact #(\d+)$")
+
+
+def succeeded(page: Page, timeout: float = 180_000) -> None:
+    """The job page shows the job ended; anything but success fails with what the page says."""
+    state = by_testid(page, "job-state")
+    expect(state).to_have_text(re.compile(r"^(succeeded|failed|cancelled)$"), timeout=timeout)
+    if state.text_content().strip() != "succeeded":
+        raise AssertionError(f"{page.url}: {state.text_content()}\n{page.locator('main').inner_text()[:3000]}")
+
+
+def artifact_link(page: Page) -> int:
+    """The id of the artifact the job page's output links."""
+    output = by_testid(page, "job-output").get_by_role("link")
+    expect(output).to_have_text(ARTIFACT_LINK)
+    return int(ARTIFACT_LINK.match(output.inner_text().strip()).group(1))
+
+
+def download(page: Page, testid: str, folder: Path) -> Path:
+    """What clicking the element saves, under the name the server suggested, in `folder`."""
+    with page.expect_download() as info:
+        by_testid(page, testid).click()
+    path = folder / info.value.suggested_filename
+    info.value.save_as(path)
+    return path
+
+
+def open_deploy_page(page: Page, base: str, artifact_id: int) -> None:
+    """The artifact's deploy page, reached by its link on the artifact page."""
+    page.goto(f"{base}/artifacts/{artifact_id}/")
+    by_testid(page, "deploy-link").click()
+    page.wait_for_url(f"**/artifacts/{artifact_id}/deploy/")
+
+
+def open_comparison(page: Page, base: str, model_id: int, max_drop, metric: str = "") -> None:
+    """The model's comparison, reached from the model page, applied with `max_drop` points (and
+    `metric`, where given)."""
+    page.goto(f"{base}/models/{model_id}/")
+    by_testid(page, "compare-variants").click()
+    page.wait_for_url(f"**/models/{model_id}/compare/")
+    if metric:
+        by_testid(page, "compare-metric").select_option(metric)
+    by_testid(page, "compare-max-drop").fill(str(max_drop))
+    by_testid(page, "compare-apply").click()
+    page.wait_for_url(re.compile(rf"max_drop={max_drop}"))
 
 
 def api_headers(user) -> dict[str, str]:

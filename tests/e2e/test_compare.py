@@ -24,7 +24,8 @@ from django.core.files.storage import default_storage
 from django.db import connections
 from playwright.sync_api import expect
 
-from tests.e2e.helpers import api_headers, assert_hidden_from, by_testid, shot, sign_in
+from tests.e2e.helpers import (api_headers, assert_hidden_from, by_testid, download, open_comparison,
+                               open_deploy_page, shot, sign_in)
 from tests.jobs_helpers import make_project, wait_done
 from tests.test_train_job import colours_dataset, start_training
 from webapp.jobs.models import Job, JobState
@@ -143,12 +144,7 @@ def test_alice_benchmarks_compares_and_deploys_the_int8_variant(
     # The comparison: both IRs with their latency; the badge where the figures put it.
     done(Job.objects.get(id=fp32_benchmark))
     done(Job.objects.get(id=fp32_evaluation))
-    page.goto(f"{base}/models/{int8.model_id}/")
-    by_testid(page, "compare-variants").click()
-    page.wait_for_url(f"**/models/{int8.model_id}/compare/")
-    by_testid(page, "compare-max-drop").fill(str(MAX_DROP))
-    by_testid(page, "compare-apply").click()
-    page.wait_for_url(re.compile(rf"max_drop={MAX_DROP}"))
+    open_comparison(page, base, int8.model_id, MAX_DROP)
     row = {a.id: page.locator(f"[data-testid=compare-row][data-artifact='{a.id}']") for a in (trained, fp32, int8)}
     for artifact in (fp32, int8):
         expect(row[artifact.id].locator("[data-field=latency]")).to_have_text(re.compile(r"^[\d.,]+ ms$"))
@@ -170,15 +166,10 @@ def test_alice_benchmarks_compares_and_deploys_the_int8_variant(
     shot(page, screenshots, "compare")
 
     # Deploying the INT8 IR: the zip, and the program on the page saved beside model.xml.
-    page.goto(f"{base}/artifacts/{int8.id}/")
-    by_testid(page, "deploy-link").click()
-    page.wait_for_url(f"**/artifacts/{int8.id}/deploy/")
+    open_deploy_page(page, base, int8.id)
     expect(by_testid(page, "install-line")).to_contain_text("pip install openvino==")
     expect(by_testid(page, "zip-contents")).to_contain_text("SHA256SUMS")
-    with page.expect_download() as info:
-        by_testid(page, "deploy-download").click()
-    archive = tmp_path / info.value.suggested_filename
-    info.value.save_as(archive)
+    archive = download(page, "deploy-download", tmp_path)
     assert archive.name == f"colours-openvino_ir-int8-{int8.id}.zip"
     folder = tmp_path / "deploy"
     zipfile.ZipFile(archive).extractall(folder)

@@ -29,7 +29,8 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from tests.archive_builders import colour_classes, make_zip
-from tests.e2e.helpers import by_testid, shot, sign_in
+from tests.e2e.helpers import (artifact_link, by_testid, download, open_comparison, open_deploy_page, shot,
+                               sign_in, succeeded)
 from tests.servers import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -39,7 +40,6 @@ PASSWORD = "journey user password 42"
 JOB_URL = re.compile(r"/jobs/(\d+)/$")
 DATASET_URL = re.compile(r"/datasets/(\d+)/$")
 PROJECT_URL = re.compile(r"/projects/(\d+)/$")
-ARTIFACT_LINK = re.compile(r"^artifact #(\d+)$")
 
 
 class Product:
@@ -145,19 +145,6 @@ def add_user_in_admin(page: Page, base: str, username: str) -> None:
     page.locator("#id_password2").fill(PASSWORD)
     page.locator("input[name=_save]").click()
     expect(page.locator(".messagelist")).to_contain_text(username)
-
-
-def artifact_link(page: Page) -> int:
-    output = by_testid(page, "job-output").get_by_role("link")
-    expect(output).to_have_text(ARTIFACT_LINK)
-    return int(ARTIFACT_LINK.match(output.inner_text().strip()).group(1))
-
-
-def succeeded(page: Page, timeout: float) -> None:
-    state = by_testid(page, "job-state")
-    expect(state).to_have_text(re.compile(r"^(succeeded|failed|cancelled)$"), timeout=timeout)
-    if state.text_content().strip() != "succeeded":
-        raise AssertionError(f"{page.url}: {state.text_content()}\n{page.locator('main').inner_text()[:3000]}")
 
 
 def red_picture(path: Path) -> Path:
@@ -290,12 +277,7 @@ def test_the_whole_journey(product, browser, screenshots, tmp_path, log_on_failu
     alice_token = product.token("alice", PASSWORD)
     model = requests.get(f"{base}/api/v1/artifacts/{int8}/", headers={"Authorization": f"Token {alice_token}"},
                          timeout=10).json()["model"]
-    page.goto(f"{base}/models/{model}/")
-    by_testid(page, "compare-variants").click()
-    page.wait_for_url(f"**/models/{model}/compare/")
-    by_testid(page, "compare-max-drop").fill("50")  # a 29-image validation split: accuracy is coarse
-    by_testid(page, "compare-apply").click()
-    page.wait_for_url(re.compile(r"max_drop=50"))
+    open_comparison(page, base, model, 50)  # a 29-image validation split: accuracy is coarse
     for artifact in (fp32, int8):
         row = page.locator(f"[data-testid=compare-row][data-artifact='{artifact}']")
         expect(row.locator("[data-field=latency]")).to_have_text(re.compile(r"^[\d.,]+ ms$"))
@@ -303,14 +285,9 @@ def test_the_whole_journey(product, browser, screenshots, tmp_path, log_on_failu
     shot(page, screenshots, "journey-compare")
 
     # Deploying the INT8 IR: the zip, and the page's program run beside model.xml on a red picture.
-    page.goto(f"{base}/artifacts/{int8}/")
-    by_testid(page, "deploy-link").click()
-    page.wait_for_url(f"**/artifacts/{int8}/deploy/")
+    open_deploy_page(page, base, int8)
     download_url = by_testid(page, "deploy-download").get_attribute("href")
-    with page.expect_download() as info:
-        by_testid(page, "deploy-download").click()
-    zipped = tmp_path / info.value.suggested_filename
-    info.value.save_as(zipped)
+    zipped = download(page, "deploy-download", tmp_path)
     folder = tmp_path / "deploy"
     zipfile.ZipFile(zipped).extractall(folder)
     assert {"model.xml", "model.bin"} <= {p.name for p in folder.iterdir()}

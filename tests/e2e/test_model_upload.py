@@ -22,7 +22,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import (api_headers, assert_hidden_from, by_testid, cancel_job, hold_form_submit,
+from tests.e2e.helpers import (api_headers, assert_hidden_from, by_testid, cancel_job, download, hold_form_submit,
                                record_live_panel, seen_in_live_panel, shot, sign_in, start_long_probe)
 from tests.jobs_helpers import make_project, wait_state
 from webapp.jobs.models import JobState
@@ -118,14 +118,6 @@ def upload_model(page: Page, files, *, name: str | None = None, hold: bool = Fal
 def artifact_of(page: Page) -> Artifact:
     page.wait_for_url(ARTIFACT_URL)
     return Artifact.objects.select_related("model", "job").get(id=int(ARTIFACT_URL.search(page.url).group(1)))
-
-
-def download(page: Page, folder: Path) -> Path:
-    with page.expect_download() as info:
-        by_testid(page, "download").click()
-    path = folder / info.value.suggested_filename
-    info.value.save_as(path)
-    return path
 
 
 def test_alice_uploads_torchscript_watches_the_inspection_edits_the_model_and_downloads_it(
@@ -224,7 +216,7 @@ def test_alice_uploads_torchscript_watches_the_inspection_edits_the_model_and_do
     other.close()
 
     # Downloaded, the file is the one whose SHA-256 the page shows.
-    saved = download(page, tmp_path / "downloads")
+    saved = download(page, "download", tmp_path / "downloads")
     assert sha256_of(saved) == artifact.sha256 == by_testid(page, "artifact-sha256").inner_text()
     assert saved.suffix == ".pt"
 
@@ -331,7 +323,7 @@ def test_an_openvino_ir_goes_up_as_two_files_and_comes_back_as_a_checked_zip(
         expect(by_testid(page, "artifact-files").locator(f'tr[data-file="{entry["name"]}"]')).to_contain_text(entry["sha256"])
     expect(by_testid(page, "download")).to_contain_text(".zip")
 
-    saved = download(page, tmp_path / "downloads")
+    saved = download(page, "download", tmp_path / "downloads")
     assert saved.suffix == ".zip"
     with zipfile.ZipFile(saved) as bundle:
         names = set(bundle.namelist())

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import by_testid, shot, sign_in
+from tests.e2e.helpers import (artifact_link, by_testid, download, open_comparison, open_deploy_page, shot,
+                               sign_in, succeeded)
 from tests.jobs_helpers import make_project
 from tests.text_builders import tiny_classifier_folder, topic_rows, write_rows
 from webapp.registry.models import Artifact
@@ -28,7 +29,6 @@ TOPICS = ["food", "sport", "weather"]
 JOB_URL = re.compile(r"/jobs/(\d+)/$")
 DATASET_URL = re.compile(r"/datasets/(\d+)/$")
 ARTIFACT_URL = re.compile(r"/artifacts/(\d+)/$")
-ARTIFACT_LINK = re.compile(r"^artifact #(\d+)$")
 PERCENT = re.compile(r"^\d+(\.\d+)? %$")
 
 
@@ -39,19 +39,6 @@ def model_zip(tmp_path: Path) -> Path:
         for file in folder.iterdir():
             archive.write(file, f"topics-bert/{file.name}")
     return tmp_path / "topics-bert.zip"
-
-
-def succeeded(page: Page, timeout: float = 180_000) -> None:
-    state = by_testid(page, "job-state")
-    expect(state).to_have_text(re.compile(r"^(succeeded|failed|cancelled)$"), timeout=timeout)
-    if state.text_content().strip() != "succeeded":
-        raise AssertionError(f"{page.url}: {state.text_content()}\n{page.locator('main').inner_text()[:3000]}")
-
-
-def artifact_link(page: Page) -> int:
-    output = by_testid(page, "job-output").get_by_role("link")
-    expect(output).to_have_text(ARTIFACT_LINK)
-    return int(ARTIFACT_LINK.match(output.inner_text().strip()).group(1))
 
 
 def test_alice_fine_tunes_converts_and_deploys_a_text_classifier(live_server_url, worker_host, page, alice, team_a,
@@ -174,13 +161,7 @@ def test_alice_fine_tunes_converts_and_deploys_a_text_classifier(live_server_url
 
     # The comparison: both IRs with their latency, one best-for-latency pick within the drop allowed.
     model_id = Artifact.objects.get(id=int8).model_id
-    page.goto(f"{base}/models/{model_id}/")
-    by_testid(page, "compare-variants").click()
-    page.wait_for_url(f"**/models/{model_id}/compare/")
-    by_testid(page, "compare-metric").select_option("macro_f1")
-    by_testid(page, "compare-max-drop").fill("50")  # a few dozen validation rows: the figures are coarse
-    by_testid(page, "compare-apply").click()
-    page.wait_for_url(re.compile(r"max_drop=50"))
+    open_comparison(page, base, model_id, 50, metric="macro_f1")  # a few dozen validation rows: coarse figures
     for artifact in (fp32, int8):
         row = page.locator(f"[data-testid=compare-row][data-artifact='{artifact}']")
         expect(row.locator("[data-field=latency]")).to_have_text(re.compile(r"^[\d.,]+ ms$"))
@@ -188,16 +169,11 @@ def test_alice_fine_tunes_converts_and_deploys_a_text_classifier(live_server_url
     shot(page, screenshots, "text-compare")
 
     # Deploying the INT8 IR: the zip, and its classify_text.py run on a sentence.
-    page.goto(f"{base}/artifacts/{int8}/")
-    by_testid(page, "deploy-link").click()
-    page.wait_for_url(f"**/artifacts/{int8}/deploy/")
+    open_deploy_page(page, base, int8)
     expect(by_testid(page, "install-line")).to_contain_text("tokenizers==")
     expect(by_testid(page, "run-line")).to_contain_text("python classify_text.py")
     shot(page, screenshots, "text-deploy")
-    with page.expect_download() as info:
-        by_testid(page, "deploy-download").click()
-    zipped = tmp_path / info.value.suggested_filename
-    info.value.save_as(zipped)
+    zipped = download(page, "deploy-download", tmp_path)
     folder = tmp_path / "deploy"
     zipfile.ZipFile(zipped).extractall(folder)
     assert (folder / "classify_text.py").read_text() == by_testid(page, "snippet").text_content()
